@@ -1,0 +1,36 @@
+# Claire de Binare: `make demo` runs the stack, `make test` runs the tests.
+# Both set themselves up first (scripts/setup.sh, idempotent).
+SHELL := /bin/bash
+UV := .tools/bin/uv
+RUN := UV_PYTHON_DOWNLOADS=never $(UV) run --frozen --no-sync
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: setup test lint typecheck unit demo bench schemas manifests clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup lint typecheck unit
+
+lint:
+	$(RUN) ruff check services operator tests bench
+	$(RUN) ruff format --check services operator tests bench
+	$(RUN) lint-imports
+
+typecheck:
+	$(RUN) mypy services operator
+
+unit:
+	$(RUN) pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(RUN) cdb demo $(DEMO_ARGS)
+
+bench: setup
+	$(RUN) python -m bench $(BENCH_ARGS)
+
+schemas: setup
+	$(RUN) cdb schemas
+
+clean:
+	rm -rf .cdb bench/results/*.json .pytest_cache .mypy_cache .ruff_cache

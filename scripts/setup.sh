@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything `make test` and `make demo` need, installed from the project's own pins.
+# Idempotent: a second run only checks. Runs every scripts/setup.d/*.sh in order.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+TOOLS=.tools
+mkdir -p "$TOOLS/bin"
+
+say() { printf 'setup: %s\n' "$*"; }
+as_root() { [ "$(id -u)" = 0 ]; }
+apt_install() {
+  # apt_install <package...>: install Debian packages as root, or print what to install.
+  if as_root && command -v apt-get >/dev/null; then
+    if [ ! -f "$TOOLS/.apt-updated" ]; then
+      apt-get update -qq && touch "$TOOLS/.apt-updated"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    say "missing: $*. Install it: sudo apt-get install $* (macOS: brew install ${BREW_NAME:-$1})" >&2
+    exit 1
+  fi
+}
+
+# 1. uv (pinned), then the locked virtualenv.
+if [ ! -x "$TOOLS/uv/bin/uv" ] || [ "$("$TOOLS/uv/bin/uv" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  say "installing uv $UV_VERSION"
+  python3 -m venv "$TOOLS/uv"
+  "$TOOLS/uv/bin/pip" install -q "uv==$UV_VERSION"
+fi
+ln -sf ../uv/bin/uv "$TOOLS/bin/uv"
+UV_PYTHON_DOWNLOADS=never "$TOOLS/bin/uv" sync --frozen --quiet
+
+# 2. Redis server (the bus; tests start throwaway servers from this binary).
+if ! command -v redis-server >/dev/null; then
+  say "installing redis-server"
+  BREW_NAME=redis apt_install redis-server
+fi
+
+# 3. PostgreSQL server binaries (on PATH or under /usr/lib/postgresql/*/bin).
+pg_bin() {
+  if command -v pg_ctl >/dev/null; then dirname "$(command -v pg_ctl)"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1
+}
+if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/pg_ctl" ]; then
+  say "installing postgresql"
+  BREW_NAME=postgresql@15 apt_install postgresql
+fi
+ln -sf "$(pg_bin)/pg_ctl" "$TOOLS/bin/pg_ctl.real"
+for extra in scripts/setup.d/*.sh; do
+  [ -e "$extra" ] || continue
+  # shellcheck source=/dev/null
+  . "$extra"
+done
+say "ready"

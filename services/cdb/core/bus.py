@@ -1,0 +1,472 @@
+"""The event bus: Redis Streams read through consumer groups, exactly once in effect.
+
+* ``publish`` appends one event (``XADD … MAXLEN ~ n``); a dead Redis is retried with
+  backoff and then surfaces as :class:`TransientError`, never as a silent loss.
+* A :class:`Consumer` acknowledges an entry only after its handler returned (the effect
+  is durable), records the event id so a redelivered or re-published event is skipped,
+  claims entries a dead consumer left pending (``XAUTOCLAIM``), and dead-letters an
+  entry that does not parse or fails its handler ``max_attempts`` times, with the reason.
+* Transient failures (Redis or PostgreSQL unreachable) are retried for as long as it
+  takes: an outage delays events, it never dead-letters or drops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+import psycopg_pool
+from pydantic import ValidationError
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from cdb.core.config import RedisSettings
+from cdb.core.events import STREAMS, Event, Stream
+from cdb.core.metrics import Health, ServiceMetrics
+
+__all__ = ["Bus", "Consumer", "Handler", "TransientError", "is_transient"]
+
+log = logging.getLogger("cdb.bus")
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[E], Awaitable[None]]
+
+PAYLOAD_FIELD = b"event"
+DONE_TTL_S = 7 * 24 * 3600
+DEAD_LETTER_MAX_LEN = 100_000
+
+
+class TransientError(Exception):
+    """A failure that will pass (a dependency is down): retry, never dead-letter."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT_ERRORS)
+
+
+@dataclass
+class Backoff:
+    """Jittered exponential backoff: 0.1 s doubling up to ``cap`` seconds."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        jitter: float = 0.5 + random.random() / 2
+        return float(delay) * jitter
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
+    """Sleep, but wake up early when ``stop`` is set."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> Redis:
+    return Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        db=settings.redis_db,
+        password=settings.redis_password.get_secret_value(),
+        socket_connect_timeout=5.0,
+        socket_timeout=socket_timeout,
+        health_check_interval=30,
+    )
+
+
+class Bus:
+    """Publishing and the plumbing consumers share; one per process."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        metrics: ServiceMetrics | None = None,
+        max_len: int = 100_000,
+        publish_timeout_s: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.metrics = metrics
+        self.max_len = max_len
+        self.publish_timeout_s = publish_timeout_s
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except TRANSIENT_ERRORS:
+            return False
+
+    async def wait_ready(self, stop: asyncio.Event | None = None) -> None:
+        """Block until Redis answers, logging one line per failed attempt."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except redis_errors.AuthenticationError:
+                raise
+            except TRANSIENT_ERRORS as error:
+                self._count_bus_error()
+                delay = backoff.next_delay()
+                log.warning(
+                    "redis unreachable, retrying",
+                    extra={"error": str(error), "retry_in_s": round(delay, 2)},
+                )
+                await sleep_unless(stop, delay)
+                if stop is not None and stop.is_set():
+                    raise TransientError("stopped while waiting for redis") from error
+
+    async def publish(self, event: Event, stream: Stream | None = None) -> str:
+        """Append ``event`` to its stream; returns the entry id."""
+        target = stream or STREAMS[type(event)]
+        payload = event.model_dump_json().encode()
+        deadline = time.monotonic() + self.publish_timeout_s
+        backoff = Backoff()
+        while True:
+            try:
+                entry_id = await self.redis.xadd(
+                    target.value,
+                    {PAYLOAD_FIELD: payload},
+                    maxlen=self.max_len,
+                    approximate=True,
+                )
+                if self.metrics is not None:
+                    self.metrics.events_published.labels(target.value).inc()
+                return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+                self._count_bus_error()
+                if time.monotonic() >= deadline:
+                    raise TransientError(f"publish to {target.value} failed: {error}") from error
+                delay = backoff.next_delay()
+                log.warning(
+                    "redis unreachable while publishing, retrying",
+                    extra={"stream": target.value, "error": str(error), "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+
+    async def ensure_group(self, stream: Stream, group: str, start: str = "0") -> None:
+        try:
+            await self.redis.xgroup_create(stream.value, group, id=start, mkstream=True)
+        except redis_errors.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def _count_bus_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.bus_errors.inc()
+
+
+@dataclass
+class Consumer(Generic[E]):
+    """One handler reading one stream in one consumer group.
+
+    ``group`` is normally the service name, so replicas of a service share the work and
+    every service sees every event. ``start`` is where a new group begins reading.
+    """
+
+    stream: Stream
+    model: type[E]
+    handler: Callable[[E], Awaitable[None]]
+    group: str
+    start: str = "0"
+    max_attempts: int = 5
+    claim_idle_ms: int = 30_000
+    block_ms: int = 1_000
+    batch: int = 64
+    touches_health: bool = True
+
+    def done_key(self, event_id: str) -> str:
+        return f"cdb:done:{self.group}:{event_id}"
+
+    async def run(
+        self,
+        bus: Bus,
+        consumer_name: str,
+        stop: asyncio.Event,
+        health: Health | None = None,
+    ) -> None:
+        """Consume until ``stop`` is set; the entry being handled is finished first."""
+        runner = _ConsumerRun(self, bus, consumer_name, stop, health)
+        await runner.run()
+
+
+class _ConsumerRun(Generic[E]):
+    """The state of one running consumer; lives as long as :meth:`Consumer.run`."""
+
+    def __init__(
+        self,
+        spec: Consumer[E],
+        bus: Bus,
+        consumer_name: str,
+        stop: asyncio.Event,
+        health: Health | None,
+    ) -> None:
+        self.spec = spec
+        self.bus = bus
+        self.redis = bus.redis
+        self.name = consumer_name
+        self.stop = stop
+        self.health = health
+        self.metrics = bus.metrics
+        self.stream = spec.stream.value
+        self.backoff = Backoff()
+        self.claim_cursor = "0-0"
+        self.last_claim = 0.0
+
+    async def run(self) -> None:
+        backlog = True  # first our own pending entries (a restart with the same name)
+        while not self.stop.is_set():
+            try:
+                await self.bus.ensure_group(self.spec.stream, self.spec.group, self.spec.start)
+                if backlog:
+                    entries = await self._read("0")
+                    if not entries:
+                        backlog = False
+                        continue
+                else:
+                    entries = await self._claim() or await self._read(">")
+                self.backoff.reset()
+                for entry_id, fields in entries:
+                    if self.stop.is_set():
+                        break  # left pending: re-read on restart or claimed by a peer
+                    await self._process(entry_id, fields)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
+                self.bus._count_bus_error()
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "redis unreachable, consumer retrying",
+                    extra={"stream": self.stream, "error": str(error), "retry_in_s": delay},
+                )
+                await sleep_unless(self.stop, delay)
+
+    async def _read(self, cursor: str) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        block = None if cursor == "0" else self.spec.block_ms
+        reply: Any = await self.redis.xreadgroup(
+            self.spec.group,
+            self.name,
+            {self.stream: cursor},
+            count=self.spec.batch,
+            block=block,
+        )
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return list(entries)
+
+    async def _claim(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        """Take over entries another consumer read but did not acknowledge in time."""
+        now = time.monotonic()
+        if now - self.last_claim < self.spec.claim_idle_ms / 2000:
+            return []
+        self.last_claim = now
+        reply: Any = await self.redis.xautoclaim(
+            self.stream,
+            self.spec.group,
+            self.name,
+            min_idle_time=self.spec.claim_idle_ms,
+            start_id=self.claim_cursor,
+            count=self.spec.batch,
+        )
+        next_cursor, entries = reply[0], reply[1]
+        deleted = reply[2] if len(reply) > 2 else []
+        self.claim_cursor = (
+            next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
+        )
+        for entry_id in deleted:  # trimmed away before anyone handled it: say so loudly
+            log.error(
+                "pending entry was trimmed from the stream before it was handled",
+                extra={"stream": self.stream, "entry_id": _text(entry_id)},
+            )
+            await self.redis.xack(self.stream, self.spec.group, entry_id)
+        claimed = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
+        if claimed:
+            if self.metrics is not None:
+                self.metrics.claimed.labels(self.stream).inc(len(claimed))
+            log.info(
+                "claimed pending entries from a stalled consumer",
+                extra={"stream": self.stream, "count": len(claimed)},
+            )
+            return await self._drop_poison(claimed)
+        return []
+
+    async def _drop_poison(
+        self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
+    ) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        """Dead-letter entries delivered too often without an ack (they crash consumers)."""
+        first, last = entries[0][0], entries[-1][0]
+        pending: Any = await self.redis.xpending_range(
+            self.stream, self.spec.group, min=first, max=last, count=len(entries) * 2
+        )
+        deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        keep = []
+        for entry_id, fields in entries:
+            times = deliveries.get(_text(entry_id), 1)
+            if times > self.spec.max_attempts + 1:
+                reason = f"delivered {times} times without acknowledgement (consumers crashed)"
+                await self._dead_letter(entry_id, fields, reason)
+            else:
+                keep.append((entry_id, fields))
+        return keep
+
+    async def _process(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        raw = (fields or {}).get(PAYLOAD_FIELD)
+        if raw is None:
+            await self._dead_letter(entry_id, fields, "entry has no 'event' field")
+            return
+        try:
+            event = self.spec.model.model_validate_json(raw)
+        except (ValidationError, ValueError) as error:
+            await self._dead_letter(entry_id, fields, f"malformed event: {_summary(error)}")
+            return
+        if await self._retrying(lambda: self.redis.exists(self.spec.done_key(event.event_id))):
+            if self.metrics is not None:
+                self.metrics.duplicates.labels(self.stream).inc()
+            await self._retrying(lambda: self.redis.xack(self.stream, self.spec.group, entry_id))
+            return
+        if not await self._handle(entry_id, fields, event):
+            return
+        await self._retrying(lambda: self._acknowledge(entry_id, event.event_id))
+        if self.metrics is not None:
+            self.metrics.events_consumed.labels(self.stream).inc()
+        if self.health is not None and self.spec.touches_health:
+            self.health.touch()
+
+    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes] | None, event: E) -> bool:
+        """Run the handler until it succeeds; False if the entry was dead-lettered or left."""
+        failures = 0
+        backoff = Backoff(cap=10.0)
+        while True:
+            started = time.perf_counter()
+            try:
+                await self.spec.handler(event)
+            except Exception as error:
+                transient = is_transient(error)
+                if self.metrics is not None:
+                    kind = "transient" if transient else "error"
+                    self.metrics.handler_errors.labels(self.stream, kind).inc()
+                if transient:
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "dependency unavailable, retrying event",
+                        extra={
+                            "stream": self.stream,
+                            "event_id": event.event_id,
+                            "error": str(error),
+                            "retry_in_s": round(delay, 2),
+                        },
+                    )
+                    await sleep_unless(self.stop, delay)
+                    if self.stop.is_set():
+                        return False  # stays pending; handled after restart or by a peer
+                    continue
+                failures += 1
+                log.exception(
+                    "handler failed",
+                    extra={"stream": self.stream, "event_id": event.event_id, "attempt": failures},
+                )
+                if failures >= self.spec.max_attempts:
+                    reason = f"handler failed {failures} times: {type(error).__name__}: {error}"
+                    await self._dead_letter(entry_id, fields, reason)
+                    return False
+                await sleep_unless(self.stop, backoff.next_delay())
+                continue
+            if self.metrics is not None:
+                elapsed = time.perf_counter() - started
+                self.metrics.handler_seconds.labels(self.stream).observe(elapsed)
+            return True
+
+    async def _acknowledge(self, entry_id: bytes, event_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.spec.done_key(event_id), b"1", ex=DONE_TTL_S)
+            pipe.xack(self.stream, self.spec.group, entry_id)
+            await pipe.execute()
+
+    async def _dead_letter(
+        self, entry_id: bytes, fields: dict[bytes, bytes] | None, reason: str
+    ) -> None:
+        payload = (fields or {}).get(PAYLOAD_FIELD, b"")[:65536]
+        log.error(
+            "entry dead-lettered",
+            extra={"stream": self.stream, "entry_id": _text(entry_id), "reason": reason},
+        )
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    Stream.DEAD_LETTER.value,
+                    {
+                        b"stream": self.stream.encode(),
+                        b"group": self.spec.group.encode(),
+                        b"consumer": self.name.encode(),
+                        b"entry_id": entry_id,
+                        b"reason": reason.encode()[:4096],
+                        b"payload": payload,
+                        b"ts": str(time.time()).encode(),
+                    },
+                    maxlen=DEAD_LETTER_MAX_LEN,
+                    approximate=True,
+                )
+                pipe.xack(self.stream, self.spec.group, entry_id)
+                await pipe.execute()
+
+        await self._retrying(write)
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(self.stream).inc()
+
+    async def _retrying(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Repeat a Redis call until it goes through: the effect is done, only the ack waits."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await operation()
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+                self.bus._count_bus_error()
+                delay = backoff.next_delay()
+                log.warning(
+                    "redis unreachable after the handler ran; retrying acknowledgement",
+                    extra={"stream": self.stream, "error": str(error), "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _summary(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
+        ]
+        return "; ".join(parts[:5])
+    return str(error)[:300]

@@ -1,0 +1,102 @@
+"""PostgreSQL: one psycopg 3 async pool per process, schema by versioned SQL migrations.
+
+Migrations are plain SQL files in ``migrations/`` applied by yoyo-migrations (a kept
+migration tool with a lock table, so replicas starting together apply each once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from cdb.core.config import PostgresSettings
+
+__all__ = ["Database", "apply_migrations", "migrations_dir"]
+
+log = logging.getLogger("cdb.db")
+
+
+def migrations_dir() -> Path:
+    """``$CDB_MIGRATIONS_DIR``, else ``migrations/`` of the checkout or the image (/app)."""
+    configured = os.environ.get("CDB_MIGRATIONS_DIR")
+    if configured:
+        return Path(configured)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "migrations"
+        if candidate.is_dir() and any(candidate.glob("*.sql")):
+            return candidate
+    return Path("/app/migrations")
+
+
+def _yoyo_url(settings: PostgresSettings) -> str:
+    password = quote(settings.postgres_password.get_secret_value(), safe="")
+    auth = quote(settings.postgres_user, safe="") + (f":{password}" if password else "")
+    return (
+        f"postgresql+psycopg://{auth}@{settings.postgres_host}:{settings.postgres_port}"
+        f"/{quote(settings.postgres_db, safe='')}"
+    )
+
+
+def _apply(settings: PostgresSettings, directory: Path) -> list[str]:
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(_yoyo_url(settings))
+    migrations = read_migrations(str(directory))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [m.id for m in pending]
+
+
+async def apply_migrations(settings: PostgresSettings, directory: Path | None = None) -> list[str]:
+    """Apply what is not applied yet; returns the ids applied now (empty when up to date)."""
+    applied = await asyncio.to_thread(_apply, settings, directory or migrations_dir())
+    if applied:
+        log.info("migrations applied", extra={"migrations": applied})
+    return applied
+
+
+class Database:
+    """The process's connection pool. Use ``async with db.transaction() as conn``."""
+
+    def __init__(self, settings: PostgresSettings, *, min_size: int = 1, max_size: int = 5) -> None:
+        self.settings = settings
+        self.pool = AsyncConnectionPool(
+            conninfo=settings.postgres_conninfo(),
+            kwargs={
+                "password": settings.postgres_password.get_secret_value() or None,
+                "connect_timeout": 5,
+            },
+            min_size=min_size,
+            max_size=max_size,
+            timeout=10.0,
+            open=False,
+            name="cdb",
+        )
+
+    async def open(self, wait: bool = True, timeout: float = 30.0) -> None:
+        await self.pool.open(wait=wait, timeout=timeout)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """A pooled connection; ``async with db.connection() as conn, conn.transaction():``."""
+        return self.pool.connection()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.connection(timeout=2.0) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except Exception:
+            return False

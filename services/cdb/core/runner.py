@@ -1,0 +1,168 @@
+"""Runs one service: its consumers, tasks and HTTP server in one event loop.
+
+Start-up: settings validated (a bad value exits 2 with one line), HTTP up at once
+(``/health`` answers ``starting``), then Redis and PostgreSQL waited for with backoff,
+migrations applied, ``service.start()``, consumers. SIGTERM/SIGINT: intake stops, the
+entry in flight is finished and acknowledged, tasks end, pools close, exit 0 — all
+within ``SHUTDOWN_GRACE_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+import uvicorn
+
+from cdb.core.bus import Backoff, Bus, TransientError, connect_redis, is_transient, sleep_unless
+from cdb.core.config import ServiceSettings, load_settings_or_exit
+from cdb.core.db import Database, apply_migrations
+from cdb.core.http import HttpState, create_app
+from cdb.core.logging import configure_logging
+from cdb.core.metrics import Health, ServiceMetrics
+from cdb.core.service import Kernel, Service
+
+__all__ = ["main", "serve"]
+
+log = logging.getLogger("cdb.runner")
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def _wait_for_database(db: Database, settings: ServiceSettings, stop: asyncio.Event) -> None:
+    """Open the pool (it reconnects by itself), then apply migrations once PostgreSQL answers."""
+    await db.open(wait=False)
+    backoff = Backoff(cap=5.0)
+    while not stop.is_set():
+        try:
+            if await db.ping():
+                if settings.migrate_on_start:
+                    await apply_migrations(settings)
+                return
+            error: Exception | str = "no connection"
+        except Exception as failure:
+            if not is_transient(failure):
+                raise
+            error = failure
+        delay = backoff.next_delay()
+        log.warning(
+            "postgres unreachable, retrying",
+            extra={
+                "host": settings.postgres_host,
+                "error": str(error)[:300],
+                "retry_in_s": round(delay, 2),
+            },
+        )
+        await sleep_unless(stop, delay)
+    raise TransientError("stopped while waiting for postgres")
+
+
+async def serve(
+    service_cls: type[Service[S]],
+    settings: S,
+    *,
+    stop: asyncio.Event | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Run until stopped; returns the exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    name = service_cls.name
+    health = Health(settings.stale_after_s, watches_input=service_cls.watches_input)
+    metrics = ServiceMetrics(name, health)
+    service: Service[S] | None = None
+    state = HttpState(name, health, metrics, lambda: service.status() if service else {})
+    bus = Bus(connect_redis(settings), metrics=metrics, max_len=settings.bus_max_len)
+    db = Database(settings) if service_cls.uses_database else None
+
+    kernel = Kernel(name=name, bus=bus, db=db, metrics=metrics, health=health, stop=stop)
+    service = service_cls(settings, kernel)
+    app = create_app(state, service.router())
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    http_task = asyncio.create_task(server.serve(), name=f"{name}-http")
+    workers: list[asyncio.Task[Any]] = []
+    try:
+        try:
+            await bus.wait_ready(stop)
+            if db is not None:
+                await _wait_for_database(db, settings, stop)
+        except TransientError:
+            return 0  # stopped before the dependencies came up: nothing in flight
+        if stop.is_set():
+            return 0
+        await service.start()
+        for consumer in service.consumers():
+            workers.append(
+                asyncio.create_task(
+                    consumer.run(bus, settings.consumer_name, stop, health),
+                    name=f"{name}-{consumer.stream.value}",
+                )
+            )
+        workers.extend(asyncio.create_task(task()) for task in service.tasks())
+        health.started_at = time.time()  # staleness counts from readiness
+        state.ready = True
+        log.info("service ready", extra={"port": settings.http_port})
+
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait(
+            [stopper, http_task, *workers], return_when=asyncio.FIRST_COMPLETED
+        )
+        stopper.cancel()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("a worker crashed", exc_info=task.exception())
+                stop.set()
+                return 1
+        log.info("stopping: finishing in-flight work")
+        stop.set()
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+        return 0
+    finally:
+        state.ready = False
+        with contextlib.suppress(Exception):
+            await service.close()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http_task, timeout=5.0)
+        if db is not None:
+            with contextlib.suppress(Exception):
+                await db.close()
+        with contextlib.suppress(Exception):
+            await bus.close()
+        log.info("stopped")
+
+
+def main(service_cls: type[Service[S]], settings_cls: type[S]) -> None:
+    """``python -m cdb.<service>``: validate config, run, exit with the result."""
+    settings = load_settings_or_exit(settings_cls)
+    configure_logging(service_cls.name, settings.log_level)
+    raise SystemExit(asyncio.run(serve(service_cls, settings)))

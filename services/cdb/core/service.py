@@ -1,0 +1,108 @@
+"""What a service is to the runner: a class with its consumers, tasks and status.
+
+A service package reads top to bottom: its settings (a :class:`ServiceSettings`
+subclass), its handlers, its state, and a ``__main__`` that calls :func:`cdb.core.runner.main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from fastapi import APIRouter
+
+from cdb.core.bus import Bus, Consumer
+from cdb.core.config import ServiceSettings
+from cdb.core.db import Database
+from cdb.core.events import Event, Stream
+from cdb.core.metrics import Health, ServiceMetrics
+
+__all__ = ["Kernel", "Service"]
+
+S = TypeVar("S", bound=ServiceSettings)
+E = TypeVar("E", bound=Event)
+
+
+@dataclass
+class Kernel:
+    """The shared machinery the runner hands to a service."""
+
+    name: str
+    bus: Bus
+    db: Database | None
+    metrics: ServiceMetrics
+    health: Health
+    stop: asyncio.Event
+
+    @property
+    def database(self) -> Database:
+        if self.db is None:
+            raise RuntimeError(f"{self.name} declared uses_database = False")
+        return self.db
+
+
+class Service(Generic[S]):
+    """Base class: override what the service needs, nothing else."""
+
+    name: ClassVar[str]
+    uses_database: ClassVar[bool] = True
+    watches_input: ClassVar[bool] = True
+
+    def __init__(self, settings: S, kernel: Kernel) -> None:
+        self.settings = settings
+        self.kernel = kernel
+
+    def consumer(
+        self,
+        stream: Stream,
+        model: type[E],
+        handler: Callable[[E], Awaitable[None]],
+        *,
+        start: str = "0",
+        touches_health: bool = True,
+    ) -> Consumer[E]:
+        """A consumer in this service's group, with the bus limits from settings."""
+        return Consumer(
+            stream=stream,
+            model=model,
+            handler=handler,
+            group=self.name,
+            start=start,
+            max_attempts=self.settings.bus_max_attempts,
+            claim_idle_ms=self.settings.bus_claim_idle_ms,
+            block_ms=self.settings.bus_block_ms,
+            batch=self.settings.bus_batch,
+            touches_health=touches_health,
+        )
+
+    def consumers(self) -> Sequence[Consumer[Any]]:
+        return []
+
+    def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        """Background loops; each must return soon after ``kernel.stop`` is set."""
+        return []
+
+    def router(self) -> APIRouter | None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """Extra ``/status`` fields: at least the config in force."""
+        return {"config": public_config(self.settings)}
+
+    async def start(self) -> None:
+        """Runs once the bus and database are up, before any consumer (rebuild state here)."""
+
+    async def close(self) -> None:
+        """Runs after consumers and tasks stopped."""
+
+
+def public_config(settings: ServiceSettings) -> dict[str, Any]:
+    """The settings without secrets (passwords and keys never leave the process)."""
+    hidden = ("password", "secret", "key", "token")
+    return {
+        name: value
+        for name, value in settings.model_dump(mode="json").items()
+        if not any(word in name for word in hidden)
+    }

@@ -1,0 +1,89 @@
+"""The test harness: throwaway Redis and PostgreSQL servers started from the real binaries.
+
+* Redis: pytest-redis runs Debian's ``redis-server`` with a password (``--requirepass``).
+* PostgreSQL: pytest-postgresql runs ``initdb``/``pg_ctl`` through ``scripts/pg_ctl``,
+  which runs them as the ``postgres`` user when the tests run as root (CI does);
+  for a normal user it is plain ``pg_ctl``. Each test gets a fresh database.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from pytest_postgresql import factories as pg_factories
+from pytest_redis import factories as redis_factories
+from redis.asyncio import Redis
+
+from cdb.core.bus import Bus
+from cdb.core.config import ServiceSettings
+from cdb.core.metrics import Health, ServiceMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_PASSWORD = "test-only-redis-password"
+
+redis_proc = redis_factories.redis_proc(
+    executable=shutil.which("redis-server") or "/usr/bin/redis-server",
+    password=REDIS_PASSWORD,
+)
+redisdb = redis_factories.redisdb("redis_proc")
+
+postgresql_proc = pg_factories.postgresql_proc(
+    executable=str(ROOT / "scripts" / "pg_ctl"),
+    user="cdb_user",
+    dbname="claire_de_binare",
+)
+postgresql = pg_factories.postgresql("postgresql_proc")
+
+
+@pytest.fixture
+def service_env(redis_proc: Any, redisdb: Any, postgresql: Any) -> dict[str, str]:
+    """Environment for a service process pointed at this test's Redis and database."""
+    info = postgresql.info
+    return {
+        "REDIS_HOST": redis_proc.host,
+        "REDIS_PORT": str(redis_proc.port),
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "POSTGRES_HOST": info.host if info.host.startswith("/") is False else "127.0.0.1",
+        "POSTGRES_PORT": str(info.port),
+        "POSTGRES_DB": info.dbname,
+        "POSTGRES_USER": info.user,
+        "POSTGRES_PASSWORD": "",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> ServiceSettings:
+    return ServiceSettings(
+        redis_host=service_env["REDIS_HOST"],
+        redis_port=int(service_env["REDIS_PORT"]),
+        redis_password=SecretStr(REDIS_PASSWORD),
+        postgres_host=service_env["POSTGRES_HOST"],
+        postgres_port=int(service_env["POSTGRES_PORT"]),
+        postgres_db=service_env["POSTGRES_DB"],
+        postgres_user=service_env["POSTGRES_USER"],
+    )
+
+
+@pytest.fixture
+def redis_only_env(redis_proc: Any, redisdb: Any) -> Iterator[dict[str, str]]:
+    """For tests that need only the bus."""
+    yield {
+        "REDIS_HOST": redis_proc.host,
+        "REDIS_PORT": str(redis_proc.port),
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+    }
+
+
+@pytest.fixture
+async def bus(redis_proc: Any, redisdb: Any) -> AsyncIterator[Bus]:
+    client = Redis(host=redis_proc.host, port=redis_proc.port, password=REDIS_PASSWORD)
+    metrics = ServiceMetrics("test", Health(60.0))
+    the_bus = Bus(client, metrics=metrics, max_len=100_000)
+    yield the_bus
+    await the_bus.close()

@@ -1,0 +1,64 @@
+"""The ``cdb`` command: the same entry points as ``python -m cdb.<service>``, for people."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from cdb.core.config import PostgresSettings, load_settings_or_exit
+from cdb.core.db import apply_migrations
+from cdb.core.schemas import schema_drift, write_schemas
+
+app = typer.Typer(
+    help="Claire de Binare: crypto momentum trading on your own machine.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@app.command()
+def schemas(
+    directory: Path = typer.Option(ROOT / "schemas", help="Where the JSON Schemas go."),
+    check: bool = typer.Option(False, help="Only report drift; exit 1 if any."),
+) -> None:
+    """Generate schemas/*.json from the event models."""
+    if check:
+        drift = schema_drift(directory)
+        if drift:
+            typer.echo(f"schemas out of date: {', '.join(drift)} (run: cdb schemas)", err=True)
+            raise typer.Exit(1)
+        typer.echo("schemas up to date")
+        return
+    for path in write_schemas(directory):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (POSTGRES_* from the environment)."""
+    settings = load_settings_or_exit(PostgresSettings)
+    applied = asyncio.run(apply_migrations(settings))
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database up to date")
+
+
+@app.command()
+def demo(
+    data_dir: Path = typer.Option(ROOT / ".cdb", help="Project-local data directory."),
+    events: int = typer.Option(5, help="How many market_data events to send through the bus."),
+) -> None:
+    """Run the offline stack (today: Redis + PostgreSQL + migrations + a bus round trip)."""
+    from cdb.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(data_dir, events)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ __all__ = [
     "EVENT_MODELS",
     "STREAMS",
     "Alert",
+    "Candle",
     "Control",
     "ControlSettings",
     "Event",
@@ -59,6 +60,7 @@ class Stream(StrEnum):
     """One Redis Stream per event type."""
 
     MARKET_DATA = "cdb:market_data"
+    CANDLES = "cdb:candles"
     SIGNALS = "cdb:signals"
     ML_SIGNALS = "cdb:ml_signals"
     ORDERS = "cdb:orders"
@@ -87,6 +89,21 @@ class MarketData(Event):
     pct_change: Finite
     timestamp: int = Field(ge=0, description="window end, unix seconds")
     interval: str = Field(default="15m", pattern=r"^[0-9]+[mh]$")
+
+
+class Candle(Event):
+    """A closed 1-minute candle from the screener (MEXC kline units)."""
+
+    type: Literal["candle"] = "candle"
+    symbol: Symbol
+    interval: Literal["Min1"] = "Min1"
+    open_time: int = Field(ge=0, description="bar start, unix seconds")
+    open: Positive
+    high: Positive
+    low: Positive
+    close: Positive
+    volume: NonNegative = Field(description="contracts")
+    turnover: NonNegative = Field(description="quote currency (USDT)")
 
 
 class Signal(Event):
@@ -204,10 +221,13 @@ class Control(Event):
     timestamp: float = Field(ge=0, allow_inf_nan=False)
 
 
-EventModel: TypeAlias = MarketData | Signal | MlSignal | Order | OrderResult | Alert | Control
+EventModel: TypeAlias = (
+    MarketData | Candle | Signal | MlSignal | Order | OrderResult | Alert | Control
+)
 
 EVENT_MODELS: dict[str, type[Event]] = {
     "market_data": MarketData,
+    "candle": Candle,
     "signal": Signal,
     "ml_signal": MlSignal,
     "order": Order,
@@ -218,6 +238,7 @@ EVENT_MODELS: dict[str, type[Event]] = {
 
 STREAMS: dict[type[Event], Stream] = {
     MarketData: Stream.MARKET_DATA,
+    Candle: Stream.CANDLES,
     Signal: Stream.SIGNALS,
     MlSignal: Stream.ML_SIGNALS,
     Order: Stream.ORDERS,

@@ -87,3 +87,27 @@ async def bus(redis_proc: Any, redisdb: Any) -> AsyncIterator[Bus]:
     the_bus = Bus(client, metrics=metrics, max_len=100_000)
     yield the_bus
     await the_bus.close()
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis of this test alone, AOF on, that a test may stop and start again."""
+    from pytest_redis.executor import RedisExecutor
+
+    from tests.support import free_port
+
+    executor = RedisExecutor(
+        executable=shutil.which("redis-server") or "/usr/bin/redis-server",
+        databases=4,
+        redis_timeout=30,
+        loglevel="notice",
+        host="127.0.0.1",
+        port=free_port(),
+        password=REDIS_PASSWORD,
+        appendonly="yes",
+        datadir=tmp_path,
+    )
+    executor.start()
+    yield executor
+    if executor.running():
+        executor.stop()

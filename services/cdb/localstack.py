@@ -7,6 +7,7 @@ root the cluster is run by the ``postgres`` user through ``runuser``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -87,10 +88,8 @@ class LocalRedis:
     def stop(self) -> None:
         pid_file = self.data_dir / "redis.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), 15)
-            except (ProcessLookupError, ValueError):
-                pass
             deadline = time.monotonic() + 10
             while _port_open(self.port) and time.monotonic() < deadline:
                 time.sleep(0.05)

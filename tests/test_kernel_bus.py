@@ -1,0 +1,235 @@
+"""The bus on a real Redis: delivery, acknowledgement, dead letters, claims, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from redis.asyncio import Redis
+
+from cdb.core.bus import Bus, Consumer
+from cdb.core.events import MarketData, Stream
+from cdb.core.metrics import Health, ServiceMetrics
+from tests.conftest import REDIS_PASSWORD
+
+
+def market(symbol: str = "BTC_USDT", pct: float = 4.5, **extra: Any) -> MarketData:
+    return MarketData(
+        symbol=symbol,
+        price=43000.12,
+        volume=150000.0,
+        pct_change=pct,
+        timestamp=int(time.time()),
+        **extra,
+    )
+
+
+def consumer_of(
+    handler: Callable[[MarketData], Awaitable[None]], group: str = "g", **options: Any
+) -> Consumer[MarketData]:
+    return Consumer(Stream.MARKET_DATA, MarketData, handler, group=group, block_ms=100, **options)
+
+
+async def run_until(
+    bus: Bus,
+    consumer: Consumer[MarketData],
+    done: Callable[[], bool],
+    name: str = "c1",
+    timeout: float = 20.0,
+) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(bus, name, stop))
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert done(), "condition not reached before the timeout"
+
+
+async def pending(bus: Bus, group: str = "g") -> int:
+    info: Any = await bus.redis.xpending(Stream.MARKET_DATA.value, group)
+    return int(info["pending"])
+
+
+async def dead_letters(bus: Bus) -> list[dict[bytes, bytes]]:
+    entries: Any = await bus.redis.xrange(Stream.DEAD_LETTER.value)
+    return [fields for _, fields in entries]
+
+
+async def test_round_trip_delivers_every_event_once_and_acknowledges(bus: Bus) -> None:
+    sent = [market(f"S{i}_USDT") for i in range(20)]
+    for event in sent:
+        await bus.publish(event)
+    seen: list[MarketData] = []
+
+    async def handle(event: MarketData) -> None:
+        seen.append(event)
+
+    await run_until(bus, consumer_of(handle), lambda: len(seen) == 20)
+    assert [e.event_id for e in seen] == [e.event_id for e in sent]
+    assert seen[0] == sent[0]
+    assert await pending(bus) == 0
+
+
+async def test_entry_is_acknowledged_only_after_the_handler_returns(bus: Bus) -> None:
+    await bus.publish(market())
+    release = asyncio.Event()
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def handle(event: MarketData) -> None:
+        started.set()
+        await release.wait()
+        finished.append(event.event_id)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer_of(handle).run(bus, "c1", stop))
+    await asyncio.wait_for(started.wait(), 10)
+    assert await pending(bus) == 1, "acknowledged before the effect"
+    release.set()
+    while not finished:
+        await asyncio.sleep(0.01)
+    for _ in range(100):
+        if await pending(bus) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await pending(bus) == 0
+    stop.set()
+    await task
+
+
+async def test_malformed_entries_are_dead_lettered_and_good_ones_flow(bus: Bus) -> None:
+    stream = Stream.MARKET_DATA.value
+    await bus.publish(market("A_USDT"))
+    await bus.redis.xadd(stream, {b"event": b"{not json"})
+    await bus.redis.xadd(stream, {b"other": b"field"})
+    bad_field = market("B_USDT").model_dump(mode="json") | {"surprise": 1}
+    await bus.redis.xadd(stream, {b"event": __import__("json").dumps(bad_field).encode()})
+    mistyped = market("C_USDT").model_dump(mode="json") | {"price": "expensive"}
+    await bus.redis.xadd(stream, {b"event": __import__("json").dumps(mistyped).encode()})
+    await bus.publish(market("D_USDT"))
+    seen: list[str] = []
+
+    async def handle(event: MarketData) -> None:
+        seen.append(event.symbol)
+
+    await run_until(bus, consumer_of(handle), lambda: len(seen) == 2)
+    for _ in range(100):
+        if len(await dead_letters(bus)) == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert seen == ["A_USDT", "D_USDT"]
+    letters = await dead_letters(bus)
+    reasons = [fields[b"reason"].decode() for fields in letters]
+    assert len(reasons) == 4
+    assert "malformed event" in reasons[0]
+    assert "no 'event' field" in reasons[1]
+    assert "surprise" in reasons[2] and "Extra inputs" in reasons[2]
+    assert "price" in reasons[3]
+    assert letters[0][b"payload"] == b"{not json"
+    assert all(f[b"stream"] == stream.encode() for f in letters)
+    assert await pending(bus) == 0
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(bus: Bus) -> None:
+    await bus.publish(market("BAD_USDT"))
+    await bus.publish(market("GOOD_USDT"))
+    calls: dict[str, int] = {}
+
+    async def handle(event: MarketData) -> None:
+        calls[event.symbol] = calls.get(event.symbol, 0) + 1
+        if event.symbol == "BAD_USDT":
+            raise ValueError("cannot size this position")
+
+    await run_until(bus, consumer_of(handle, max_attempts=3), lambda: "GOOD_USDT" in calls)
+    assert calls == {"BAD_USDT": 3, "GOOD_USDT": 1}
+    (letter,) = await dead_letters(bus)
+    assert letter[b"reason"].decode() == (
+        "handler failed 3 times: ValueError: cannot size this position"
+    )
+    assert await pending(bus) == 0
+
+
+async def test_transient_failures_are_retried_never_dead_lettered(bus: Bus) -> None:
+    await bus.publish(market())
+    calls: list[int] = []
+
+    async def handle(event: MarketData) -> None:
+        calls.append(1)
+        if len(calls) <= 6:  # more failures than max_attempts: still not a dead letter
+            raise psycopg.OperationalError("connection refused")
+
+    await run_until(bus, consumer_of(handle, max_attempts=2), lambda: len(calls) == 7)
+    assert await dead_letters(bus) == []
+    assert await pending(bus) == 0
+
+
+async def test_a_republished_event_id_is_handled_once(bus: Bus) -> None:
+    event = market()
+    await bus.publish(event)
+    await bus.publish(event)
+    await bus.publish(market("OTHER_USDT"))
+    seen: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        seen.append(e.symbol)
+
+    await run_until(bus, consumer_of(handle), lambda: "OTHER_USDT" in seen)
+    assert seen == ["BTC_USDT", "OTHER_USDT"]
+    assert bus.metrics is not None
+    assert bus.metrics.duplicates.labels(Stream.MARKET_DATA.value)._value.get() == 1
+
+
+async def test_entries_of_a_stalled_consumer_are_claimed_by_a_live_one(bus: Bus) -> None:
+    stream = Stream.MARKET_DATA.value
+    await bus.ensure_group(Stream.MARKET_DATA, "g")
+    for i in range(3):
+        await bus.publish(market(f"S{i}_USDT"))
+    taken: Any = await bus.redis.xreadgroup("g", "dead-consumer", {stream: ">"}, count=10)
+    assert len(taken[0][1]) == 3  # read, never acknowledged: the consumer "died"
+    seen: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        seen.append(e.symbol)
+
+    live = consumer_of(handle, claim_idle_ms=200)
+    await run_until(bus, live, lambda: len(seen) == 3, name="live")
+    assert sorted(seen) == ["S0_USDT", "S1_USDT", "S2_USDT"]
+    assert await pending(bus) == 0
+
+
+async def test_redis_restart_mid_stream_loses_nothing(aof_redis: Any) -> None:
+    def connect() -> Bus:
+        client = Redis(host=aof_redis.host, port=aof_redis.port, password=REDIS_PASSWORD)
+        return Bus(client, metrics=ServiceMetrics("t", Health(60)), publish_timeout_s=60)
+
+    producer, consumer_bus = connect(), connect()
+    seen: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        seen.append(e.event_id)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer_of(handle).run(consumer_bus, "c1", stop))
+    sent: list[str] = []
+    for i in range(300):
+        if i == 150:
+            await asyncio.to_thread(aof_redis.stop)  # graceful: AOF flushed, then gone
+            restart = asyncio.create_task(asyncio.to_thread(aof_redis.start))
+        event = market(f"S{i}_USDT")
+        await producer.publish(event)  # waits (with backoff) while Redis is down
+        sent.append(event.event_id)
+    await restart
+    deadline = time.monotonic() + 30
+    while len(set(seen)) < 300 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    assert sorted(set(seen)) == sorted(sent)
+    assert len(seen) == len(set(seen)), "an event was handled twice"
+    await producer.close()
+    await consumer_bus.close()

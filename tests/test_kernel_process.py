@@ -1,0 +1,170 @@
+"""The kernel as a real process: crash recovery, graceful stop, HTTP, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cdb.core.bus import Bus
+from cdb.core.events import MarketData, Stream
+from tests.support import ROOT, ServiceProcess
+
+WORKER = "tests.kernel_worker"
+
+
+def market(i: int) -> MarketData:
+    return MarketData(
+        symbol=f"S{i}_USDT",
+        price=1.0 + i,
+        volume=200000.0,
+        pct_change=3.5,
+        timestamp=int(time.time()),
+    )
+
+
+def rows(postgresql: Any, sql: str) -> list[tuple[Any, ...]]:
+    postgresql.commit()
+    with postgresql.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_consumer_killed_mid_handler_its_entry_is_handled_once_by_another(
+    bus: Bus, service_env: dict[str, str], postgresql: Any, tmp_path: Path
+) -> None:
+    env = {
+        **service_env,
+        "BUS_CLAIM_IDLE_MS": "500",
+        "HANDLER_DELAY_S": "30",
+        "CONSUMER_NAME": "doomed",
+    }
+    doomed = ServiceProcess(WORKER, env, tmp_path).start()
+    doomed.wait_healthy(accept=("ok", "stale"))
+    event = market(1)
+    await bus.publish(event)
+    # the handler has started (an attempt row) but not finished (no effect row)
+    await wait_for(lambda: rows(postgresql, "SELECT count(*) FROM kernel_attempts")[0][0] == 1)
+    doomed.kill()
+    assert rows(postgresql, "SELECT count(*) FROM kernel_effects") == [(0,)]
+
+    survivor_env = {**env, "HANDLER_DELAY_S": "0", "CONSUMER_NAME": "survivor"}
+    with ServiceProcess(WORKER, survivor_env, tmp_path) as survivor:
+        survivor.wait_healthy(accept=("ok", "stale"))
+        await bus.publish(market(2))
+        await wait_for(lambda: rows(postgresql, "SELECT count(*) FROM kernel_effects")[0][0] == 2)
+        assert survivor.terminate() == 0
+    effects = rows(postgresql, "SELECT event_id, consumer FROM kernel_effects ORDER BY 1")
+    assert (event.event_id, "survivor") in effects
+    assert len(effects) == 2
+    attempts = rows(
+        postgresql,
+        f"SELECT consumer FROM kernel_attempts WHERE event_id = '{event.event_id}' ORDER BY id",
+    )
+    assert attempts == [("doomed",), ("survivor",)]
+    info: Any = await bus.redis.xpending(Stream.MARKET_DATA.value, "kernel_worker")
+    assert info["pending"] == 0
+
+
+async def test_sigterm_finishes_and_acknowledges_the_entry_in_flight(
+    bus: Bus, service_env: dict[str, str], postgresql: Any, tmp_path: Path
+) -> None:
+    env = {**service_env, "HANDLER_DELAY_S": "2"}
+    worker = ServiceProcess(WORKER, env, tmp_path).start()
+    worker.wait_healthy(accept=("ok", "stale"))
+    await bus.publish(market(1))
+    await wait_for(lambda: rows(postgresql, "SELECT count(*) FROM kernel_attempts")[0][0] == 1)
+    assert worker.terminate(timeout=30) == 0
+    assert rows(postgresql, "SELECT count(*) FROM kernel_effects") == [(1,)]
+    info: Any = await bus.redis.xpending(Stream.MARKET_DATA.value, "kernel_worker")
+    assert info["pending"] == 0
+    assert '"stopping: finishing in-flight work"' in worker.log()
+
+
+async def test_health_status_and_metrics_endpoints(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**service_env, "STALE_AFTER_S": "1.5", "SIGNAL_THRESHOLD_PCT": "3"}
+    with ServiceProcess(WORKER, env, tmp_path) as worker:
+        assert worker.wait_healthy() == {"status": "ok"}
+        await wait_for(lambda: httpx.get(f"{worker.url}/health").status_code == 503)
+        stale = httpx.get(f"{worker.url}/health")
+        assert stale.json()["status"] == "stale" and stale.json()["last_event_age_s"] > 1.5
+        await bus.publish(market(1))
+        await wait_for(lambda: httpx.get(f"{worker.url}/health").status_code == 200)
+
+        status = worker.status()
+        assert status["service"] == "kernel_worker"
+        assert status["health"] == "ok"
+        assert status["counters"]["events_consumed_total"] == 1.0
+        assert status["config"]["postgres_db"] == service_env["POSTGRES_DB"]
+        assert status["last_event_at"] > time.time() - 10
+        assert "redis_password" not in status["config"]
+        assert "test-only-redis-password" not in str(status)
+
+        metrics = httpx.get(f"{worker.url}/metrics").text
+        assert 'cdb_events_consumed_total{stream="cdb:market_data"} 1.0' in metrics
+        assert "cdb_handler_duration_seconds_bucket" in metrics
+        assert "kernel_worker_status 1.0" in metrics
+        assert "cdb_last_event_age_seconds" in metrics
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "rule"),
+    [
+        ({"HTTP_PORT": "not-a-port"}, "HTTP_PORT", "valid integer"),
+        ({"HTTP_PORT": "70000"}, "HTTP_PORT", "less than 65536"),
+        ({"STALE_AFTER_S": "-1"}, "STALE_AFTER_S", "greater than 0"),
+        ({"REDIS_PASSWORD": ""}, "REDIS_PASSWORD", "at least 1"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "should match pattern"),
+    ],
+)
+def test_invalid_config_exits_with_one_line_naming_the_variable(
+    redis_only_env: dict[str, str], env: dict[str, str], variable: str, rule: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", WORKER],
+        env={"PATH": "/usr/bin:/bin", **redis_only_env, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"config error: {variable}=")
+    assert rule in lines[0]
+    assert "Traceback" not in result.stderr
+    if variable != "REDIS_PASSWORD":
+        assert repr(env[variable]) in lines[0]
+
+
+def test_a_missing_redis_password_is_named(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", WORKER],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "config error: REDIS_PASSWORD='<unset>': Field required"

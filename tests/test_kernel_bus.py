@@ -233,3 +233,30 @@ async def test_redis_restart_mid_stream_loses_nothing(aof_redis: Any) -> None:
     assert len(seen) == len(set(seen)), "an event was handled twice"
     await producer.close()
     await consumer_bus.close()
+
+
+async def test_an_entry_that_keeps_crashing_consumers_is_dead_lettered(bus: Bus) -> None:
+    stream = Stream.MARKET_DATA.value
+    await bus.ensure_group(Stream.MARKET_DATA, "g")
+    await bus.publish(market("POISON_USDT"))
+    taken: Any = await bus.redis.xreadgroup("g", "crashed", {stream: ">"}, count=1)
+    entry_id = taken[0][1][0][0]
+    # as if six consumers in a row had died on it
+    await bus.redis.xclaim(stream, "g", "crashed", 0, [entry_id], retrycount=6)
+    await bus.publish(market("GOOD_USDT"))
+    seen: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        seen.append(e.symbol)
+
+    live = consumer_of(handle, claim_idle_ms=100, max_attempts=3)
+    await asyncio.sleep(0.15)
+    await run_until(bus, live, lambda: len(seen) == 1, name="live")
+    for _ in range(100):
+        if await dead_letters(bus):
+            break
+        await asyncio.sleep(0.02)
+    assert seen == ["GOOD_USDT"]
+    (letter,) = await dead_letters(bus)
+    assert "without acknowledgement" in letter[b"reason"].decode()
+    assert await pending(bus) == 0

@@ -245,14 +245,18 @@ class _ConsumerRun(Generic[E]):
 
     async def run(self) -> None:
         backlog = True  # first our own pending entries (a restart with the same name)
+        group_ready = False
         while not self.stop.is_set():
             try:
-                await self.bus.ensure_group(self.spec.stream, self.spec.group, self.spec.start)
+                if not group_ready:
+                    await self.bus.ensure_group(self.spec.stream, self.spec.group, self.spec.start)
+                    group_ready = True
                 if backlog:
                     entries = await self._read("0")
                     if not entries:
                         backlog = False
                         continue
+                    entries = await self._drop_poison(entries)
                 else:
                     entries = await self._claim() or await self._read(">")
                 self.backoff.reset()
@@ -260,6 +264,11 @@ class _ConsumerRun(Generic[E]):
                     if self.stop.is_set():
                         break  # left pending: re-read on restart or claimed by a peer
                     await self._process(entry_id, fields)
+            except redis_errors.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                group_ready = False  # the stream or group vanished (e.g. a flushed Redis)
+                log.warning("consumer group missing, recreating", extra={"stream": self.stream})
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
                 self.bus._count_bus_error()
                 delay = self.backoff.next_delay()
@@ -323,6 +332,8 @@ class _ConsumerRun(Generic[E]):
         self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
     ) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
         """Dead-letter entries delivered too often without an ack (they crash consumers)."""
+        if not entries:
+            return entries
         first, last = entries[0][0], entries[-1][0]
         pending: Any = await self.redis.xpending_range(
             self.stream, self.spec.group, min=first, max=last, count=len(entries) * 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -93,7 +94,10 @@ async def test_sigterm_finishes_and_acknowledges_the_entry_in_flight(
     assert rows(postgresql, "SELECT count(*) FROM kernel_effects") == [(1,)]
     info: Any = await bus.redis.xpending(Stream.MARKET_DATA.value, "kernel_worker")
     assert info["pending"] == 0
-    assert '"stopping: finishing in-flight work"' in worker.log()
+    records = [json.loads(line) for line in worker.log_path.read_text().splitlines()]
+    assert all(r["service"] == "kernel_worker" and "level" in r and "ts" in r for r in records)
+    messages = [r["message"] for r in records]
+    assert messages.index("stopping: finishing in-flight work") < messages.index("stopped")
 
 
 async def test_health_status_and_metrics_endpoints(

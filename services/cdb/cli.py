@@ -10,6 +10,8 @@ import typer
 from cdb.core.config import PostgresSettings, load_settings_or_exit
 from cdb.core.db import apply_migrations
 from cdb.core.schemas import schema_drift, write_schemas
+from cdb.demo.commands import demo, status
+from cdb.report.command import report
 
 app = typer.Typer(
     help="Claire de Binare: crypto momentum trading on your own machine.",
@@ -45,15 +47,9 @@ def migrate() -> None:
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database up to date")
 
 
-@app.command()
-def demo(
-    data_dir: Path = typer.Option(ROOT / ".cdb", help="Project-local data directory."),
-    events: int = typer.Option(5, help="How many market_data events to send through the bus."),
-) -> None:
-    """Run the offline stack (today: Redis + PostgreSQL + migrations + a bus round trip)."""
-    from cdb.demo import run_demo
-
-    raise typer.Exit(asyncio.run(run_demo(data_dir, events)))
+app.command()(demo)
+app.command()(status)
+app.command()(report)
 
 
 def main() -> None:

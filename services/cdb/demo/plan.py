@@ -1,0 +1,165 @@
+"""What the demo starts, in the seed's order, and the environment each process gets.
+
+Redis and PostgreSQL come first (:class:`cdb.localstack.LocalStack`), then the exchange
+simulator, the REST bot, the screener, the signal engine, risk manager and execution
+service, and the ML advisor when it is installed. Every service takes its configuration
+from the environment; the ports are the documented defaults plus an optional offset, so
+tests can run a second stack beside a running demo.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "DEFAULT_SYMBOLS",
+    "DemoOptions",
+    "ServiceSpec",
+    "demo_plan",
+    "module_available",
+]
+
+DEFAULT_PORTS: dict[str, int] = {
+    "bot_ws": 8000,
+    "signal_engine": 8001,
+    "risk_manager": 8002,
+    "execution_service": 8003,
+    "bot_rest": 8004,
+    "ml_advisor": 8005,
+    "mexc_sim": 8010,
+}
+
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "BTC_USDT",
+    "ETH_USDT",
+    "SOL_USDT",
+    "XRP_USDT",
+    "DOGE_USDT",
+    "PEPE_USDT",
+    "WIF_USDT",
+    "SUI_USDT",
+    "ADA_USDT",
+    "AVAX_USDT",
+    "LINK_USDT",
+    "TON_USDT",
+)
+
+# The seed's order: the exchange first, then what reads it, then what reads them.
+START_ORDER: tuple[str, ...] = (
+    "mexc_sim",
+    "bot_rest",
+    "bot_ws",
+    "signal_engine",
+    "risk_manager",
+    "execution_service",
+    "ml_advisor",
+)
+OPTIONAL: frozenset[str] = frozenset({"ml_advisor"})
+
+
+class DemoOptions(BaseModel):
+    """Everything ``cdb demo`` can be told; the defaults are the documented demo."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port_offset: int = Field(default=0, ge=0, le=50_000)
+    redis_port: int = Field(default=16379, gt=0, lt=65536)
+    postgres_port: int = Field(default=15432, gt=0, lt=65536)
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    seed: int = 7
+    speed: float = Field(default=20.0, gt=0)
+    scenario: str = "pump"
+    with_ml: bool = True
+    health_timeout_s: float = Field(default=60.0, gt=0)
+    stop_grace_s: float = Field(default=25.0, gt=0)
+    extra_env: dict[str, str] = Field(default_factory=dict)
+
+    def port(self, service: str) -> int:
+        return DEFAULT_PORTS[service] + self.port_offset
+
+
+class ServiceSpec(BaseModel):
+    """One child process: how to start it, where it answers, what it reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    module: str
+    port: int
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    optional: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, *self.argv]
+
+
+def module_available(module: str) -> bool:
+    """Whether ``python -m <module>`` can run here (its package and ``__main__`` exist)."""
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def demo_plan(
+    options: DemoOptions,
+    stack_env: Mapping[str, str],
+    *,
+    available: Sequence[str] | None = None,
+) -> list[ServiceSpec]:
+    """The services to start, in start order; optional ones only when installed."""
+    sim = f"127.0.0.1:{options.port('mexc_sim')}"
+    symbols = ",".join(options.symbols)
+    shared = {
+        **stack_env,
+        "HTTP_HOST": "127.0.0.1",
+        "CONSUMER_NAME": "demo",
+        "MEXC_WS_URL": f"ws://{sim}/edge",
+        "MEXC_REST_URL": f"http://{sim}",
+        "BOT_REST_URL": f"http://127.0.0.1:{options.port('bot_rest')}",
+        "SYMBOLS": symbols,
+        "TRADING_MODE": "paper",
+        **options.extra_env,
+    }
+    specs: list[ServiceSpec] = []
+    for name in START_ORDER:
+        module = f"cdb.{name}"
+        installed = module_available(module) if available is None else name in available
+        if name in OPTIONAL and not (options.with_ml and installed):
+            continue
+        port = options.port(name)
+        argv: tuple[str, ...] = ()
+        if name == "mexc_sim":
+            argv = (
+                "--port",
+                str(port),
+                "--symbols",
+                symbols,
+                "--seed",
+                str(options.seed),
+                "--speed",
+                str(options.speed),
+                "--scenario",
+                options.scenario,
+            )
+        specs.append(
+            ServiceSpec(
+                name=name,
+                module=module,
+                port=port,
+                argv=argv,
+                env={**shared, "HTTP_PORT": str(port)},
+                optional=name in OPTIONAL,
+            )
+        )
+    return specs

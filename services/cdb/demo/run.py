@@ -1,0 +1,234 @@
+"""``cdb demo``: the whole stack offline, in the seed's order, then the live view or a
+headless run with a summary.
+
+Ctrl-C (or SIGTERM) stops the services in reverse order and then Redis and PostgreSQL;
+their data stays in the data directory unless ``--fresh`` wipes it on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from rich.console import Console
+
+from cdb.core.config import ServiceSettings
+from cdb.core.db import apply_migrations
+from cdb.core.events import Stream
+from cdb.demo.plan import DemoOptions, ServiceSpec, demo_plan
+from cdb.demo.progress import StartupDisplay
+from cdb.demo.summary import DemoSummary, collect_summary, print_summary
+from cdb.demo.supervisor import StartError, Supervisor
+from cdb.localstack import LocalStack
+
+__all__ = ["Demo", "run_demo", "wipe"]
+
+WIPED = ("redis", "postgres", "logs")
+
+
+def stack_settings(stack: LocalStack) -> ServiceSettings:
+    env = stack.env()
+    return ServiceSettings(
+        redis_host=env["REDIS_HOST"],
+        redis_port=int(env["REDIS_PORT"]),
+        redis_password=SecretStr(env["REDIS_PASSWORD"]),
+        postgres_host=env["POSTGRES_HOST"],
+        postgres_port=int(env["POSTGRES_PORT"]),
+        postgres_db=env["POSTGRES_DB"],
+        postgres_user=env["POSTGRES_USER"],
+    )
+
+
+def wipe(stack: LocalStack) -> list[Path]:
+    """Stop the stack if it runs and delete its data (what ``--fresh`` does)."""
+    stack.stop()
+    removed = []
+    for name in WIPED:
+        path = stack.data_dir / name
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed
+
+
+class Demo:
+    """One demo run: the local stack, the services, and what they have done."""
+
+    def __init__(self, options: DemoOptions, data_dir: Path, console: Console) -> None:
+        self.options = options
+        self.console = console
+        self.stack = LocalStack(
+            data_dir, redis_port=options.redis_port, postgres_port=options.postgres_port
+        )
+        self.settings: ServiceSettings | None = None
+        self.supervisor: Supervisor | None = None
+        self.started_at = time.monotonic()
+        self.first_signal_s: float | None = None
+        self._signal_cursor = "$"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.stack.data_dir
+
+    def specs(self) -> list[ServiceSpec]:
+        return demo_plan(self.options, self.stack.env())
+
+    async def up(self, stop: asyncio.Event) -> None:
+        """Redis + PostgreSQL, migrations, then every service healthy, in order."""
+        self.started_at = time.monotonic()
+        with StartupDisplay(self.console) as display:
+            display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "starting")
+            display.step("postgres", f"127.0.0.1:{self.stack.postgres_port}", "starting")
+            await asyncio.to_thread(self.stack.start)
+            display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (password, AOF)")
+            self.settings = stack_settings(self.stack)
+            applied = await apply_migrations(self.settings)
+            display.step(
+                "postgres",
+                f"127.0.0.1:{self.stack.postgres_port}",
+                f"ok (migrations: {', '.join(applied) or 'up to date'})",
+            )
+            self._signal_cursor = await self._stream_end(Stream.SIGNALS)
+            self.supervisor = Supervisor(
+                self.specs(),
+                self.data_dir / "logs",
+                health_timeout_s=self.options.health_timeout_s,
+                stop_grace_s=self.options.stop_grace_s,
+                on_change=display.child,
+            )
+            for child in self.supervisor.children:
+                display.child(child)
+            await self.supervisor.start_all(stop)
+
+    def _redis(self) -> Redis:
+        assert self.settings is not None
+        return Redis(
+            host=self.settings.redis_host,
+            port=self.settings.redis_port,
+            password=self.settings.redis_password.get_secret_value(),
+        )
+
+    async def _stream_end(self, stream: Stream) -> str:
+        """The id of the stream's newest entry, so only later entries count."""
+        client = self._redis()
+        try:
+            newest = await client.xrevrange(stream.value, count=1)
+        finally:
+            await client.aclose()
+        if not newest:
+            return "0-0"
+        entry_id = newest[0][0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def wait_first_signal(self, stop: asyncio.Event) -> float | None:
+        """Seconds from start to the first new entry on ``cdb:signals`` (None if stopped)."""
+        client = self._redis()
+        try:
+            while not stop.is_set():
+                reply = await client.xread({Stream.SIGNALS.value: self._signal_cursor}, 1, 500)
+                if reply:
+                    self.first_signal_s = time.monotonic() - self.started_at
+                    return self.first_signal_s
+        finally:
+            await client.aclose()
+        return None
+
+    async def down(self) -> None:
+        """Services in reverse order, then Redis and PostgreSQL; the data stays."""
+        if self.supervisor is not None:
+            await self.supervisor.stop_all()
+        await asyncio.to_thread(self.stack.stop)
+
+    async def headless(self, stop: asyncio.Event, duration_s: float) -> DemoSummary:
+        """Watch every service's health for ``duration_s``, then count the books."""
+        assert self.supervisor is not None and self.settings is not None
+        began = time.monotonic()
+        watcher = asyncio.create_task(self.supervisor.watch(stop))
+        first = asyncio.create_task(self.wait_first_signal(stop))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration_s)
+        stop.set()
+        await asyncio.gather(watcher, first)
+        await self.supervisor.probe_all()  # the last word on each service, after the run
+        return await collect_summary(
+            self.settings,
+            self.supervisor.children,
+            time.monotonic() - began,
+            self.first_signal_s,
+        )
+
+    async def interactive(self, stop: asyncio.Event) -> None:
+        """The live terminal view until the user quits (q / Ctrl-C) or SIGTERM."""
+        from cdb.view.app import DashboardApp
+        from cdb.view.source import DashboardSource, SourceConfig
+
+        assert self.supervisor is not None and self.settings is not None
+        source = DashboardSource(
+            SourceConfig.from_settings(
+                self.settings,
+                {child.name: child.spec.url for child in self.supervisor.children},
+            )
+        )
+        app = DashboardApp(source)
+        watcher = asyncio.create_task(self.supervisor.watch(stop, interval_s=2.0))
+        stopper = asyncio.create_task(stop.wait())
+        runner = asyncio.create_task(app.run_async())
+        await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not runner.done():
+            app.exit()
+            await runner
+        stop.set()
+        stopper.cancel()
+        await watcher
+        await source.close()
+
+
+async def run_demo(
+    options: DemoOptions,
+    data_dir: Path,
+    *,
+    fresh: bool = False,
+    headless: bool = False,
+    duration_s: float = 60.0,
+    console: Console | None = None,
+) -> int:
+    """The ``cdb demo`` command; returns the exit code."""
+    console = console or Console()
+    demo = Demo(options, data_dir, console)
+    if fresh:
+        for path in await asyncio.to_thread(wipe, demo.stack):
+            console.print(f"--fresh: removed {path}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 1
+    try:
+        try:
+            await demo.up(stop)
+        except StartError as error:
+            console.print("[red]start-up failed:[/]")
+            console.print(str(error), markup=False, highlight=False)
+            return 1
+        if stop.is_set():
+            return 130
+        if headless:
+            summary = await demo.headless(stop, duration_s)
+            print_summary(console, summary)
+            code = 0 if summary.ok else 1
+        else:
+            await demo.interactive(stop)
+            code = 0
+        return code
+    finally:
+        console.print("stopping: services, then Redis and PostgreSQL …")
+        await demo.down()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        console.print(f"stopped; data kept in {demo.data_dir} (--fresh wipes it)")

@@ -1,0 +1,154 @@
+"""``cdb report``: books read from a real PostgreSQL, HTML written, PNGs rendered by Chromium."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cdb.core.config import ServiceSettings
+from cdb.core.db import apply_migrations
+from cdb.report import connect, count_rows, read_books, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_facts(path: Path) -> dict[str, int]:
+    """Parse a PNG with the stdlib: every chunk's CRC, the header, and the pixel rows.
+
+    Raises AssertionError when the file is not a well-formed PNG. Returns its width,
+    height and how many distinct byte values the decompressed pixel data holds (a
+    blank image has one or two).
+    """
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), f"{path} is not a PNG"
+    offset = len(PNG_SIGNATURE)
+    idat = b""
+    header: tuple[int, ...] = ()
+    chunks: list[bytes] = []
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"{path}: bad CRC in {kind!r}"
+        chunks.append(kind)
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        offset += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND", f"{path}: chunks {chunks}"
+    pixels = zlib.decompress(idat)
+    width, height = header[0], header[1]
+    assert width > 0 and height > 0
+    return {"width": width, "height": height, "distinct_bytes": len(set(pixels))}
+
+
+async def seed_books(conn: Any) -> None:
+    """A small trading day: signals, two round trips (one win, one loss), a rejection."""
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    rows = [
+        ("sig-1", "PEPE_USDT", "long", 0.45, 0.0000101, 4.5, start),
+        ("sig-2", "WIF_USDT", "short", 0.38, 2.10, -3.8, start + timedelta(minutes=3)),
+        ("sig-3", "PEPE_USDT", "long", 0.61, 0.0000109, 6.1, start + timedelta(minutes=6)),
+    ]
+    for sid, symbol, side, conf, price, pct, ts in rows:
+        await conn.execute(
+            "INSERT INTO signals (signal_id, event_id, symbol, side, confidence, reason,"
+            " strategy, price, pct_change, signal_ts) VALUES"
+            " (%s, %s, %s, %s, %s, 'momentum', 'momentum', %s, %s, %s)",
+            (sid, f"ev-{sid}", symbol, side, conf, price, pct, ts),
+        )
+    trades = [
+        ("ord-1", "sig-1", "PEPE_USDT", "long", 99_000_000.0, 0.0000101, 0.0000112, start),
+        ("ord-2", "sig-2", "WIF_USDT", "short", 470.0, 2.10, 2.16, start + timedelta(minutes=3)),
+    ]
+    for oid, sid, symbol, side, qty, entry, exit_, ts in trades:
+        notional = qty * entry
+        pnl = (exit_ - entry) * qty * (1 if side == "long" else -1)
+        await conn.execute(
+            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+            " stop_loss, mode, status, created_at) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, 'paper', 'filled', %s)",
+            (oid, sid, symbol, side, qty, notional, entry, entry * 0.98, ts),
+        )
+        await conn.execute(
+            "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee,"
+            " realized_pnl, created_at) VALUES (%s, %s, %s, %s, 'open', %s, %s, %s, 0, %s)",
+            (f"{oid}-open", oid, symbol, side, entry, qty, notional * 0.0006, ts),
+        )
+        await conn.execute(
+            "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee,"
+            " realized_pnl, created_at) VALUES (%s, %s, %s, %s, 'close', %s, %s, %s, %s, %s)",
+            (f"{oid}-close", oid, symbol, side, exit_, qty, notional * 0.0006, pnl,
+             ts + timedelta(minutes=10)),
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO positions (position_id, order_id, symbol, side, quantity, entry_price,"
+            " stop_loss, status, exit_price, realized_pnl, opened_at, closed_at) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, 'closed', %s, %s, %s, %s)",
+            (f"pos-{oid}", oid, symbol, side, qty, entry, entry * 0.98, exit_, pnl, ts,
+             ts + timedelta(minutes=10)),
+        )  # fmt: skip
+    for minute, equity in enumerate((10_000.0, 10_000.0, 10_108.9, 10_080.7)):
+        await conn.execute(
+            "INSERT INTO equity (event_key, equity, realized_pnl, exposure, reason, recorded_at)"
+            " VALUES (%s, %s, %s, %s, 'fill', %s)",
+            (f"eq-{minute}", equity, equity - 10_000.0, 500.0 * minute,
+             start + timedelta(minutes=5 * minute)),
+        )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO risk_events (event_key, kind, signal_id, reason, created_at)"
+        " VALUES ('rej-sig-3', 'rejected', 'sig-3', 'max exposure', %s)",
+        (start + timedelta(minutes=6),),
+    )
+
+
+async def test_report_from_postgres_writes_html_and_valid_pngs(
+    settings: ServiceSettings, tmp_path: Path
+) -> None:
+    await apply_migrations(settings)
+    conn = await connect(settings)
+    try:
+        await seed_books(conn)
+        counts = await count_rows(conn)
+        books = await read_books(conn)
+    finally:
+        await conn.close()
+    assert counts["signals"] == 3 and counts["fills"] == 4 and counts["positions_closed"] == 2
+
+    report = await write_report(books, tmp_path / "out", title="test day")
+
+    page = report.html.read_text()
+    assert "test day" in page and "PEPE_USDT" in page and "WIF_USDT" in page
+    assert "chart-equity" in page and "chart-risk_events" in page
+    assert '<script src="http' not in page  # plotly.js inlined: the report opens offline
+    assert report.stats.signals == 3
+    assert report.stats.wins == 1 and report.stats.closed_positions == 2
+    assert report.stats.risk_events == 1
+    assert abs(report.stats.end_equity - 10_080.7) < 1e-6  # type: ignore[operator]
+    assert sorted(p.name for p in report.pngs) == [
+        "equity.png",
+        "risk_events.png",
+        "signals.png",
+        "trades.png",
+    ]
+    for png in report.pngs:
+        facts = png_facts(png)
+        assert (facts["width"], facts["height"]) == (1100, 520)
+        assert facts["distinct_bytes"] > 16, f"{png.name} looks blank"
+
+
+async def test_report_of_empty_books_says_so(settings: ServiceSettings, tmp_path: Path) -> None:
+    await apply_migrations(settings)
+    conn = await connect(settings)
+    try:
+        books = await read_books(conn)
+    finally:
+        await conn.close()
+    report = await write_report(books, tmp_path, png=False)
+    assert "no equity records yet" in report.html.read_text()
+    assert report.pngs == [] and report.stats.orders == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -172,3 +173,51 @@ def test_a_missing_redis_password_is_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "config error: REDIS_PASSWORD='<unset>': Field required"
+
+
+def test_a_taken_http_port_fails_at_once_with_one_clear_line(
+    redis_only_env: dict[str, str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", WORKER],
+            env={
+                "PATH": "/usr/bin:/bin",
+                **redis_only_env,
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": str(port),
+            },
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    (record,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert record["message"] == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_wrong_redis_password_stops_the_service_with_a_clear_line(
+    redis_only_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**redis_only_env, "REDIS_PASSWORD": "wrong-password"}
+    result = subprocess.run(
+        [sys.executable, "-m", WORKER],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    messages = [json.loads(line)["message"] for line in result.stderr.splitlines()]
+    assert any(
+        m.startswith("redis rejected the credentials (check REDIS_PASSWORD)") for m in messages
+    )
+    assert "wrong-password" not in result.stderr
+    assert "Traceback" not in result.stderr

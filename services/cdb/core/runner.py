@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Generator
 from typing import Any, TypeVar
 
 import uvicorn
+from redis import exceptions as redis_errors
 
 from cdb.core.bus import Backoff, Bus, TransientError, connect_redis, is_transient, sleep_unless
 from cdb.core.config import ServiceSettings, load_settings_or_exit
@@ -105,7 +107,13 @@ async def serve(
             lifespan="off",
         )
     )
-    http_task = asyncio.create_task(server.serve(), name=f"{name}-http")
+    try:
+        listener = _bind(settings.http_host, settings.http_port)
+    except OSError as error:
+        log.error(f"cannot listen on {settings.http_host}:{settings.http_port}: {error.strerror}")
+        await bus.close()
+        return 1
+    http_task = asyncio.create_task(server.serve(sockets=[listener]), name=f"{name}-http")
     workers: list[asyncio.Task[Any]] = []
     try:
         try:
@@ -114,6 +122,9 @@ async def serve(
                 await _wait_for_database(db, settings, stop)
         except TransientError:
             return 0  # stopped before the dependencies came up: nothing in flight
+        except redis_errors.AuthenticationError as error:
+            log.error(f"redis rejected the credentials (check REDIS_PASSWORD): {error}")
+            return 2
         if stop.is_set():
             return 0
         await service.start()
@@ -159,6 +170,20 @@ async def serve(
         with contextlib.suppress(Exception):
             await bus.close()
         log.info("stopped")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything else, so a taken port fails at once, clearly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def main(service_cls: type[Service[S]], settings_cls: type[S]) -> None:

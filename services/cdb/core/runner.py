@@ -125,9 +125,8 @@ async def serve(
         except redis_errors.AuthenticationError as error:
             log.error(f"redis rejected the credentials (check REDIS_PASSWORD): {error}")
             return 2
-        if stop.is_set():
+        if stop.is_set() or not await _start_service(service, stop):
             return 0
-        await service.start()
         for consumer in service.consumers():
             workers.append(
                 asyncio.create_task(
@@ -170,6 +169,25 @@ async def serve(
         with contextlib.suppress(Exception):
             await bus.close()
         log.info("stopped")
+
+
+async def _start_service(service: Service[Any], stop: asyncio.Event) -> bool:
+    """``service.start()``, retried while a dependency is down; False if stopped first."""
+    backoff = Backoff(cap=5.0)
+    while not stop.is_set():
+        try:
+            await service.start()
+            return True
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            delay = backoff.next_delay()
+            log.warning(
+                "start-up needs a dependency that is down, retrying",
+                extra={"error": str(error)[:300], "retry_in_s": round(delay, 2)},
+            )
+            await sleep_unless(stop, delay)
+    return False
 
 
 def _bind(host: str, port: int) -> socket.socket:

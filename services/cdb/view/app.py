@@ -23,6 +23,7 @@ PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "orders": ("Orders", ("time", "symbol", "side", "qty", "notional", "status")),
     "fills": ("Fills", ("time", "symbol", "kind", "price", "qty", "fee", "pnl")),
     "positions": ("Open positions", ("symbol", "side", "qty", "entry", "mark", "uPnL")),
+    "ml_signals": ("ML shadow signals (never traded)", ("time", "symbol", "side", "conf", "model")),
 }
 
 
@@ -92,6 +93,7 @@ class DashboardApp(App[None]):
                 yield DataTable(id=panel, zebra_stripes=True, cursor_type="none")
             yield DataTable(id="positions", zebra_stripes=True, cursor_type="none")
             yield Static("starting …", id="account")
+            yield DataTable(id="ml_signals", zebra_stripes=True, cursor_type="none")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -195,6 +197,13 @@ class DashboardApp(App[None]):
                     _num(p.unrealized_pnl, "+,.2f"),
                 )
                 for p in snap.positions
+            ],
+        )
+        self._fill(
+            "ml_signals",
+            [
+                (_time(m.signal_ts), m.symbol, m.side, f"{m.confidence:.2f}", m.model_version)
+                for m in snap.ml_signals
             ],
         )
         self.query_one("#account", Static).update(render_account(snap))

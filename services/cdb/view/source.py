@@ -27,6 +27,7 @@ from cdb.demo.supervisor import probe_health
 from cdb.report.books import (
     EquityPoint,
     FillRow,
+    MlSignalRow,
     OrderRow,
     PositionRow,
     RiskEventRow,
@@ -98,6 +99,7 @@ class Snapshot(BaseModel):
     signals: list[SignalRow] = Field(default_factory=list)
     orders: list[OrderRow] = Field(default_factory=list)
     fills: list[FillRow] = Field(default_factory=list)
+    ml_signals: list[MlSignalRow] = Field(default_factory=list)
     positions: list[OpenPosition] = Field(default_factory=list)
     equity: EquityPoint | None = None
     equity_usdt: float | None = None
@@ -227,6 +229,10 @@ class DashboardSource:
                     b"SELECT * FROM fills ORDER BY created_at DESC LIMIT %s", (RECENT,)
                 )
                 snap.fills = [FillRow.model_validate(r) for r in await cur.fetchall()]
+                await cur.execute(
+                    b"SELECT * FROM ml_signals ORDER BY signal_ts DESC LIMIT %s", (RECENT,)
+                )
+                snap.ml_signals = [MlSignalRow.model_validate(r) for r in await cur.fetchall()]
                 await cur.execute(
                     b"SELECT * FROM positions WHERE status = 'open' ORDER BY opened_at DESC"
                 )

@@ -1,0 +1,62 @@
+"""Events written in the same transaction as their effect, published after the commit.
+
+A crash between commit and publish loses nothing: unpublished rows are published on the
+next flush (at start, after each handler, and periodically). A row published twice
+carries the same ``event_id``, which consumers skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from cdb.core.bus import Bus
+from cdb.core.db import Database
+from cdb.core.events import EVENT_MODELS, Event, Stream
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    def __init__(self, service: str, db: Database, bus: Bus) -> None:
+        self.service = service
+        self.db = db
+        self.bus = bus
+        self._flushing = asyncio.Lock()
+
+    async def add(self, conn: AsyncConnection[Any], event: Event, stream: Stream) -> None:
+        """Inside the caller's transaction."""
+        await conn.execute(
+            "INSERT INTO outbox (service, event_id, stream, payload) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (event_id) DO NOTHING",
+            (self.service, event.event_id, stream.value, event.model_dump_json()),
+        )
+
+    async def flush(self) -> int:
+        """Publish what is not published yet, oldest first; returns how many."""
+        published = 0
+        async with self._flushing:
+            async with self.db.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT id, stream, payload FROM outbox"
+                    " WHERE service = %s AND published_at IS NULL ORDER BY id LIMIT 500",
+                    (self.service,),
+                )
+                rows = await cursor.fetchall()
+            for row_id, stream, payload in rows:
+                await self.bus.publish(_parse(payload), Stream(stream))
+                async with self.db.connection() as conn:
+                    await conn.execute(
+                        "UPDATE outbox SET published_at = now() WHERE id = %s", (row_id,)
+                    )
+                published += 1
+        return published
+
+
+def _parse(payload: str) -> Event:
+    import json
+
+    kind = json.loads(payload)["type"]
+    return EVENT_MODELS[kind].model_validate_json(payload)

@@ -1,0 +1,355 @@
+"""execution_service: ``orders`` → fills, positions and ``order_results``; stop-loss watch.
+
+Paper (default): the order row, its entry fill, the position and the ``order_result``
+(outbox) are written in one transaction keyed by ``order_id``; the result is published
+after the commit. Prices from ``candles`` and ``market_data`` feed the fill price and the
+stop-loss watch; a stop closes the position (update-if-open, close fill, result) in one
+transaction. Live: see :mod:`cdb.execution_service.live`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.events import Candle, Control, MarketData, Order, OrderResult, Stream
+from cdb.core.metrics import LATENCY_BUCKETS
+from cdb.core.service import Service, public_config
+from cdb.execution_service import store
+from cdb.execution_service.control import AppliedControl, apply_control, load_control
+from cdb.execution_service.live import LiveExecutor, LiveOutcome
+from cdb.execution_service.mexc_client import MexcPrivateClient
+from cdb.execution_service.outbox import Outbox
+from cdb.execution_service.paper import FeeSchedule, Fill, OpenPosition, PaperFillModel
+from cdb.execution_service.settings import ExecutionSettings
+
+__all__ = ["ExecutionService"]
+
+log = logging.getLogger("cdb.execution_service")
+
+
+class ExecutionMetrics:
+    def __init__(self, registry: Any) -> None:
+        r = registry
+        self.orders = Counter("execution_orders_total", "Orders by outcome", ["status"], registry=r)
+        self.fills = Counter("execution_fills_total", "Fills (entries and exits)", registry=r)
+        self.fees = Counter("execution_fees_usdt_total", "Fees paid (USDT)", registry=r)
+        self.realized = Gauge("execution_realized_pnl_usdt", "Realised PnL (USDT)", registry=r)
+        self.open_positions = Gauge("execution_open_positions", "Open positions", registry=r)
+        self.stop_closes = Counter(
+            "execution_stop_loss_closes_total", "Positions closed at their stop", registry=r
+        )
+        self.latency = Histogram(
+            "execution_order_latency_seconds",
+            "Order event time to fill",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+
+def result_for(order: Order, status: str, fill: Fill | None, reason: str, mode: str) -> OrderResult:
+    return OrderResult(
+        event_id=f"{order.order_id}:{status}",
+        order_id=order.order_id,
+        signal_id=order.signal_id,
+        symbol=order.symbol,
+        side=order.side,
+        status=status,  # type: ignore[arg-type]
+        fill_price=fill.price if fill else 0.0,
+        quantity=fill.quantity if fill else 0.0,
+        fee=fill.fee if fill else 0.0,
+        reason=reason[:500],
+        mode=mode,  # type: ignore[arg-type]
+        timestamp=time.time(),
+    )
+
+
+class ExecutionService(Service[ExecutionSettings]):
+    name = "execution_service"
+    watches_input = False  # quiet order streams are normal
+
+    def __init__(self, settings: ExecutionSettings, kernel: Any) -> None:
+        super().__init__(settings, kernel)
+        self.metrics = ExecutionMetrics(kernel.metrics.registry)
+        self.model = PaperFillModel(
+            settings.paper_slippage_bps,
+            FeeSchedule(taker_rate=settings.taker_fee_rate, maker_rate=settings.maker_fee_rate),
+        )
+        self.outbox = Outbox(self.name, kernel.database, kernel.bus)
+        self.prices: dict[str, float] = {}
+        self.positions: dict[str, dict[str, OpenPosition]] = {}
+        self.control: AppliedControl | None = None
+        self.paused = False
+        self.realized = 0.0
+        self.live: LiveExecutor | None = None
+        self.in_flight: set[str] = set()
+        if settings.trading_mode == "live":
+            client = MexcPrivateClient(
+                settings.mexc_rest_url,
+                settings.mexc_api_key,
+                settings.mexc_api_secret,
+                recv_window_s=settings.mexc_recv_window_s,
+                timeout_s=settings.mexc_timeout_s,
+            )
+            self.live = LiveExecutor(client, leverage=settings.mexc_leverage)
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        self.control = await load_control(self.kernel.database, self.name)
+        if self.control is not None and self.control.settings.paused is not None:
+            self.paused = self.control.settings.paused
+        await self._reload_positions()
+        await self.outbox.flush()
+        if self.live is not None:
+            log.warning(
+                "LIVE trading: orders go to MEXC", extra={"url": self.settings.mexc_rest_url}
+            )
+            await self.reconcile_live()
+
+    async def close(self) -> None:
+        if self.live is not None:
+            await self.live.client.close()
+
+    def consumers(self) -> Sequence[Consumer[Any]]:
+        return [
+            self.consumer(Stream.ORDERS, Order, self.on_order),
+            self.consumer(Stream.CANDLES, Candle, self.on_candle, start="$", touches_health=False),
+            self.consumer(
+                Stream.MARKET_DATA, MarketData, self.on_market_data, start="$", touches_health=False
+            ),
+            self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
+        ]
+
+    def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        return [self._housekeeping]
+
+    async def _housekeeping(self) -> None:
+        """Outbox retries, positions opened by replicas, live reconciliation."""
+        while not self.kernel.stop.is_set():
+            await sleep_unless(self.kernel.stop, self.settings.live_poll_interval_s)
+            if self.kernel.stop.is_set():
+                return
+            try:
+                await self.outbox.flush()
+                await self._reload_positions()
+                if self.live is not None:
+                    await self.reconcile_live()
+            except Exception as error:  # retried on the next round
+                log.warning("housekeeping failed", extra={"error": str(error)[:300]})
+
+    # -- orders --------------------------------------------------------------------
+    async def on_order(self, order: Order) -> None:
+        if self.live is not None:
+            await self._live_order(order)
+        else:
+            await self._paper_order(order)
+        await self.outbox.flush()
+
+    async def _paper_order(self, order: Order) -> None:
+        mode: Literal["paper", "live"] = "paper"
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            if await store.order_status(conn, order.order_id) is not None:
+                return  # already executed: its result is in the outbox
+            if self.paused:
+                await store.insert_order(conn, order, "rejected", mode, "trading is paused")
+                await self.outbox.add(
+                    conn,
+                    result_for(order, "rejected", None, "trading is paused", mode),
+                    Stream.ORDER_RESULTS,
+                )
+                status, fill = "rejected", None
+            else:
+                fill = self.model.fill_open(order, self.prices.get(order.symbol))
+                await store.insert_order(conn, order, "filled", mode)
+                await store.open_position(conn, order, fill)
+                await self.outbox.add(
+                    conn, result_for(order, "filled", fill, "", mode), Stream.ORDER_RESULTS
+                )
+                status = "filled"
+        self._count(order, status, fill)
+
+    async def _live_order(self, order: Order) -> None:
+        assert self.live is not None
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            status = await store.order_status(conn, order.order_id)
+            if status is None:
+                await store.insert_order(conn, order, "pending", "live")
+                status = "pending"
+        if status != "pending":
+            return
+        self.in_flight.add(order.order_id)
+        try:
+            outcome = await self.live.send(order)
+            await self._settle_live(order, outcome)
+        finally:
+            self.in_flight.discard(order.order_id)
+
+    async def reconcile_live(self) -> None:
+        """Every pending or unknown live order is looked up by its external id."""
+        assert self.live is not None
+        async with self.kernel.database.connection() as conn:
+            orders = await store.live_orders_to_reconcile(conn)
+        for order in orders:
+            if order.order_id in self.in_flight:
+                continue
+            outcome = await self.live.lookup(order)
+            await self._settle_live(order, outcome)
+        await self.outbox.flush()
+
+    async def _settle_live(self, order: Order, outcome: LiveOutcome) -> None:
+        if outcome.kind == "open":
+            return  # stays pending; looked up again by housekeeping
+        kind = outcome.kind
+        if kind == "filled" and outcome.fill is None:
+            kind = "rejected"
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            current = await store.order_status(conn, order.order_id)
+            if current not in ("pending", "unknown") or current == kind:
+                return
+            await store.set_order_status(conn, order.order_id, kind, outcome.reason)
+            if kind == "filled":
+                assert outcome.fill is not None
+                await store.open_position(conn, order, outcome.fill)
+            await self.outbox.add(
+                conn,
+                result_for(order, kind, outcome.fill, outcome.reason, "live"),
+                Stream.ORDER_RESULTS,
+            )
+        if kind == "unknown":
+            log.error(
+                "live order unknown to MEXC; kept as unknown until proven",
+                extra={"order_id": order.order_id},
+            )
+        elif kind == "rejected":
+            log.error(
+                "live order refused", extra={"order_id": order.order_id, "reason": outcome.reason}
+            )
+        self._count(order, kind, outcome.fill)
+
+    def _count(self, order: Order, status: str, fill: Fill | None) -> None:
+        self.metrics.orders.labels(status).inc()
+        if fill is None or status != "filled":
+            return
+        self.metrics.fills.inc()
+        self.metrics.fees.inc(fill.fee)
+        self.metrics.latency.observe(max(0.0, time.time() - order.timestamp))
+        self.positions.setdefault(order.symbol, {})[order.order_id] = OpenPosition(
+            order.order_id,
+            order.symbol,
+            order.side,
+            fill.quantity,
+            fill.price,
+            order.stop_loss,
+            time.time(),
+        )
+        self._show_positions()
+
+    # -- prices and stops ----------------------------------------------------------
+    async def on_candle(self, candle: Candle) -> None:
+        self.prices[candle.symbol] = candle.close
+        await self._watch(
+            candle.symbol,
+            low=candle.low,
+            high=candle.high,
+            open_=candle.open,
+            event_end=candle.open_time + 60.0,
+        )
+
+    async def on_market_data(self, md: MarketData) -> None:
+        self.prices[md.symbol] = md.price
+        await self._watch(
+            md.symbol, low=md.price, high=md.price, open_=None, event_end=md.timestamp + 2.0
+        )
+
+    async def _watch(
+        self, symbol: str, *, low: float, high: float, open_: float | None, event_end: float
+    ) -> None:
+        if self.live is not None:
+            return  # live positions carry their stop at MEXC (stopLossPrice)
+        for position in list(self.positions.get(symbol, {}).values()):
+            if event_end < position.opened_at:
+                continue  # a price from before the position opened
+            exit_price = self.model.stop_exit(position, low=low, high=high, open_=open_)
+            if exit_price is not None:
+                await self._close(position, exit_price)
+
+    async def _close(self, position: OpenPosition, exit_price: float) -> None:
+        fill = self.model.fill_close(position, exit_price)
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            closed = await store.close_position(conn, position, fill)
+            if closed:
+                result = OrderResult(
+                    event_id=f"{position.order_id}:closed",
+                    order_id=position.order_id,
+                    symbol=position.symbol,
+                    side=position.side,
+                    status="closed",
+                    fill_price=fill.price,
+                    quantity=fill.quantity,
+                    fee=fill.fee,
+                    realized_pnl=fill.realized_pnl,
+                    reason=f"stop-loss {position.stop_loss:g} hit",
+                    timestamp=time.time(),
+                )
+                await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
+        self.positions.get(position.symbol, {}).pop(position.order_id, None)
+        self._show_positions()
+        if closed:
+            self.metrics.fills.inc()
+            self.metrics.fees.inc(fill.fee)
+            self.metrics.stop_closes.inc()
+            self.realized += fill.realized_pnl
+            self.metrics.realized.set(self.realized)
+            log.info(
+                "stop-loss close",
+                extra={"order_id": position.order_id, "pnl": round(fill.realized_pnl, 6)},
+            )
+        await self.outbox.flush()
+
+    async def _reload_positions(self) -> None:
+        async with self.kernel.database.connection() as conn:
+            positions = await store.load_open_positions(conn)
+            cursor = await conn.execute(
+                "SELECT coalesce(sum(realized_pnl), 0) FROM positions WHERE status = 'closed'"
+            )
+            row = await cursor.fetchone()
+        self.realized = float(row[0]) if row else 0.0
+        self.metrics.realized.set(self.realized)
+        fresh: dict[str, dict[str, OpenPosition]] = {}
+        for p in positions:
+            fresh.setdefault(p.symbol, {})[p.order_id] = p
+        self.positions = fresh
+        self._show_positions()
+
+    def _show_positions(self) -> None:
+        self.metrics.open_positions.set(sum(len(v) for v in self.positions.values()))
+
+    # -- control and status --------------------------------------------------------
+    async def on_control(self, control: Control) -> None:
+        applied = await apply_control(self.kernel.database, self.name, control)
+        if applied is None:
+            return
+        self.control = applied
+        if applied.settings.paused is not None:
+            self.paused = applied.settings.paused
+        log.info("live config applied", extra={"control": applied.describe()})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "config": public_config(self.settings),
+            "in_force": {
+                "trading_mode": self.settings.trading_mode,
+                "paused": self.paused,
+                "slippage_bps": self.settings.paper_slippage_bps,
+                "taker_fee_rate": self.settings.taker_fee_rate,
+                "maker_fee_rate": self.settings.maker_fee_rate,
+            },
+            "control": self.control.describe() if self.control else None,
+            "open_positions": sum(len(v) for v in self.positions.values()),
+            "realized_pnl_usdt": round(self.realized, 6),
+        }

@@ -1,0 +1,161 @@
+"""execution_service's books in PostgreSQL: order, fill and position change in one
+transaction, keyed by ``order_id`` (a primary key, so a redelivery cannot write twice)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+
+from cdb.core.events import Order
+from cdb.execution_service.paper import Fill, OpenPosition
+
+__all__ = [
+    "close_position",
+    "insert_order",
+    "live_orders_to_reconcile",
+    "load_open_positions",
+    "open_position",
+    "order_status",
+    "set_order_status",
+]
+
+Conn = AsyncConnection[Any]
+
+
+async def order_status(conn: Conn, order_id: str) -> str | None:
+    cursor = await conn.execute("SELECT status FROM orders WHERE order_id = %s", (order_id,))
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def insert_order(
+    conn: Conn,
+    order: Order,
+    status: Literal["pending", "filled", "rejected"],
+    mode: Literal["paper", "live"],
+    reason: str = "",
+) -> bool:
+    """The order row; False when the order id is already known."""
+    cursor = await conn.execute(
+        """
+        INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,
+                            stop_loss, mode, status, external_id, reason)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (order_id) DO NOTHING RETURNING order_id
+        """,
+        (
+            order.order_id,
+            order.signal_id,
+            order.symbol,
+            order.side,
+            order.quantity,
+            order.notional,
+            order.price,
+            order.stop_loss,
+            mode,
+            status,
+            order.order_id if mode == "live" else None,
+            reason[:500],
+        ),
+    )
+    return await cursor.fetchone() is not None
+
+
+async def set_order_status(conn: Conn, order_id: str, status: str, reason: str = "") -> None:
+    await conn.execute(
+        "UPDATE orders SET status = %s, reason = %s, updated_at = now() WHERE order_id = %s",
+        (status, reason[:500], order_id),
+    )
+
+
+async def open_position(conn: Conn, order: Order, fill: Fill) -> None:
+    """The entry fill and the open position of a filled order."""
+    await conn.execute(
+        "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee)"
+        " VALUES (%s, %s, %s, %s, 'open', %s, %s, %s)",
+        (
+            f"{order.order_id}:open",
+            order.order_id,
+            order.symbol,
+            order.side,
+            fill.price,
+            fill.quantity,
+            fill.fee,
+        ),
+    )
+    await conn.execute(
+        "INSERT INTO positions (position_id, order_id, symbol, side, quantity, entry_price,"
+        " stop_loss, status) VALUES (%s, %s, %s, %s, %s, %s, %s, 'open')",
+        (
+            order.order_id,
+            order.order_id,
+            order.symbol,
+            order.side,
+            fill.quantity,
+            fill.price,
+            order.stop_loss,
+        ),
+    )
+
+
+async def close_position(conn: Conn, position: OpenPosition, fill: Fill) -> bool:
+    """Close once: False when the position was no longer open."""
+    cursor = await conn.execute(
+        "UPDATE positions SET status = 'closed', exit_price = %s, realized_pnl = %s,"
+        " closed_at = now() WHERE position_id = %s AND status = 'open' RETURNING position_id",
+        (fill.price, fill.realized_pnl, position.order_id),
+    )
+    if await cursor.fetchone() is None:
+        return False
+    await conn.execute(
+        "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee,"
+        " realized_pnl) VALUES (%s, %s, %s, %s, 'close', %s, %s, %s, %s)",
+        (
+            f"{position.order_id}:close",
+            position.order_id,
+            position.symbol,
+            position.side,
+            fill.price,
+            fill.quantity,
+            fill.fee,
+            fill.realized_pnl,
+        ),
+    )
+    return True
+
+
+async def load_open_positions(conn: Conn) -> list[OpenPosition]:
+    cursor = await conn.execute(
+        "SELECT order_id, symbol, side, quantity, entry_price, stop_loss,"
+        " extract(epoch FROM opened_at) FROM positions WHERE status = 'open'"
+    )
+    return [
+        OpenPosition(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[5]), float(r[6]))
+        for r in await cursor.fetchall()
+    ]
+
+
+async def live_orders_to_reconcile(conn: Conn) -> list[Order]:
+    """Live orders whose outcome is not known yet: pending (sent or not) and unknown."""
+    cursor = await conn.execute(
+        "SELECT order_id, signal_id, symbol, side, quantity, notional, price, stop_loss,"
+        " extract(epoch FROM created_at) FROM orders"
+        " WHERE mode = 'live' AND status IN ('pending', 'unknown') ORDER BY created_at"
+    )
+    return [
+        Order(
+            event_id=r[0],
+            order_id=r[0],
+            signal_id=r[1],
+            symbol=r[2],
+            side=r[3],
+            quantity=float(r[4]),
+            notional=float(r[5]),
+            price=float(r[6]),
+            stop_loss=float(r[7]),
+            mode="live",
+            timestamp=float(r[8]),
+        )
+        for r in await cursor.fetchall()
+    ]

@@ -1,0 +1,294 @@
+"""risk_manager: ``signals`` → ``orders``; ``order_results`` update the book; ML in shadow.
+
+Per signal, in one transaction under the book lock: an existing decision is reused (a
+redelivery republishes the same order), otherwise the book is loaded from PostgreSQL, the
+rules decide, and the decision, the reserved position or the rejection are written. The
+order (``event_id`` = ``order_id``, derived from ``signal_id``) is published after the
+commit, then the signal acknowledged. Order results are applied once per
+(order, status) through the ``equity`` ledger's unique key; a breaker trip writes a
+``risk_events`` row and an ``alert`` through the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import Counter, Gauge
+
+from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.events import Alert, Control, MlSignal, Order, OrderResult, Signal, Stream
+from cdb.core.service import Service, public_config
+from cdb.risk_manager import store
+from cdb.risk_manager.control import AppliedControl, apply_control, load_control
+from cdb.risk_manager.outbox import Outbox
+from cdb.risk_manager.rules import DayState, Rejection, RiskBook, RiskLimits
+from cdb.risk_manager.settings import RiskManagerSettings
+
+__all__ = ["RiskManager"]
+
+log = logging.getLogger("cdb.risk_manager")
+
+
+def limits_from(settings: RiskManagerSettings) -> RiskLimits:
+    return RiskLimits(
+        max_position_pct=settings.max_position_pct,
+        max_exposure_pct=settings.max_exposure_pct,
+        stop_loss_pct=settings.stop_loss_pct,
+        max_daily_loss_pct=settings.max_daily_loss_pct,
+    )
+
+
+class RiskMetrics:
+    def __init__(self, registry: Any) -> None:
+        r = registry
+        self.approved = Counter("risk_orders_approved_total", "Orders approved", registry=r)
+        self.rejected = Counter(
+            "risk_signals_rejected_total", "Signals rejected", ["reason"], registry=r
+        )
+        self.equity = Gauge("risk_equity_usdt", "Equity (USDT)", registry=r)
+        self.daily_pnl = Gauge("risk_daily_pnl_usdt", "PnL since the day opened", registry=r)
+        self.exposure = Gauge("risk_exposure_usdt", "Reserved + open notional", registry=r)
+        self.exposure_pct = Gauge("risk_exposure_pct", "Exposure in % of equity", registry=r)
+        self.open_positions = Gauge("risk_open_positions", "Active positions", registry=r)
+        self.breaker = Gauge("risk_circuit_breaker_active", "1 while tripped", registry=r)
+        self.shadow = Counter(
+            "risk_ml_shadow_signals_total", "ML signals logged in shadow mode", registry=r
+        )
+
+    def show(self, book: RiskBook) -> None:
+        self.equity.set(book.equity)
+        self.daily_pnl.set(book.daily_pnl())
+        self.exposure.set(book.exposure)
+        self.exposure_pct.set(100.0 * book.exposure / book.equity if book.equity > 0 else 0.0)
+        self.open_positions.set(book.open_positions)
+        self.breaker.set(1.0 if book.today is not None and book.today.breaker_tripped else 0.0)
+
+
+class RiskManager(Service[RiskManagerSettings]):
+    name = "risk_manager"
+    watches_input = False  # quiet signal streams are normal
+
+    def __init__(self, settings: RiskManagerSettings, kernel: Any) -> None:
+        super().__init__(settings, kernel)
+        self.limits = limits_from(settings)
+        self.control: AppliedControl | None = None
+        self.metrics = RiskMetrics(kernel.metrics.registry)
+        self.outbox = Outbox(self.name, kernel.database, kernel.bus)
+        self.summary: dict[str, Any] = {}
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        self.control = await load_control(self.kernel.database, self.name)
+        if self.control is not None:
+            self.limits = limits_from(self.settings).with_control(self.control.settings)
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await store.lock_book(conn)
+            book = await self._load(conn, time.time())
+        self._show(book)
+        await self.outbox.flush()
+
+    def consumers(self) -> Sequence[Consumer[Any]]:
+        return [
+            self.consumer(Stream.SIGNALS, Signal, self.on_signal),
+            self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result),
+            self.consumer(Stream.ML_SIGNALS, MlSignal, self.on_ml_signal),
+            self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
+        ]
+
+    def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        return [self._flush_outbox_periodically]
+
+    async def _flush_outbox_periodically(self) -> None:
+        while not self.kernel.stop.is_set():
+            await sleep_unless(self.kernel.stop, 2.0)
+            try:
+                await self.outbox.flush()
+            except Exception as error:  # retried on the next round
+                log.warning("outbox flush failed", extra={"error": str(error)[:300]})
+
+    # -- handlers ------------------------------------------------------------------
+    async def on_signal(self, signal: Signal) -> None:
+        now = time.time()
+        order: Order | None
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await store.lock_book(conn)
+            existing = await store.find_decision(conn, signal.signal_id)
+            if existing is not None:
+                order = existing[1]
+                fresh = False
+            else:
+                fresh = True
+                book = await self._load(conn, now)
+                decision = book.decide(signal, now)
+                if book.today is not None:
+                    await self._save_day(conn, book, book.today)
+                if isinstance(decision, Rejection):
+                    order = None
+                    await store.insert_decision(conn, signal.signal_id, None, decision.reason)
+                    await store.insert_risk_event(
+                        conn,
+                        f"reject:{signal.signal_id}",
+                        "rejection",
+                        f"{decision.reason}: {decision.detail}",
+                        signal_id=signal.signal_id,
+                        details={"symbol": signal.symbol, "side": signal.side},
+                    )
+                else:
+                    order = decision
+                    await store.insert_decision(conn, signal.signal_id, order)
+                    await store.save_position(conn, book.positions[order.order_id])
+        if fresh:
+            self._show(book)
+            if order is None:
+                assert isinstance(decision, Rejection)
+                self.metrics.rejected.labels(decision.reason).inc()
+                log.info(
+                    "signal rejected",
+                    extra={"signal_id": signal.signal_id, "reason": decision.reason},
+                )
+            else:
+                self.metrics.approved.inc()
+                log.info(
+                    "order approved",
+                    extra={"order_id": order.order_id, "notional": round(order.notional, 2)},
+                )
+        if order is not None:
+            await self.kernel.bus.publish(order, Stream.ORDERS)
+        await self.outbox.flush()
+
+    async def on_order_result(self, result: OrderResult) -> None:
+        now = time.time()
+        key = f"result:{result.order_id}:{result.status}"
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await store.lock_book(conn)
+            if await store.result_seen(conn, key):
+                return
+            book = await self._load(conn, now, result.order_id)
+            effect = book.apply_result(result, now)
+            if not effect.applied or effect.position is None:
+                log.warning(
+                    "order result for an order this book does not know",
+                    extra={"order_id": result.order_id, "status": result.status},
+                )
+                return
+            await store.save_position(conn, effect.position)
+            await store.record_result(conn, key, book, effect.equity_delta, result.status)
+            if book.today is not None:
+                await self._save_day(conn, book, book.today)
+        self._show(book)
+        await self.outbox.flush()
+
+    async def on_ml_signal(self, ml: MlSignal) -> None:
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            created = await store.insert_ml_signal(conn, ml)
+        if created:
+            self.metrics.shadow.inc()
+            log.info(
+                "ml signal logged in shadow mode (never traded)",
+                extra={
+                    "signal_id": ml.signal_id,
+                    "symbol": ml.symbol,
+                    "confidence": ml.confidence,
+                    "above_threshold": ml.confidence > self.settings.shadow_confidence_threshold,
+                },
+            )
+
+    async def on_control(self, control: Control) -> None:
+        applied = await apply_control(self.kernel.database, self.name, control)
+        if applied is None:
+            log.info("stale control event ignored", extra={"generation": control.generation})
+            return
+        self.control = applied
+        self.limits = limits_from(self.settings).with_control(applied.settings)
+        log.info("live config applied", extra={"control": applied.describe()})
+
+    async def reset_breaker(self) -> dict[str, Any]:
+        now = time.time()
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await store.lock_book(conn)
+            book = await self._load(conn, now)
+            today = book.reset_breaker(now)
+            await store.save_day(conn, today, reset=True)
+            await store.insert_risk_event(
+                conn,
+                f"breaker_reset:{today.day.isoformat()}:{now}",
+                "breaker_reset",
+                f"circuit breaker reset; day re-based at {today.opening_equity:.2f} USDT",
+            )
+        self._show(book)
+        log.warning("circuit breaker reset by request")
+        return self.summary
+
+    # -- helpers -------------------------------------------------------------------
+    async def _load(self, conn: Any, now: float, order_id: str = "") -> RiskBook:
+        return await store.load_book(
+            conn, self.settings.starting_equity, self.limits, now, order_id
+        )
+
+    async def _save_day(self, conn: Any, book: RiskBook, today: DayState) -> None:
+        """Write the day; a fresh trip also writes its risk event and alert (outbox)."""
+        cursor = await conn.execute(
+            "SELECT breaker_tripped_at IS NOT NULL FROM risk_days WHERE day = %s", (today.day,)
+        )
+        row = await cursor.fetchone()
+        was_tripped = bool(row and row[0])
+        await store.save_day(conn, today)
+        if today.breaker_tripped and not was_tripped:
+            key = f"breaker:{today.day.isoformat()}:{today.opening_equity:.6f}"
+            details: dict[str, float | str | bool] = {
+                "day": today.day.isoformat(),
+                "opening_equity": round(today.opening_equity, 6),
+                "equity": round(book.equity, 6),
+                "daily_pnl": round(book.daily_pnl(), 6),
+                "max_daily_loss_pct": self.limits.max_daily_loss_pct,
+            }
+            await store.insert_risk_event(
+                conn, key, "circuit_breaker", today.breaker_reason, details=details
+            )
+            alert = Alert(
+                event_id=f"alert-{key}",
+                kind="circuit_breaker",
+                severity="critical",
+                message=f"circuit breaker tripped: {today.breaker_reason}",
+                source=self.name,
+                details=details,
+                timestamp=time.time(),
+            )
+            await self.outbox.add(conn, alert, Stream.ALERTS)
+            self.metrics.breaker.set(1.0)
+            log.error("circuit breaker tripped", extra={"reason": today.breaker_reason})
+
+    def _show(self, book: RiskBook) -> None:
+        self.metrics.show(book)
+        self.summary = {
+            "equity_usdt": round(book.equity, 6),
+            "daily_pnl_usdt": round(book.daily_pnl(), 6),
+            "exposure_usdt": round(book.exposure, 6),
+            "open_positions": book.open_positions,
+            "breaker_active": bool(book.today and book.today.breaker_tripped),
+            "breaker_reason": book.today.breaker_reason if book.today else "",
+            "day": book.today.day.isoformat() if book.today else None,
+            "opening_equity_usdt": book.today.opening_equity if book.today else None,
+        }
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.post("/breaker/reset")
+        async def reset() -> dict[str, Any]:
+            return {"reset": True, "book": await self.reset_breaker()}
+
+        return router
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "config": public_config(self.settings),
+            "in_force": asdict(self.limits),
+            "control": self.control.describe() if self.control else None,
+            "book": self.summary,
+        }

@@ -1,0 +1,17 @@
+"""risk_manager's configuration (environment variables of the same names, upper case)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cdb.core.config import ServiceSettings
+
+
+class RiskManagerSettings(ServiceSettings):
+    http_port: int = Field(default=8002, gt=0, lt=65536)
+    max_position_pct: float = Field(default=10.0, gt=0, le=100, allow_inf_nan=False)
+    max_exposure_pct: float = Field(default=50.0, gt=0, le=100, allow_inf_nan=False)
+    stop_loss_pct: float = Field(default=2.0, gt=0, lt=100, allow_inf_nan=False)
+    max_daily_loss_pct: float = Field(default=5.0, gt=0, le=100, allow_inf_nan=False)
+    starting_equity: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
+    shadow_confidence_threshold: float = Field(default=0.7, ge=0, le=1, allow_inf_nan=False)

@@ -1,0 +1,198 @@
+"""risk_manager's PostgreSQL side: the book is loaded and written inside one transaction,
+under one advisory lock, so replicas and redeliveries see one consistent book."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from cdb.core.events import MlSignal, Order
+from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, RiskLimits, utc_day
+
+__all__ = [
+    "find_decision",
+    "insert_decision",
+    "insert_ml_signal",
+    "insert_risk_event",
+    "load_book",
+    "lock_book",
+    "record_result",
+    "result_seen",
+    "save_day",
+    "save_position",
+]
+
+Conn = AsyncConnection[Any]
+
+
+async def lock_book(conn: Conn) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
+
+
+async def load_book(
+    conn: Conn, starting_equity: float, limits: RiskLimits, now: float, order_id: str = ""
+) -> RiskBook:
+    """Net PnL over all positions, the active ones (plus ``order_id``'s) and today's state."""
+    cursor = await conn.execute("SELECT coalesce(sum(realized_pnl - fees), 0) FROM risk_positions")
+    row = await cursor.fetchone()
+    book = RiskBook(
+        starting_equity=starting_equity, limits=limits, net_pnl=float(row[0] if row else 0)
+    )
+    cursor = await conn.execute(
+        "SELECT order_id, signal_id, symbol, side, quantity, notional, entry_price, stop_loss,"
+        " status, fees, realized_pnl FROM risk_positions"
+        " WHERE status = ANY(%s) OR order_id = %s",
+        (list(ACTIVE), order_id),
+    )
+    for r in await cursor.fetchall():
+        book.positions[r[0]] = BookPosition(*r)
+    cursor = await conn.execute(
+        "SELECT day, opening_equity, breaker_tripped_at IS NOT NULL, breaker_reason"
+        " FROM risk_days WHERE day = %s",
+        (utc_day(now),),
+    )
+    day = await cursor.fetchone()
+    if day is not None:
+        book.today = DayState(day[0], float(day[1]), bool(day[2]), day[3])
+    return book
+
+
+async def save_day(conn: Conn, today: DayState, *, reset: bool = False) -> None:
+    await conn.execute(
+        """
+        INSERT INTO risk_days (day, opening_equity, breaker_tripped_at, breaker_reason)
+        VALUES (%(day)s, %(opening)s, CASE WHEN %(tripped)s THEN now() END, %(reason)s)
+        ON CONFLICT (day) DO UPDATE SET
+            opening_equity = EXCLUDED.opening_equity,
+            breaker_tripped_at = CASE WHEN %(tripped)s
+                THEN coalesce(risk_days.breaker_tripped_at, now()) END,
+            breaker_reason = EXCLUDED.breaker_reason,
+            alert_published = CASE WHEN %(tripped)s THEN risk_days.alert_published ELSE false END,
+            reset_at = CASE WHEN %(reset)s THEN now() ELSE risk_days.reset_at END
+        """,
+        {
+            "day": today.day,
+            "opening": today.opening_equity,
+            "tripped": today.breaker_tripped,
+            "reason": today.breaker_reason,
+            "reset": reset,
+        },
+    )
+
+
+async def save_position(conn: Conn, p: BookPosition) -> None:
+    await conn.execute(
+        """
+        INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity, notional,
+            entry_price, stop_loss, status, fees, realized_pnl)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (order_id) DO UPDATE SET quantity = EXCLUDED.quantity,
+            notional = EXCLUDED.notional, entry_price = EXCLUDED.entry_price,
+            status = EXCLUDED.status, fees = EXCLUDED.fees,
+            realized_pnl = EXCLUDED.realized_pnl, updated_at = now()
+        """,
+        (
+            p.order_id,
+            p.signal_id,
+            p.symbol,
+            p.side,
+            p.quantity,
+            p.notional,
+            p.entry_price,
+            p.stop_loss,
+            p.status,
+            p.fees,
+            p.realized_pnl,
+        ),
+    )
+
+
+async def find_decision(conn: Conn, signal_id: str) -> tuple[str, Order | None] | None:
+    cursor = await conn.execute(
+        "SELECT decision, order_event FROM risk_decisions WHERE signal_id = %s", (signal_id,)
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    order = None
+    if row[1] is not None:
+        data = row[1] if isinstance(row[1], dict) else json.loads(row[1])
+        order = Order.model_validate_json(json.dumps(data))
+    return str(row[0]), order
+
+
+async def insert_decision(
+    conn: Conn, signal_id: str, order: Order | None, reason: str = ""
+) -> None:
+    await conn.execute(
+        "INSERT INTO risk_decisions (signal_id, decision, order_id, reason, order_event)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (
+            signal_id,
+            "approved" if order is not None else "rejected",
+            order.order_id if order is not None else None,
+            reason,
+            Jsonb(order.model_dump(mode="json")) if order is not None else None,
+        ),
+    )
+
+
+async def insert_risk_event(
+    conn: Conn,
+    key: str,
+    kind: str,
+    reason: str,
+    *,
+    signal_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO risk_events (event_key, kind, signal_id, reason, details)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_key) DO NOTHING",
+        (key, kind, signal_id, reason, Jsonb(details or {})),
+    )
+
+
+async def result_seen(conn: Conn, key: str) -> bool:
+    cursor = await conn.execute("SELECT 1 FROM equity WHERE event_key = %s", (key,))
+    return await cursor.fetchone() is not None
+
+
+async def record_result(conn: Conn, key: str, book: RiskBook, delta: float, reason: str) -> None:
+    await conn.execute(
+        "INSERT INTO equity (event_key, equity, realized_pnl, exposure, reason)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (key, book.equity, delta, book.exposure, reason),
+    )
+
+
+async def insert_ml_signal(conn: Conn, ml: MlSignal) -> bool:
+    cursor = await conn.execute(
+        """
+        INSERT INTO ml_signals (signal_id, event_id, symbol, side, model, model_version,
+            confidence, price, top_features, signal_ts)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s))
+        ON CONFLICT (signal_id) DO NOTHING RETURNING signal_id
+        """,
+        (
+            ml.signal_id,
+            ml.event_id,
+            ml.symbol,
+            ml.side,
+            ml.model,
+            ml.model_version,
+            ml.confidence,
+            ml.price,
+            Jsonb([f.model_dump() for f in ml.top_features]),
+            ml.timestamp,
+        ),
+    )
+    return await cursor.fetchone() is not None
+
+
+def day_key(day: dt.date) -> str:
+    return day.isoformat()

@@ -1,0 +1,64 @@
+"""signal_engine's PostgreSQL side: the cooldown state read and the signal written together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from cdb.core.events import MarketData, Signal
+from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
+
+__all__ = ["insert_signal", "load_cooldown", "lock_symbol"]
+
+
+async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
+    """Serialise decisions per symbol across replicas until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"signal:{symbol}",))
+
+
+async def load_cooldown(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> CooldownState:
+    """The symbol's cooldown state; this window's own signal first, so a redelivery re-emits it."""
+    own = [signal_id_for(md, side, strategy) for side in ("long", "short")]
+    cursor = await conn.execute(
+        "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE signal_id = ANY(%s)",
+        (own,),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        cursor = await conn.execute(
+            "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE symbol = %s"
+            " ORDER BY signal_ts DESC LIMIT 1",
+            (md.symbol,),
+        )
+        row = await cursor.fetchone()
+    state = CooldownState()
+    if row is not None:
+        state.last[md.symbol] = LastSignal(row[0], float(row[1]))
+    return state
+
+
+async def insert_signal(conn: AsyncConnection[Any], signal: Signal) -> bool:
+    """Persist the signal; False when it was already there (a redelivery)."""
+    cursor = await conn.execute(
+        """
+        INSERT INTO signals (signal_id, event_id, symbol, side, confidence, reason, strategy,
+                             price, pct_change, signal_ts)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s))
+        ON CONFLICT (signal_id) DO NOTHING
+        RETURNING signal_id
+        """,
+        (
+            signal.signal_id,
+            signal.event_id,
+            signal.symbol,
+            signal.side,
+            signal.confidence,
+            signal.reason,
+            signal.strategy,
+            signal.price,
+            signal.pct_change,
+            signal.timestamp,
+        ),
+    )
+    return await cursor.fetchone() is not None

@@ -1,0 +1,92 @@
+"""End to end through the three services as processes: market_data → signal → order →
+fill → position in PostgreSQL, and a scripted price path that hits the stop-loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdb.core.bus import Bus
+from cdb.core.events import Stream
+from tests.test_pipeline_support import Pipeline, candle, market, query, scalar, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+async def test_a_pump_becomes_a_position_and_its_stop_loss_closes_it(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    pipeline = Pipeline(service_env, tmp_path, PAPER_SLIPPAGE_BPS="0").start()
+    try:
+        await bus.publish(market("PUMP_USDT", 4.5, price=2.0))  # a gainer: long
+        await bus.publish(market("CALM_USDT", 1.0, price=5.0))  # below threshold: nothing
+        await wait_until(
+            lambda: scalar(service_env, "SELECT count(*) FROM positions") == 1,
+            what="position opened",
+        )
+        signal_row = query(service_env, "SELECT symbol, side, confidence FROM signals")
+        assert signal_row == [("PUMP_USDT", "long", pytest.approx(0.45))]
+        order = query(
+            service_env,
+            "SELECT o.status, o.notional, o.stop_loss, f.price, f.fee FROM orders o"
+            " JOIN fills f ON f.order_id = o.order_id",
+        )
+        status, notional, stop, fill_price, fee = order[0]
+        assert status == "filled"
+        assert notional == pytest.approx(1000.0)  # 10 % of 10 000 USDT
+        assert stop == pytest.approx(2.0 * 0.98)  # 2 % stop
+        assert fill_price == pytest.approx(2.0)
+        assert fee == pytest.approx(1000.0 * 0.0002)  # MEXC taker fee 0.02 %
+        await wait_until(
+            lambda: scalar(service_env, "SELECT status FROM risk_positions") == "open",
+            what="risk book saw the fill",
+        )
+
+        # The scripted path: 1.99 (no stop), then a bar whose low reaches 1.95 < 1.96.
+        await bus.publish(candle("PUMP_USDT", low=1.97, high=2.01, open_=2.0, close=1.99))
+        await bus.publish(candle("PUMP_USDT", low=1.95, high=1.99, open_=1.99, close=1.955))
+        await wait_until(
+            lambda: scalar(service_env, "SELECT status FROM risk_positions") == "closed",
+            what="stop-loss close reached the risk book",
+        )
+        exit_price, pnl = query(service_env, "SELECT exit_price, realized_pnl FROM positions")[0]
+        assert exit_price == pytest.approx(1.96)
+        assert pnl == pytest.approx((1.96 - 2.0) * 500.0)
+        equity = pipeline.procs["risk_manager"].status()["book"]["equity_usdt"]
+        fees = scalar(service_env, "SELECT sum(fee) FROM fills")
+        assert equity == pytest.approx(10_000.0 + pnl - fees)
+        ex = pipeline.procs["execution_service"].status()
+        assert ex["open_positions"] == 0
+    finally:
+        pipeline.stop()
+
+
+async def test_control_changes_the_threshold_live_and_status_shows_it(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    from cdb.core.events import Control, ControlSettings
+
+    pipeline = Pipeline(service_env, tmp_path).start("signal_engine")
+    try:
+        engine = pipeline.procs["signal_engine"]
+        assert engine.status()["in_force"]["threshold_pct"] == 3.0
+        await bus.publish(
+            Control(
+                bot="b",
+                generation=2,
+                config_hash="h2",
+                timestamp=1.0,
+                settings=ControlSettings(signal_threshold_pct=6.0),
+            ),
+            Stream.CONTROL,
+        )
+        await wait_until(lambda: engine.status()["in_force"]["threshold_pct"] == 6.0)
+        await bus.publish(market("AAA_USDT", 4.0))  # below the new threshold
+        await bus.publish(market("BBB_USDT", 7.0))
+        await wait_until(lambda: scalar(service_env, "SELECT count(*) FROM signals") == 1)
+        assert query(service_env, "SELECT symbol FROM signals") == [("BBB_USDT",)]
+        pipeline.restart("signal_engine")  # the live config survives a restart
+        assert pipeline.procs["signal_engine"].status()["in_force"]["threshold_pct"] == 6.0
+    finally:
+        pipeline.stop()

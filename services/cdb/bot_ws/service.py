@@ -1,0 +1,288 @@
+"""The bot_ws service: chunk connections, candle and mover publishing, live lookback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from cdb.bot_ws.candles import ClosedCandle
+from cdb.bot_ws.chunks import chunk_symbols, pod_chunks
+from cdb.bot_ws.connection import ChunkConnection, ConnectionHooks
+from cdb.bot_ws.exchange import ContractInfo, ExchangeError, ExchangeRest
+from cdb.bot_ws.screener import Screener
+from cdb.bot_ws.settings import BotWsSettings
+from cdb.bot_ws.window import WindowStat
+from cdb.core.bus import Backoff, Consumer, sleep_unless
+from cdb.core.events import Candle, Control, MarketData, Stream, deterministic_id
+from cdb.core.service import Kernel, Service, public_config
+
+__all__ = ["BotWs"]
+
+log = logging.getLogger("cdb.bot_ws")
+
+TICK_S = 0.25
+BACKFILL_CONCURRENCY = 8
+
+
+class BotWsMetrics:
+    def __init__(self, kernel: Kernel) -> None:
+        r = kernel.metrics.registry
+        self.ticks = Counter("bot_ws_ticks_total", "Deals and klines processed", registry=r)
+        self.connections = Gauge("bot_ws_connections", "Open WebSockets to MEXC", registry=r)
+        self.chunks = Gauge("bot_ws_chunks", "Symbol chunks served by this pod", registry=r)
+        self.symbols = Gauge("bot_ws_symbols", "Symbols served by this pod", registry=r)
+        self.reconnects = Counter("bot_ws_reconnects_total", "WebSocket reconnects", registry=r)
+        self.malformed = Counter(
+            "bot_ws_malformed_frames_total", "Frames that could not be parsed", registry=r
+        )
+        self.backfilled = Counter(
+            "bot_ws_backfilled_candles_total", "Candles taken from REST klines", registry=r
+        )
+        self.last_tick_age = Gauge(
+            "bot_ws_last_tick_age_seconds", "Seconds since the newest deal", registry=r
+        )
+        self.last_tick_age.set_function(kernel.health.age_s)
+        self.movers = Gauge(
+            "bot_ws_mover_pct_change",
+            "pct_change of the current top movers",
+            ["symbol", "direction"],
+            registry=r,
+        )
+
+
+class BotWs(Service[BotWsSettings]):
+    name = "bot_ws"
+    uses_database = False
+
+    def __init__(self, settings: BotWsSettings, kernel: Kernel) -> None:
+        super().__init__(settings, kernel)
+        self.metrics = BotWsMetrics(kernel)
+        self.rest = ExchangeRest(settings)
+        self.screener = Screener({}, settings.lookback_min, settings.close_grace_ms)
+        self.connections: list[ChunkConnection] = []
+        self.universe_size = 0
+        self.lookback_min = settings.lookback_min
+        self.malformed_examples: list[str] = []
+        self.published_movers: dict[str, list[dict[str, float | str]]] = {}
+        self._backfilling: set[str] = set()
+        self._backfill_slots = asyncio.Semaphore(BACKFILL_CONCURRENCY)
+        self._last_publish = 0.0
+        self._last_window_end = 0
+
+    # ----- start-up ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        contracts = await self._load_universe()
+        sizes = {c.symbol: c.contract_size for c in contracts}
+        wanted = self.settings.symbol_list()
+        if wanted:
+            unknown = [s for s in wanted if s not in sizes]
+            if unknown:
+                log.error(
+                    "symbols not tradable on the exchange, skipped", extra={"symbols": unknown}
+                )
+            symbols = [s for s in wanted if s in sizes]
+        else:
+            symbols = [c.symbol for c in contracts]
+        self.universe_size = len(symbols)
+        mine = pod_chunks(
+            chunk_symbols(symbols, self.settings.chunk_size),
+            self.settings.pod_index(),
+            self.settings.chunk_count,
+        )
+        served = [s for chunk in mine for s in chunk]
+        self.screener = Screener(
+            {s: sizes[s] for s in served}, self.lookback_min, self.settings.close_grace_ms
+        )
+        hooks = ConnectionHooks(
+            on_ticks=self._on_ticks,
+            on_malformed=self._on_malformed,
+            on_open=self.metrics.connections.inc,
+            on_close=self.metrics.connections.dec,
+            on_reconnect=self.metrics.reconnects.inc,
+        )
+        self.connections = [
+            ChunkConnection(j, chunk, self.settings, self.screener, hooks, self.kernel.stop)
+            for j, chunk in enumerate(mine)
+        ]
+        self.metrics.chunks.set(len(mine))
+        self.metrics.symbols.set(len(served))
+        log.info(
+            "universe split",
+            extra={"symbols": len(symbols), "served": len(served), "chunks": len(mine)},
+        )
+
+    async def _load_universe(self) -> list[ContractInfo]:
+        backoff = Backoff(base=0.5, cap=10.0)
+        while True:
+            try:
+                return await self.rest.universe()
+            except (ExchangeError, OSError, ValueError, KeyError) as error:
+                failure = f"{type(error).__name__}: {error}"
+            except Exception as error:  # httpx errors: transport, timeout
+                failure = f"{type(error).__name__}: {error}"
+            delay = backoff.next_delay()
+            log.warning("universe unavailable, retrying", extra={"error": failure[:300]})
+            await sleep_unless(self.kernel.stop, delay)
+            if self.kernel.stop.is_set():
+                return []
+
+    # ----- hooks ------------------------------------------------------------------------
+
+    def _on_ticks(self, count: int) -> None:
+        if count:
+            self.metrics.ticks.inc(count)
+            self.kernel.health.touch()
+
+    def _on_malformed(self, reason: str) -> None:
+        self.metrics.malformed.inc()
+        self.malformed_examples = [*self.malformed_examples[-9:], reason[:200]]
+        log.warning("malformed frame skipped", extra={"reason": reason[:300]})
+
+    async def _on_control(self, event: Control) -> None:
+        lookback = event.settings.lookback_min
+        if lookback is not None and lookback != self.lookback_min:
+            log.info("lookback changed", extra={"from": self.lookback_min, "to": lookback})
+            self.lookback_min = lookback
+            self.screener.set_lookback(lookback)
+
+    # ----- loops ------------------------------------------------------------------------
+
+    def consumers(self) -> Sequence[Consumer[Any]]:
+        return [self.consumer(Stream.CONTROL, Control, self._on_control, touches_health=False)]
+
+    def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        return [*(c.run for c in self.connections), self._close_and_publish, self._backfill]
+
+    async def _close_and_publish(self) -> None:
+        stop = self.kernel.stop
+        while not stop.is_set():
+            for candle in self.screener.close_due():
+                await self._publish_candle(candle)
+            end = self.screener.window_end()
+            due = time.monotonic() - self._last_publish >= self.settings.publish_interval_s
+            if end and (end != self._last_window_end or due):
+                self._last_window_end = end
+                self._last_publish = time.monotonic()
+                await self._publish_movers()
+            await sleep_unless(stop, TICK_S)
+
+    async def _publish_candle(self, candle: ClosedCandle) -> None:
+        await self.kernel.bus.publish(
+            Candle(
+                event_id=deterministic_id("candle", candle.symbol, candle.open_time),
+                symbol=candle.symbol,
+                open_time=candle.open_time,
+                open=candle.open,
+                high=candle.high,
+                low=candle.low,
+                close=candle.close,
+                volume=candle.volume,
+                turnover=candle.turnover,
+            )
+        )
+
+    async def _publish_movers(self) -> None:
+        gainers, losers = self.screener.movers(self.settings.top_n)
+        timestamp = self.screener.watermark_ms // 1000
+        interval = f"{self.lookback_min}m"
+        self.metrics.movers.clear()
+        for direction, movers in (("gainer", gainers), ("loser", losers)):
+            for stat in movers:
+                self.metrics.movers.labels(symbol=stat.symbol, direction=direction).set(
+                    stat.pct_change
+                )
+                await self.kernel.bus.publish(self._market_data(stat, timestamp, interval))
+        self.published_movers = {
+            "gainers": [_summary(s) for s in gainers],
+            "losers": [_summary(s) for s in losers],
+        }
+
+    @staticmethod
+    def _market_data(stat: WindowStat, timestamp: int, interval: str) -> MarketData:
+        return MarketData(
+            event_id=deterministic_id("market_data", stat.symbol, timestamp, interval),
+            symbol=stat.symbol,
+            price=stat.price,
+            volume=round(stat.volume, 2),
+            pct_change=round(stat.pct_change, 4),
+            timestamp=timestamp,
+            interval=interval,
+        )
+
+    async def _backfill(self) -> None:
+        """Fetch from REST every closed minute the sockets could not see whole."""
+        stop = self.kernel.stop
+        pending: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            for symbol in self.screener.symbols:
+                if symbol in self._backfilling:
+                    continue
+                span = self.screener.backfill_range(symbol)
+                if span is None:
+                    continue
+                self._backfilling.add(symbol)
+                task = asyncio.create_task(self._backfill_symbol(symbol, *span))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await sleep_unless(stop, TICK_S)
+        for task in list(pending):
+            task.cancel()
+
+    async def _backfill_symbol(self, symbol: str, first: int, last: int) -> None:
+        try:
+            async with self._backfill_slots:
+                candles = await self.rest.klines(symbol, first, last)
+            closed = self.screener.apply_backfill(symbol, candles, last)
+            closed += self.screener.close_due([symbol])
+            for candle in closed:
+                if candle.source != "deals":
+                    self.metrics.backfilled.inc()
+                await self._publish_candle(candle)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning(
+                "backfill failed, will retry",
+                extra={"symbol": symbol, "error": f"{type(error).__name__}: {error}"[:300]},
+            )
+            await asyncio.sleep(1.0)
+        finally:
+            self._backfilling.discard(symbol)
+
+    # ----- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "config": public_config(self.settings),
+            "lookback_min": self.lookback_min,
+            "universe": self.universe_size,
+            "pod_index": self.settings.pod_index(),
+            "chunks": [
+                {
+                    "index": c.index,
+                    "symbols": len(c.symbols),
+                    "connected": c.connected,
+                    "sessions": c.sessions,
+                    "errors": c.refused[-5:],
+                }
+                for c in self.connections
+            ],
+            "exchange_time_ms": self.screener.watermark_ms,
+            "deals_seen": self.screener.deals_seen,
+            "deals_ignored": self.screener.deals_ignored,
+            "malformed_examples": self.malformed_examples,
+            "movers": self.published_movers,
+        }
+
+    async def close(self) -> None:
+        await self.rest.close()
+
+
+def _summary(stat: WindowStat) -> dict[str, float | str]:
+    return {"symbol": stat.symbol, "pct_change": round(stat.pct_change, 4), "price": stat.price}

@@ -1,0 +1,263 @@
+"""The simulator: the market, the sim clock, the connected sessions, faults and the push loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from cdb.mexc_sim.config import Faults, SimConfig
+from cdb.mexc_sim.market import INTERVAL_MINUTES, Deal, Market, aggregate
+from cdb.mexc_sim.ratelimit import SlidingWindow
+from cdb.mexc_sim.sessions import Session
+
+__all__ = ["Simulator", "frame"]
+
+log = logging.getLogger("cdb.mexc_sim")
+
+
+def frame(channel: str, data: Any, ts: int, symbol: str | None = None) -> str:
+    """A server frame in the 2025+ wire key order (``symbol`` first when present)."""
+    body: dict[str, Any] = {}
+    if symbol is not None:
+        body["symbol"] = symbol
+    body["data"] = data
+    body["channel"] = channel
+    body["ts"] = ts
+    return json.dumps(body, separators=(",", ":"))
+
+
+MALFORMED_KINDS = ("truncated", "garbage", "bad_fields", "binary")
+
+
+class Simulator:
+    """Everything behind the one port; the app's routes only call into this."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        start_s = config.start_time if config.start_time is not None else int(time.time())
+        self.market = Market(config, start_s // 60 * 60 * 1000)
+        self.faults: Faults = config.faults.model_copy()
+        self.sessions: set[Session] = set()
+        self.limiter = SlidingWindow(config.limits.window_s)
+        self._mono0 = time.monotonic()
+        self._fault_rng = random.Random(f"faults-{config.seed}")
+        self._malformed_sent = 0
+        self._last_drop = time.monotonic()
+        self._last_tickers = 0.0
+        self.stats: dict[str, int] = {
+            "connections_total": 0,
+            "frames_pushed": 0,
+            "deals_pushed": 0,
+            "malformed_sent": 0,
+            "rest_requests": 0,
+            "rest_throttled": 0,
+            "ping_timeouts": 0,
+            "drops": 0,
+            "subscriptions_refused": 0,
+        }
+
+    # ----- clock ------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The exchange clock: the start time plus real elapsed time times ``speed``."""
+        elapsed = time.monotonic() - self._mono0
+        return self.market.start_ms + int(elapsed * self.config.speed * 1000)
+
+    def price_of(self, symbol: str) -> float | None:
+        """The last traded price of ``symbol`` (``None`` for an unknown contract)."""
+        state = self.market.states.get(symbol)
+        return state.last_price if state else None
+
+    # ----- faults -----------------------------------------------------------------------
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change faults live (validated); returns the faults now in force."""
+        self.faults = Faults(**{**self.faults.model_dump(), **changes})
+        return self.faults
+
+    async def drop_connections(self) -> int:
+        """Close every client socket now (abnormal close 1011); returns how many."""
+        dropped = list(self.sessions)
+        for session in dropped:
+            await self.close_session(session, 1011, "mexc_sim fault: connection dropped")
+        self.stats["drops"] += len(dropped)
+        return len(dropped)
+
+    async def close_session(self, session: Session, code: int, reason: str) -> None:
+        if session.closing:
+            return
+        session.closing = True
+        self.sessions.discard(session)
+        with contextlib.suppress(asyncio.QueueFull):
+            session.queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await session.websocket.close(code=code, reason=reason)
+
+    # ----- pushes -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The push loop: advance the market, fan frames out, enforce the ping rule."""
+        while not stop.is_set():
+            started = time.monotonic()
+            await self.tick()
+            spent = time.monotonic() - started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    stop.wait(), timeout=max(0.0, self.config.push_interval_s - spent)
+                )
+
+    async def tick(self) -> None:
+        now = self.now_ms()
+        new = self.market.advance_to(now)
+        await self._enforce_ping_rule(now)
+        faults = self.faults
+        if faults.drop_every_s and time.monotonic() - self._last_drop >= faults.drop_every_s:
+            self._last_drop = time.monotonic()
+            await self.drop_connections()
+        if faults.paused or not self.sessions:
+            return
+        if faults.push_delay_ms:
+            await asyncio.sleep(faults.push_delay_ms / 1000)
+        self._push_deals(new, now)
+        self._push_klines(new.keys(), now)
+        self._push_tickers(new.keys(), now)
+        self._inject_malformed(now)
+
+    def _deliver(self, session: Session, payload: str | bytes) -> None:
+        if session.offer(payload):
+            self.stats["frames_pushed"] += 1
+        elif not session.closing:
+            log.warning("client too slow, dropping it", extra={"session": session.id})
+            session.closing = True
+            self.sessions.discard(session)
+            asyncio.get_running_loop().create_task(session.websocket.close(code=1008))
+
+    def _push_deals(self, new: dict[str, list[Deal]], now: int) -> None:
+        frames: dict[str, str] = {}
+        for session in list(self.sessions):
+            for symbol in session.symbols("deal"):
+                deals = new.get(symbol)
+                if not deals:
+                    continue
+                text = frames.get(symbol)
+                if text is None:
+                    text = frame("push.deal", [d.wire() for d in deals], now, symbol)
+                    frames[symbol] = text
+                self._deliver(session, text)
+                self.stats["deals_pushed"] += len(deals)
+
+    def _push_klines(self, changed: Iterable[str], now: int) -> None:
+        changed_set = set(changed)
+        for session in list(self.sessions):
+            for kind, symbol, interval in list(session.subscriptions):
+                if kind != "kline" or symbol not in changed_set:
+                    continue
+                self._deliver(session, self.kline_frame(symbol, interval, now))
+
+    def kline_frame(self, symbol: str, interval: str, now: int) -> str:
+        minutes = INTERVAL_MINUTES[interval]
+        span = minutes * 60
+        current = self.market.current_bar(symbol).t
+        opened = current // span * span
+        row = aggregate(self.market.bars_between(symbol, opened, current), minutes)[-1]
+        data = {
+            "symbol": symbol,
+            "interval": interval,
+            "t": row["time"],
+            "o": row["open"],
+            "c": row["close"],
+            "h": row["high"],
+            "l": row["low"],
+            "a": row["amount"],
+            "q": row["vol"],
+            "ro": row["realOpen"],
+            "rc": row["realClose"],
+            "rh": row["realHigh"],
+            "rl": row["realLow"],
+        }
+        return frame("push.kline", data, now, symbol)
+
+    def _push_tickers(self, changed: Iterable[str], now: int) -> None:
+        changed_set = set(changed)
+        due = time.monotonic() - self._last_tickers >= self.config.tickers_interval_s
+        rows: list[dict[str, Any]] | None = None
+        for session in list(self.sessions):
+            for symbol in session.symbols("ticker") & changed_set:
+                self._deliver(
+                    session, frame("push.ticker", self.market.ticker(symbol), now, symbol)
+                )
+            if due and ("tickers", "", "") in session.subscriptions:
+                if rows is None:
+                    rows = [self.market.tickers_row(s) for s in self.market.order]
+                self._deliver(session, frame("push.tickers", rows, now))
+        if due:
+            self._last_tickers = time.monotonic()
+
+    def _inject_malformed(self, now: int) -> None:
+        """Malformed frames are sent *besides* the real ones: the market stays whole."""
+        faults = self.faults
+        count = faults.malformed_next
+        if faults.malformed_rate and self._fault_rng.random() < faults.malformed_rate:
+            count += 1
+        if not count:
+            return
+        if faults.malformed_next:
+            self.faults = faults.model_copy(update={"malformed_next": 0})
+        symbol = self.market.order[0]
+        for _ in range(count):
+            kind = MALFORMED_KINDS[self._malformed_sent % len(MALFORMED_KINDS)]
+            self._malformed_sent += 1
+            good = frame(
+                "push.deal", [{"p": 1.0, "v": 1, "T": 1, "O": 1, "M": 2, "t": now}], now, symbol
+            )
+            payload: str | bytes
+            if kind == "truncated":
+                payload = good[: len(good) // 2]
+            elif kind == "garbage":
+                payload = "\x00not json{"
+            elif kind == "bad_fields":
+                payload = frame("push.deal", [{"p": "abc", "v": None}], now, symbol)
+            else:
+                payload = b"\x1f\x8b\x08\x00binary"
+            for session in list(self.sessions):
+                self._deliver(session, payload)
+            self.stats["malformed_sent"] += 1
+
+    async def _enforce_ping_rule(self, now: int) -> None:
+        limit = self.faults.ping_timeout_s
+        deadline = time.monotonic() - limit
+        for session in list(self.sessions):
+            if session.last_ping < deadline:
+                text = f"more than {limit:g} seconds no response, close the channel"
+                session.offer(frame("rs.error", text, now))
+                self.stats["ping_timeouts"] += 1
+                await asyncio.sleep(0)
+                await self.close_session(session, 1000, "ping timeout")
+
+    # ----- introspection ------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sim_time_ms": self.now_ms(),
+            "symbols": len(self.market.order),
+            "speed": self.config.speed,
+            "scenario": self.config.scenario,
+            "seed": self.config.seed,
+            "deals_generated": self.market.deals_generated,
+            "connections": [
+                {
+                    "id": s.id,
+                    "subscriptions": len(s.subscriptions),
+                    "symbols": len(s.symbols("deal")),
+                }
+                for s in sorted(self.sessions, key=lambda s: s.id)
+            ],
+            "faults": self.faults.model_dump(),
+            **self.stats,
+        }

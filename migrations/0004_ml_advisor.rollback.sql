@@ -1,0 +1,2 @@
+DROP VIEW ml_shadow_comparison;
+DROP TABLE candles;

@@ -1,0 +1,80 @@
+"""One prediction with its explanation: confidence, margin and native TreeSHAP contributions.
+
+XGBoost's ``pred_contribs=True`` gives, per feature, its SHAP contribution to the margin
+(log-odds) plus a bias column; they sum to the margin the model outputs. The confidence is
+the model's probability, the logistic of that margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xgboost as xgb
+from numpy.typing import NDArray
+
+from cdb.core.events import ShapFeature
+from cdb.ml_advisor.model_store import LoadedModel
+
+__all__ = ["Explained", "Predictor"]
+
+
+@dataclass(frozen=True)
+class Explained:
+    """A prediction for one row of features."""
+
+    values: NDArray[np.float64]
+    margin: float
+    confidence: float
+    contributions: NDArray[np.float64]
+    bias: float
+
+    def top_features(self, names: list[str], count: int) -> list[ShapFeature]:
+        """The ``count`` features with the largest absolute contribution, largest first."""
+        order = np.argsort(-np.abs(self.contributions), kind="stable")[:count]
+        return [
+            ShapFeature(
+                feature=names[i],
+                value=float(self.values[i]),
+                contribution=float(self.contributions[i]),
+            )
+            for i in order
+        ]
+
+
+class Predictor:
+    """A loaded booster answering for feature rows."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.names = list(model.manifest.features)
+
+    @property
+    def version(self) -> str:
+        return self.model.manifest.version
+
+    def _matrix(self, rows: NDArray[np.float64]) -> xgb.DMatrix:
+        return xgb.DMatrix(np.atleast_2d(rows), feature_names=self.names)
+
+    def explain_many(self, rows: NDArray[np.float64]) -> list[Explained]:
+        matrix = self._matrix(rows)
+        margins = np.asarray(self.model.booster.predict(matrix, output_margin=True), np.float64)
+        contribs = np.asarray(self.model.booster.predict(matrix, pred_contribs=True), np.float64)
+        rows2d = np.atleast_2d(rows)
+        return [
+            Explained(
+                values=rows2d[i],
+                margin=float(margins[i]),
+                confidence=float(1.0 / (1.0 + np.exp(-margins[i]))),
+                contributions=contribs[i, :-1],
+                bias=float(contribs[i, -1]),
+            )
+            for i in range(rows2d.shape[0])
+        ]
+
+    def explain(self, row: NDArray[np.float64]) -> Explained:
+        return self.explain_many(row)[0]
+
+    def confidences(self, rows: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Probabilities for many rows at once (evaluation)."""
+        return np.asarray(self.model.booster.predict(self._matrix(rows)), np.float64)

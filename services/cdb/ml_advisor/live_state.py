@@ -1,0 +1,116 @@
+"""What the advisor remembers between candles: each symbol's recent bars and the movers.
+
+:class:`CandleWindow` keeps one symbol's last ``WARMUP_BARS`` bars on a contiguous minute
+grid, the same grid :func:`cdb.ml_advisor.dataset.minute_grid` builds for training: a
+missing minute becomes a flat bar at the previous close with zero volume; a gap longer
+than the window starts the window over. :class:`MoversBoard` keeps the screener's latest
+movers snapshots (``market_data`` events of one window share a timestamp).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cdb.core.events import Candle, MarketData
+from cdb.ml_advisor.features import WARMUP_BARS, mover_rank, window_features
+
+__all__ = ["Accepted", "CandleWindow", "MoversBoard"]
+
+BAR_SECONDS = 60
+SNAPSHOTS_KEPT = 10
+
+
+class Accepted(StrEnum):
+    APPENDED = "appended"
+    REPLACED = "replaced"  # the same bar again (an update or a backfill)
+    RESTARTED = "restarted"  # a gap longer than the window
+    STALE = "stale"  # older than the newest bar: stored, but not a live bar
+
+
+@dataclass(frozen=True)
+class Bar:
+    open_time: int
+    close: float
+    high: float
+    low: float
+    turnover: float
+
+
+class CandleWindow:
+    """One symbol's last bars, enough for every feature."""
+
+    def __init__(self, size: int = WARMUP_BARS) -> None:
+        self.size = size
+        self.bars: deque[Bar] = deque(maxlen=size)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.bars) >= self.size
+
+    @property
+    def last_open_time(self) -> int | None:
+        return self.bars[-1].open_time if self.bars else None
+
+    def add(self, candle: Candle) -> Accepted:
+        bar = Bar(candle.open_time, candle.close, candle.high, candle.low, candle.turnover)
+        last = self.bars[-1] if self.bars else None
+        if last is None:
+            self.bars.append(bar)
+            return Accepted.APPENDED
+        if bar.open_time == last.open_time:
+            self.bars[-1] = bar
+            return Accepted.REPLACED
+        if bar.open_time < last.open_time:
+            return Accepted.STALE
+        missing = (bar.open_time - last.open_time) // BAR_SECONDS - 1
+        if missing >= self.size:
+            self.bars.clear()
+            self.bars.append(bar)
+            return Accepted.RESTARTED
+        for step in range(1, missing + 1):
+            at = last.open_time + step * BAR_SECONDS
+            self.bars.append(Bar(at, last.close, last.close, last.close, 0.0))
+        self.bars.append(bar)
+        return Accepted.APPENDED
+
+    def features(self, rank: float) -> NDArray[np.float64]:
+        """The feature row of the newest bar (call only when ``ready``)."""
+        close = np.fromiter((b.close for b in self.bars), np.float64, len(self.bars))
+        high = np.fromiter((b.high for b in self.bars), np.float64, len(self.bars))
+        low = np.fromiter((b.low for b in self.bars), np.float64, len(self.bars))
+        turnover = np.fromiter((b.turnover for b in self.bars), np.float64, len(self.bars))
+        ranks = np.zeros(len(self.bars))
+        ranks[-1] = rank
+        row: NDArray[np.float64] = window_features(close, high, low, turnover, ranks)[-1]
+        return row
+
+
+class MoversBoard:
+    """The screener's recent movers snapshots: ``timestamp -> {symbol: pct_change}``."""
+
+    def __init__(self, max_age_s: int) -> None:
+        self.max_age_s = max_age_s
+        self.snapshots: dict[int, dict[str, float]] = {}
+
+    def add(self, event: MarketData) -> None:
+        self.snapshots.setdefault(event.timestamp, {})[event.symbol] = event.pct_change
+        for old in sorted(self.snapshots)[:-SNAPSHOTS_KEPT]:
+            del self.snapshots[old]
+
+    def snapshot_for(self, open_time: int) -> dict[str, float] | None:
+        """The newest snapshot that can describe the bar opened at ``open_time``."""
+        usable = [
+            ts
+            for ts in self.snapshots
+            if open_time - self.max_age_s <= ts <= open_time + 2 * BAR_SECONDS
+        ]
+        return self.snapshots[max(usable)] if usable else None
+
+    def rank(self, symbol: str, open_time: int) -> float:
+        snapshot = self.snapshot_for(open_time)
+        return mover_rank(symbol, snapshot) if snapshot is not None else 0.0

@@ -1,0 +1,349 @@
+"""The advisor: candles in, explained shadow signals out, never an order.
+
+Per closed candle from ``cdb:candles``: store it (``candles`` table, for training and the
+outcome view), update the symbol's window, compute the features, run the sanity checks,
+predict with TreeSHAP contributions, gate at the live confidence threshold, and publish an
+``MlSignal`` on ``cdb:ml_signals``. ``cdb:market_data`` gives the movers rank;
+``cdb:control`` switches shadow mode and the threshold live. The signal id is derived
+from model version, symbol and bar, so a redelivered candle republishes the same signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge, Histogram
+from pydantic import model_validator
+
+from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.events import (
+    Candle,
+    Control,
+    MarketData,
+    MlSignal,
+    Stream,
+    deterministic_id,
+)
+from cdb.core.metrics import LATENCY_BUCKETS
+from cdb.core.service import Kernel, Service, public_config
+from cdb.ml_advisor.candle_store import load_recent, save_candle
+from cdb.ml_advisor.drift import DriftWindow
+from cdb.ml_advisor.features import FEATURES, WARMUP_BARS
+from cdb.ml_advisor.gating import Suppression, check_features, gate
+from cdb.ml_advisor.inference import Predictor
+from cdb.ml_advisor.live_state import Accepted, CandleWindow, MoversBoard
+from cdb.ml_advisor.model_store import MODEL_NAME, ModelStoreError, list_versions, load_model
+from cdb.ml_advisor.settings import MlAdvisorSettings
+
+__all__ = ["CheckedCandle", "MlAdvisor"]
+
+log = logging.getLogger("cdb.ml_advisor")
+
+BAR_SECONDS = 60
+
+
+class CheckedCandle(Candle):
+    """A candle whose prices agree with each other; anything else is dead-lettered."""
+
+    @model_validator(mode="after")
+    def prices_consistent(self) -> Self:
+        if self.high < self.low:
+            raise ValueError(f"high {self.high} < low {self.low}")
+        if not (self.low <= self.open <= self.high and self.low <= self.close <= self.high):
+            raise ValueError("open and close must lie within [low, high]")
+        return self
+
+
+@dataclass
+class ShadowGate:
+    """The live shadow settings and the control generation they came from."""
+
+    enabled: bool
+    threshold: float
+    generation: int = -1
+    bot: str | None = None
+    config_hash: str | None = None
+
+    def apply(self, control: Control) -> bool:
+        """Apply a control event unless it is older than the one in force."""
+        if control.bot == self.bot and control.generation < self.generation:
+            return False
+        if control.settings.shadow_enabled is not None:
+            self.enabled = control.settings.shadow_enabled
+        if control.settings.shadow_confidence_threshold is not None:
+            self.threshold = control.settings.shadow_confidence_threshold
+        self.generation, self.bot, self.config_hash = (
+            control.generation,
+            control.bot,
+            control.config_hash,
+        )
+        return True
+
+
+class AdvisorMetrics:
+    """ml_advisor's own metrics (docs/METRICS.md, ml_advisor section)."""
+
+    def __init__(self, registry: Any) -> None:
+        self.published = PromCounter(
+            "ml_signals_published_total", "Shadow ML signals published", registry=registry
+        )
+        self.suppressed = PromCounter(
+            "ml_signals_suppressed_total",
+            "Predictions not published, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "ml_inference_seconds",
+            "Features + prediction + SHAP for one candle",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.drift = Gauge(
+            "ml_feature_drift",
+            "Population stability index of live features vs training",
+            ["feature"],
+            registry=registry,
+        )
+        for reason in Suppression:
+            self.suppressed.labels(reason.value)
+
+
+class MlAdvisor(Service[MlAdvisorSettings]):
+    name = "ml_advisor"
+
+    def __init__(self, settings: MlAdvisorSettings, kernel: Kernel) -> None:
+        super().__init__(settings, kernel)
+        self.metrics = AdvisorMetrics(kernel.metrics.registry)
+        self.shadow = ShadowGate(settings.shadow_enabled, settings.shadow_confidence_threshold)
+        self.windows: dict[str, CandleWindow] = {}
+        self.movers = MoversBoard(settings.ml_movers_max_age_s)
+        self.drift_window = DriftWindow(FEATURES, settings.ml_drift_window)
+        self.drift: dict[str, float] = {}
+        self.predictor: Predictor | None = None
+        self.model_error: str | None = None
+        self.candles: Counter[str] = Counter()
+        self.suppressed: Counter[str] = Counter()
+        self.published = 0
+        self.last_signal_at: float | None = None
+
+    # --- start-up -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._load_model(self.settings.ml_model_version)
+        await self._replay_control()
+        if self.settings.ml_persist_candles:
+            for candle in await load_recent(self.kernel.database, WARMUP_BARS):
+                self._window(candle.symbol).add(candle)
+        log.info(
+            "ml_advisor ready",
+            extra={
+                "model_version": self.predictor.version if self.predictor else None,
+                "warm_symbols": len(self.windows),
+                "shadow_enabled": self.shadow.enabled,
+                "threshold": self.shadow.threshold,
+            },
+        )
+
+    async def _load_model(self, version: str | None) -> None:
+        try:
+            model = await asyncio.to_thread(load_model, self.settings.ml_model_dir, version)
+        except ModelStoreError as error:
+            self.model_error = str(error)
+            log.warning("no model loaded", extra={"error": self.model_error})
+            return
+        self.predictor = Predictor(model)
+        self.drift_window = DriftWindow(model.manifest.features, self.settings.ml_drift_window)
+        self.drift = {}
+        self.model_error = None
+        log.info("model loaded", extra={"model_version": model.manifest.version})
+
+    async def _replay_control(self) -> None:
+        """Fold the control stream so a restart keeps what the operator set.
+
+        The group exists first, so an event sent meanwhile is both folded and delivered
+        (applying it twice is harmless).
+        """
+        await self.kernel.bus.ensure_group(Stream.CONTROL, self.name, "$")
+        entries: Any = await self.kernel.bus.redis.xrange(Stream.CONTROL.value)
+        for _, fields in entries:
+            raw = (fields or {}).get(b"event")
+            if raw is None:
+                continue
+            try:
+                self.shadow.apply(Control.model_validate_json(raw))
+            except ValueError:
+                continue  # the live consumer dead-letters it with the reason
+
+    # --- consumers and tasks ----------------------------------------------------------
+
+    def consumers(self) -> Sequence[Consumer[Any]]:
+        return [
+            self.consumer(Stream.CANDLES, CheckedCandle, self.on_candle),
+            self.consumer(
+                Stream.MARKET_DATA, MarketData, self.on_market_data, touches_health=False
+            ),
+            self.consumer(
+                Stream.CONTROL, Control, self.on_control, start="$", touches_health=False
+            ),
+        ]
+
+    def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
+        return [self.update_drift, self.reload_model]
+
+    async def on_market_data(self, event: MarketData) -> None:
+        self.movers.add(event)
+
+    async def on_control(self, event: Control) -> None:
+        if self.shadow.apply(event):
+            log.info(
+                "control applied",
+                extra={
+                    "generation": event.generation,
+                    "shadow_enabled": self.shadow.enabled,
+                    "threshold": self.shadow.threshold,
+                },
+            )
+
+    async def on_candle(self, candle: CheckedCandle) -> None:
+        if self.settings.ml_persist_candles:
+            await save_candle(self.kernel.database, candle)
+        accepted = self._window(candle.symbol).add(candle)
+        self.candles[accepted.value] += 1
+        if accepted is Accepted.STALE:
+            return
+        window = self.windows[candle.symbol]
+        if not window.ready:
+            self.candles["warming_up"] += 1
+            return
+        if self.predictor is None:
+            self._suppress(Suppression.NO_MODEL)
+            return
+        signal = self.decide(candle, window)
+        if signal is not None:
+            await self.kernel.bus.publish(signal)
+            self.metrics.published.inc()
+            self.published += 1
+            self.last_signal_at = time.time()
+
+    def decide(self, candle: Candle, window: CandleWindow) -> MlSignal | None:
+        """Features → sanity → prediction → gate; the signal to publish, or None."""
+        assert self.predictor is not None
+        started = time.perf_counter()
+        row = window.features(self.movers.rank(candle.symbol, candle.open_time))
+        self.drift_window.add(row)
+        problem = check_features(
+            row,
+            self.predictor.names,
+            self.predictor.model.manifest.feature_stats,
+            self.settings.ml_outlier_span,
+        )
+        if problem is not None:
+            reason, feature = problem
+            self._suppress(reason)
+            log.info(
+                "prediction suppressed by a sanity check",
+                extra={"symbol": candle.symbol, "reason": reason.value, "feature": feature},
+            )
+            return None
+        explained = self.predictor.explain(row)
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        blocked = gate(
+            explained.confidence, threshold=self.shadow.threshold, enabled=self.shadow.enabled
+        )
+        if blocked is not None:
+            self._suppress(blocked)
+            return None
+        version = self.predictor.version
+        signal_id = deterministic_id("ml", version, candle.symbol, candle.open_time)
+        return MlSignal(
+            event_id=signal_id,
+            signal_id=signal_id,
+            symbol=candle.symbol,
+            side="long",
+            model=MODEL_NAME,
+            model_version=version,
+            confidence=round(explained.confidence, 6),
+            price=candle.close,
+            top_features=explained.top_features(
+                self.predictor.names, self.settings.ml_top_features
+            ),
+            timestamp=float(candle.open_time + BAR_SECONDS),
+        )
+
+    async def update_drift(self) -> None:
+        while not self.kernel.stop.is_set():
+            await sleep_unless(self.kernel.stop, self.settings.ml_drift_interval_s)
+            self.refresh_drift()
+
+    def refresh_drift(self) -> None:
+        if self.predictor is None:
+            return
+        stats = self.predictor.model.manifest.feature_stats
+        self.drift = self.drift_window.psi(stats, self.settings.ml_drift_min_rows)
+        for feature, value in self.drift.items():
+            self.metrics.drift.labels(feature).set(value)
+
+    async def reload_model(self) -> None:
+        """An unpinned advisor switches to a newer model as soon as one is trained."""
+        if self.settings.ml_model_version is not None:
+            return
+        while not self.kernel.stop.is_set():
+            await sleep_unless(self.kernel.stop, self.settings.ml_model_reload_s)
+            versions = await asyncio.to_thread(list_versions, self.settings.ml_model_dir)
+            newest = versions[-1].version if versions else None
+            current = self.predictor.version if self.predictor else None
+            if newest is not None and newest != current:
+                await self._load_model(newest)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _window(self, symbol: str) -> CandleWindow:
+        window = self.windows.get(symbol)
+        if window is None:
+            window = self.windows[symbol] = CandleWindow()
+        return window
+
+    def _suppress(self, reason: Suppression) -> None:
+        self.metrics.suppressed.labels(reason.value).inc()
+        self.suppressed[reason.value] += 1
+
+    def status(self) -> dict[str, Any]:
+        model: dict[str, Any] | None = None
+        if self.predictor is not None:
+            manifest = self.predictor.model.manifest
+            model = {
+                "name": manifest.name,
+                "version": manifest.version,
+                "created_at": manifest.created_at,
+                "training_data_hash": manifest.training_data_hash,
+                "training_rows": manifest.training_rows,
+                "features": manifest.features,
+                "walk_forward_mean_auc": manifest.metrics.mean_auc,
+                "pinned": self.settings.ml_model_version is not None,
+            }
+        return {
+            "config": public_config(self.settings),
+            "model": model,
+            "model_error": self.model_error,
+            "shadow": {
+                "enabled": self.shadow.enabled,
+                "confidence_threshold": self.shadow.threshold,
+                "control_generation": self.shadow.generation,
+                "trades": False,
+            },
+            "symbols": len(self.windows),
+            "ready_symbols": sum(1 for w in self.windows.values() if w.ready),
+            "candles": dict(self.candles),
+            "signals_published": self.published,
+            "signals_suppressed": dict(self.suppressed),
+            "last_signal_at": self.last_signal_at,
+            "feature_drift_psi": {k: round(v, 4) for k, v in self.drift.items()},
+        }

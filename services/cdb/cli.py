@@ -11,7 +11,10 @@ from cdb.core.config import PostgresSettings, load_settings_or_exit
 from cdb.core.db import apply_migrations
 from cdb.core.schemas import schema_drift, write_schemas
 from cdb.demo.commands import demo, status
+from cdb.ml_advisor.cli import build_app as build_ml_app
+from cdb.ml_advisor.evaluation import MarketDataRule
 from cdb.report.command import report
+from cdb.signal_engine.strategy import CooldownState, MomentumStrategy, StrategyParams
 
 app = typer.Typer(
     help="Claire de Binare: crypto momentum trading on your own machine.",
@@ -50,6 +53,16 @@ def migrate() -> None:
 app.command()(demo)
 app.command()(status)
 app.command()(report)
+
+
+def momentum_rule(threshold_pct: float, min_volume: float) -> MarketDataRule:
+    """signal_engine's own rule for ``cdb ml evaluate`` (a fresh cooldown state per run)."""
+    strategy = MomentumStrategy(StrategyParams(threshold_pct=threshold_pct, min_volume=min_volume))
+    state = CooldownState()
+    return lambda event: strategy.on_market_data(event, state)
+
+
+app.add_typer(build_ml_app(momentum_rule), name="ml")
 
 
 def main() -> None:

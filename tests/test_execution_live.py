@@ -1,0 +1,294 @@
+"""execution_service in live mode against mexc_sim's public REST and private order API on a
+real port: signed orders with ``externalOid`` = ``order_id``, reconciliation of pending
+orders on start, refusals, and the three-part switch that guards live trading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from cdb.core.bus import Bus
+from cdb.core.events import Order, Stream
+from cdb.execution_service.live import LiveExecutor
+from cdb.execution_service.mexc_client import MexcPrivateClient
+from cdb.mexc_sim.config import SimConfig
+from cdb.mexc_sim.private_api import PrivateExchange, private_router
+from cdb.mexc_sim.rest import rest_router
+from cdb.mexc_sim.simulator import Simulator
+from cdb.risk_manager.rules import order_id_for
+from tests.conftest import REDIS_PASSWORD
+from tests.support import ROOT, ServiceProcess
+from tests.test_pipeline_support import FAST_BUS, query, scalar, wait_until
+from tests.test_private_api import serve
+
+KEY, SECRET = "mx0-live-test-key", "live-test-secret-do-not-log"
+
+
+class Venue:
+    def __init__(self, sim: Simulator, exchange: PrivateExchange, url: str) -> None:
+        self.sim, self.exchange, self.url = sim, exchange, url
+        self.symbol = next(iter(sim.market.states))
+        self.contract_size = sim.market.states[self.symbol].contract.contract_size
+
+
+@pytest.fixture
+async def venue() -> AsyncIterator[Venue]:
+    sim = Simulator(SimConfig(symbols=3, seed=4))
+    exchange = PrivateExchange(
+        contract_size_of=lambda s: sim.market.states[s].contract.contract_size
+    )
+    app = FastAPI()
+    app.include_router(rest_router(sim))
+    app.include_router(private_router(sim.price_of, {KEY: SECRET}, exchange=exchange))
+    async with serve(app) as url:
+        yield Venue(sim, exchange, url)
+
+
+def live_env(service_env: dict[str, str], url: str, secret: str = SECRET) -> dict[str, str]:
+    return {
+        **service_env,
+        **FAST_BUS,
+        "TRADING_MODE": "live",
+        "LIVE_TRADING_CONFIRM": "yes",
+        "MEXC_API_KEY": KEY,
+        "MEXC_API_SECRET": secret,
+        "MEXC_REST_URL": url,
+        "CONSUMER_NAME": "execution-live",
+    }
+
+
+def an_order(venue: Venue, n: int = 1, contracts: int = 10) -> Order:
+    oid = order_id_for(f"sig-live-{n}")
+    price = venue.sim.price_of(venue.symbol) or 1.0
+    quantity = contracts * venue.contract_size
+    return Order(
+        event_id=oid,
+        order_id=oid,
+        signal_id=f"sig-live-{n}",
+        symbol=venue.symbol,
+        side="long",
+        quantity=quantity,
+        notional=quantity * price,
+        price=price,
+        stop_loss=price * 0.98,
+        mode="live",
+        timestamp=time.time(),
+    )
+
+
+async def start(proc: ServiceProcess) -> ServiceProcess:
+    proc.start()
+    await asyncio.to_thread(proc.wait_healthy, 60, ("ok", "stale"))
+    return proc
+
+
+async def results(redis: Redis) -> list[dict[str, Any]]:
+    return [json.loads(f[b"event"]) for _, f in await redis.xrange(Stream.ORDER_RESULTS.value)]
+
+
+async def test_a_live_order_is_signed_sent_once_and_booked(
+    venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = await start(
+        ServiceProcess("cdb.execution_service", live_env(service_env, venue.url), tmp_path)
+    )
+    try:
+        order = an_order(venue)
+        await bus.publish(order)
+        await wait_until(
+            lambda: scalar(service_env, "SELECT status FROM orders") == "filled", what="fill"
+        )
+        [sent] = venue.exchange.orders.values()
+        assert sent.external_oid == order.order_id and len(order.order_id) <= 32
+        assert sent.vol == 10 and sent.stop_loss_price == pytest.approx(order.stop_loss)
+        row = query(service_env, "SELECT external_id, mode FROM orders")[0]
+        assert row == (order.order_id, "live")
+        fill = query(service_env, "SELECT price, quantity, fee FROM fills")[0]
+        assert fill[1] == pytest.approx(10 * venue.contract_size)
+        assert fill[2] == pytest.approx(sent.taker_fee)
+
+        # The same order again (a replayed signal): no second order at MEXC.
+        await bus.publish(order.model_copy(update={"event_id": "replayed-copy"}))
+        redis = bus.redis
+        await wait_until(lambda: True)
+        await asyncio.sleep(1.0)
+        assert len(venue.exchange.orders) == 1 and venue.exchange.submits == 1
+        filled = [r for r in await results(redis) if r["status"] == "filled"]
+        assert {r["order_id"] for r in filled} == {order.order_id}
+        assert filled[0]["mode"] == "live"
+
+        status = json.dumps(proc.status())
+        assert SECRET not in status and KEY not in status
+    finally:
+        proc.__exit__()
+    assert SECRET not in proc.log() and KEY not in proc.log()
+
+
+async def test_pending_orders_are_reconciled_on_start_unknown_until_proven(
+    venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = live_env(service_env, venue.url)
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    proc.terminate()  # schema in place; now play the crash between commit and send
+    sent, never_sent = an_order(venue, 1), an_order(venue, 2)
+    for order in (sent, never_sent):
+        query(
+            service_env,
+            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+            " stop_loss, mode, status, external_id) VALUES (%s, %s, %s, 'long', %s, %s, %s, %s,"
+            " 'live', 'pending', %s) RETURNING order_id",
+            (
+                order.order_id,
+                order.signal_id,
+                order.symbol,
+                order.quantity,
+                order.notional,
+                order.price,
+                order.stop_loss,
+                order.order_id,
+            ),
+        )
+    body = {
+        "symbol": sent.symbol,
+        "price": sent.price,
+        "vol": 10,
+        "leverage": 1,
+        "side": 1,
+        "type": 5,
+        "openType": 1,
+        "externalOid": sent.order_id,
+    }
+    venue.exchange.submit(KEY, body, venue.sim.price_of)  # MEXC got the first one
+
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    try:
+        status = dict(query(service_env, "SELECT order_id, status FROM orders"))
+        assert status == {sent.order_id: "filled", never_sent.order_id: "unknown"}
+        assert scalar(service_env, "SELECT count(*) FROM positions") == 1
+        await wait_until(lambda: True)
+        kinds = {(r["order_id"], r["status"]) for r in await results(bus.redis)}
+        assert kinds == {(sent.order_id, "filled"), (never_sent.order_id, "unknown")}
+
+        # Proven later: MEXC does have it after all. Housekeeping finds it and books it.
+        venue.exchange.submit(KEY, {**body, "externalOid": never_sent.order_id}, venue.sim.price_of)
+        await wait_until(
+            lambda: (
+                scalar(
+                    service_env,
+                    "SELECT status FROM orders WHERE order_id = %s",
+                    (never_sent.order_id,),
+                )
+                == "filled"
+            ),
+            what="unknown order proven filled",
+        )
+        assert scalar(service_env, "SELECT count(*) FROM positions") == 2
+        assert len(venue.exchange.orders) == 2  # nothing was sent twice
+    finally:
+        proc.__exit__()
+
+
+@pytest.mark.parametrize("fault", ["maintenance", "bad_secret"])
+async def test_mexc_refusal_rejects_the_order_with_a_clear_reason(
+    fault: str, venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret = "not-the-secret" if fault == "bad_secret" else SECRET
+    venue.exchange.under_maintenance = fault == "maintenance"
+    env = live_env(service_env, venue.url, secret)
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    try:
+        await bus.publish(an_order(venue))
+        await wait_until(
+            lambda: scalar(service_env, "SELECT status FROM orders") == "rejected", what="refusal"
+        )
+        reason = scalar(service_env, "SELECT reason FROM orders")
+        expected = "code 9999" if fault == "maintenance" else "code 602"
+        assert expected in reason and "under maintenance for many accounts" in reason
+        assert venue.exchange.orders == {}
+        rejected = [r for r in await results(bus.redis) if r["status"] == "rejected"]
+        assert len(rejected) == 1 and expected in rejected[0]["reason"]
+    finally:
+        proc.__exit__()
+    assert secret not in proc.log()
+
+
+async def test_a_contract_without_api_access_is_refused_before_sending() -> None:
+    exchange = PrivateExchange()
+    app = FastAPI()
+    app.include_router(private_router(lambda _: 10.0, {KEY: SECRET}, exchange=exchange))
+
+    @app.get("/api/v1/contract/detail")
+    def detail(symbol: str) -> dict[str, Any]:  # a contract MEXC closes to API trading
+        return {
+            "success": True,
+            "code": 0,
+            "data": {"symbol": symbol, "contractSize": 1, "apiAllowed": False},
+        }
+
+    async with serve(app) as url:
+        client = MexcPrivateClient(url, SecretStr(KEY), SecretStr(SECRET))
+        try:
+            oid = order_id_for("s")
+            outcome = await LiveExecutor(client).send(
+                Order(
+                    event_id=oid,
+                    order_id=oid,
+                    signal_id="s",
+                    symbol="NOAPI_USDT",
+                    side="long",
+                    quantity=5,
+                    notional=50,
+                    price=10,
+                    stop_loss=9.8,
+                    timestamp=1.0,
+                )
+            )
+        finally:
+            await client.close()
+    assert outcome.kind == "rejected" and "apiAllowed=false" in outcome.reason
+    assert exchange.submits == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({}, "LIVE_TRADING_CONFIRM"),
+        ({"LIVE_TRADING_CONFIRM": "yes"}, "MEXC_API_SECRET"),
+        (
+            {"LIVE_TRADING_CONFIRM": "YES please", "MEXC_API_KEY": KEY, "MEXC_API_SECRET": SECRET},
+            "LIVE_TRADING_CONFIRM",
+        ),
+    ],
+)
+def test_live_mode_refuses_to_start_without_every_switch(extra: dict[str, str], named: str) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "TRADING_MODE": "live",
+        **extra,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cdb.execution_service"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    # one line per missing switch, each naming its variable; no traceback
+    assert all(line.startswith("config error: ") for line in lines), done.stderr
+    assert any(named in line for line in lines)
+    assert SECRET not in done.stderr

@@ -1,0 +1,233 @@
+"""ml_advisor: inference latency per candle, training and evaluation time, and the real
+process's candle throughput (bus → PostgreSQL upsert → features → XGBoost + TreeSHAP → gate).
+
+The issue asks for inference "well under 10 ms"; these are the figures. Data: the seeded
+synthetic history (``cdb ml synth``), 8 symbols x 4 days for training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cdb.core.bus import Bus, connect_redis
+from cdb.core.config import RedisSettings
+from cdb.core.events import Candle, Stream
+from cdb.localstack import LocalStack
+from cdb.ml_advisor.evaluation import EvaluationConfig, evaluate
+from cdb.ml_advisor.features import WARMUP_BARS
+from cdb.ml_advisor.inference import Predictor
+from cdb.ml_advisor.live_state import CandleWindow
+from cdb.ml_advisor.model_store import load_model, save_artifact
+from cdb.ml_advisor.synthetic import generate_history
+from cdb.ml_advisor.training import TrainingConfig, train_model
+from cdb.signal_engine.strategy import CooldownState, MomentumStrategy, StrategyParams
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY_SAMPLES = 3_000
+E2E_SYMBOLS = 20
+E2E_MINUTES = 180
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def candles(history: Any) -> list[Candle]:
+    return [
+        Candle(
+            symbol=str(r.symbol),
+            open_time=int(r.time),
+            open=float(r.open),
+            high=float(r.high),
+            low=float(r.low),
+            close=float(r.close),
+            volume=float(r.vol),
+            turnover=float(r.amount),
+        )
+        for r in history.itertuples(index=False)
+    ]
+
+
+def inference_latency(predictor: Predictor) -> tuple[list[float], list[float]]:
+    """Per candle: window update + features + prediction + SHAP; and SHAP alone."""
+    bars = candles(generate_history(symbols=1, minutes=WARMUP_BARS + LATENCY_SAMPLES, seed=99))
+    window = CandleWindow()
+    full: list[float] = []
+    explain_only: list[float] = []
+    for candle in bars:
+        started = time.perf_counter()
+        window.add(candle)
+        if not window.ready:
+            continue
+        row = window.features(0.0)
+        middle = time.perf_counter()
+        predictor.explain(row)
+        done = time.perf_counter()
+        full.append(done - started)
+        explain_only.append(done - middle)
+    return full, explain_only
+
+
+async def process_throughput(stack: LocalStack, model_dir: Path) -> dict[str, float]:
+    env = stack.env()
+    settings = RedisSettings(
+        redis_host=env["REDIS_HOST"],
+        redis_port=int(env["REDIS_PORT"]),
+        redis_password=env["REDIS_PASSWORD"],  # type: ignore[arg-type]
+    )
+    bus = Bus(connect_redis(settings))
+    for stream in (Stream.CANDLES, Stream.ML_SIGNALS):
+        await bus.redis.delete(stream.value)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (model_dir / "ml_advisor.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdb.ml_advisor"],
+        env={
+            **os.environ,
+            **env,
+            "HTTP_PORT": str(port),
+            "HTTP_HOST": "127.0.0.1",
+            "ML_MODEL_DIR": str(model_dir),
+            "LOG_LEVEL": "WARNING",
+        },
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for _ in range(300):
+                try:
+                    if (await client.get(f"{url}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            history = generate_history(
+                symbols=E2E_SYMBOLS, minutes=E2E_MINUTES, seed=5, start=1_740_000_000
+            )
+            events = candles(history.sort_values(["time", "symbol"]))
+            started = time.perf_counter()
+            for event in events:
+                await bus.publish(event)
+            while True:
+                status = (await client.get(f"{url}/status")).json()
+                counts = status["candles"]
+                if sum(counts.get(k, 0) for k in ("appended", "replaced", "stale")) >= len(events):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            metrics = (await client.get(f"{url}/metrics")).text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        await bus.close()
+    total = count = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("ml_inference_seconds_sum"):
+            total = float(line.split()[-1])
+        if line.startswith("ml_inference_seconds_count"):
+            count = float(line.split()[-1])
+    return {
+        "candles": float(len(events)),
+        "seconds": elapsed,
+        "rate": len(events) / elapsed,
+        "inference_mean_ms": 1000 * total / count if count else float("nan"),
+    }
+
+
+def run(stack: LocalStack) -> list[dict[str, Any]]:
+    history = generate_history(symbols=8, minutes=4 * 1440, seed=7)
+    cut = int(history["time"].min()) + 3 * 86400
+    train_part = history[history["time"] < cut].reset_index(drop=True)
+    started = time.perf_counter()
+    result = train_model(train_part, TrainingConfig())
+    train_s = time.perf_counter() - started
+    rows: list[dict[str, Any]] = [
+        {
+            "name": "train (8 symbols x 3 days, 4 folds + final, 200 rounds)",
+            "value": train_s,
+            "unit": "s",
+            "note": f"{result.manifest.training_rows:,} rows, 1 thread; "
+            f"walk-forward AUC {result.manifest.metrics.mean_auc:.3f}",
+        }
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = Path(scratch)
+        save_artifact(model_dir, result.manifest, result.booster)
+        predictor = Predictor(load_model(model_dir))
+        full, explain_only = inference_latency(predictor)
+        for name, samples in (
+            ("per candle: features + predict + SHAP", full),
+            ("predict + SHAP only", explain_only),
+        ):
+            rows += [
+                {
+                    "name": f"{name} p50",
+                    "value": 1000 * statistics.median(samples),
+                    "unit": "ms",
+                    "note": f"{len(samples):,} candles",
+                },
+                {
+                    "name": f"{name} p99",
+                    "value": 1000 * percentile(samples, 0.99),
+                    "unit": "ms",
+                    "note": "",
+                },
+            ]
+        started = time.perf_counter()
+        evaluation = evaluate(
+            history,
+            predictor,
+            _momentum_rule(),
+            rule_name="momentum",
+            config=EvaluationConfig(),
+            since=cut,
+        )
+        rows.append(
+            {
+                "name": "evaluate (8 symbols x 1 day replay)",
+                "value": time.perf_counter() - started,
+                "unit": "s",
+                "note": f"{evaluation.bars:,} bars",
+            }
+        )
+        e2e = asyncio.run(process_throughput(stack, model_dir))
+    rows += [
+        {
+            "name": "ml_advisor process: candles handled per second",
+            "value": e2e["rate"],
+            "unit": "candles/s",
+            "note": f"{int(e2e['candles']):,} candles of {E2E_SYMBOLS} symbols, "
+            "bus + PostgreSQL upsert + inference",
+        },
+        {
+            "name": "ml_advisor process: ml_inference_seconds mean",
+            "value": e2e["inference_mean_ms"],
+            "unit": "ms",
+            "note": "from its /metrics",
+        },
+    ]
+    return rows
+
+
+def _momentum_rule() -> Any:
+    """signal_engine's own rule, as ``cdb ml evaluate`` uses it."""
+    strategy = MomentumStrategy(StrategyParams())
+    state = CooldownState()
+    return lambda event: strategy.on_market_data(event, state)

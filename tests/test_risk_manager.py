@@ -104,7 +104,6 @@ async def test_breaker_trips_at_exactly_five_percent_and_stays_tripped_across_a_
             service_env, "SELECT kind, reason FROM risk_events WHERE kind = 'circuit_breaker'"
         )
         assert len(events) == 1 and "5%" in events[0][1]
-        await wait_until(lambda: True)
         alerts = await bus.redis.xrange(Stream.ALERTS.value)
         assert len(alerts) == 1
         alert = json.loads(alerts[0][1][b"event"])

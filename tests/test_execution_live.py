@@ -29,7 +29,7 @@ from cdb.mexc_sim.simulator import Simulator
 from cdb.risk_manager.rules import order_id_for
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, ServiceProcess
-from tests.test_pipeline_support import FAST_BUS, query, scalar, wait_until
+from tests.test_pipeline_support import FAST_BUS, eventually, query, scalar, wait_until
 from tests.test_private_api import serve
 
 KEY, SECRET = "mx0-live-test-key", "live-test-secret-do-not-log"
@@ -214,6 +214,11 @@ async def test_mexc_refusal_rejects_the_order_with_a_clear_reason(
         expected = "code 9999" if fault == "maintenance" else "code 602"
         assert expected in reason and "under maintenance for many accounts" in reason
         assert venue.exchange.orders == {}
+
+        async def published() -> bool:
+            return any(r["status"] == "rejected" for r in await results(bus.redis))
+
+        await eventually(published, what="rejection published")
         rejected = [r for r in await results(bus.redis) if r["status"] == "rejected"]
         assert len(rejected) == 1 and expected in rejected[0]["reason"]
     finally:

@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +191,15 @@ class RedisServer:
             "REDIS_PORT": str(self.port),
             "REDIS_PASSWORD": self.password,
         }
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = ""
+) -> None:
+    """``wait_until`` for an async check (a read of Redis through the test's bus)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached within {timeout:.0f}s: {what}")

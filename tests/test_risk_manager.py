@@ -15,7 +15,7 @@ import pytest
 from cdb.core.bus import Bus
 from cdb.core.events import MlSignal, Order, OrderResult, ShapFeature, Signal, Stream
 from tests.support import ServiceProcess
-from tests.test_pipeline_support import FAST_BUS, query, scalar, wait_until
+from tests.test_pipeline_support import FAST_BUS, eventually, query, scalar, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +104,11 @@ async def test_breaker_trips_at_exactly_five_percent_and_stays_tripped_across_a_
             service_env, "SELECT kind, reason FROM risk_events WHERE kind = 'circuit_breaker'"
         )
         assert len(events) == 1 and "5%" in events[0][1]
+
+        async def alerted() -> bool:
+            return bool(await bus.redis.xlen(Stream.ALERTS.value))
+
+        await eventually(alerted, what="alert published")
         alerts = await bus.redis.xrange(Stream.ALERTS.value)
         assert len(alerts) == 1
         alert = json.loads(alerts[0][1][b"event"])

@@ -68,7 +68,8 @@ def test_inside_the_outlier_band_is_not_an_outlier() -> None:
 
 def test_the_gate() -> None:
     assert gate(0.69, threshold=0.7, enabled=True) is Suppression.BELOW_THRESHOLD
-    assert gate(0.7, threshold=0.7, enabled=True) is None
+    assert gate(0.7, threshold=0.7, enabled=True) is Suppression.BELOW_THRESHOLD
+    assert gate(0.7001, threshold=0.7, enabled=True) is None
     assert gate(0.99, threshold=0.7, enabled=False) is Suppression.DISABLED
 
 

@@ -4,8 +4,8 @@ The history is replayed minute by minute. The rule sees what signal_engine sees 
 pipeline: a ``MarketData`` event per screener mover (top 5 gainers and losers by 15-minute
 change, volume = the window's USDT turnover); the rule itself is passed in (the CLI passes
 signal_engine's own ``MomentumStrategy``), so this module never re-implements it. The
-model sees every closed candle and signals long at confidence >= threshold, with the same
-per-symbol cooldown as the rule (one signal per move).
+model sees every closed candle and signals long at confidence > threshold (the seed:
+"only signals > 0.7"), with the same per-symbol cooldown as the rule (one signal per move).
 
 Every signal is scored at the close ``horizon`` minutes later: a hit when the price moved
 in the signal's direction; paper PnL on a fixed notional after the taker fee on entry and
@@ -97,7 +97,7 @@ def model_signals(
     """Long signals where the model's confidence reaches the threshold (real bars only)."""
     live = dataset[~dataset["filled"]]
     confidence = predictor.confidences(live[list(FEATURES)].to_numpy(np.float64))
-    chosen = live.assign(confidence=confidence)[confidence >= config.threshold]
+    chosen = live.assign(confidence=confidence)[confidence > config.threshold]
     chosen = _with_cooldown(chosen, config.cooldown_min * BAR_SECONDS)
     return pd.DataFrame(
         {

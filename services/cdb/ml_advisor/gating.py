@@ -8,7 +8,8 @@ A suppressed prediction is counted by reason (``ml_signals_suppressed_total{reas
   ``span`` times the training range beyond its minimum or maximum): the model would be
   extrapolating, so it says nothing;
 * ``disabled`` — shadow mode switched off (``shadow_enabled``);
-* ``below_threshold`` — confidence under ``shadow_confidence_threshold``;
+* ``below_threshold`` - confidence not above ``shadow_confidence_threshold`` (the seed:
+  "only signals > 0.7");
 * ``no_model`` — no trained model loaded yet.
 """
 
@@ -79,9 +80,9 @@ def check_features(
 
 
 def gate(confidence: float, *, threshold: float, enabled: bool) -> Suppression | None:
-    """Shadow mode on and confidence at or above the threshold, else why not."""
+    """Shadow mode on and confidence above the threshold, else why not."""
     if not enabled:
         return Suppression.DISABLED
-    if confidence < threshold:
+    if confidence <= threshold:
         return Suppression.BELOW_THRESHOLD
     return None

@@ -153,7 +153,7 @@ def _fold_metrics(
     booster = _fit(config, train[list(FEATURES)], y_train)
     probs = _predict(booster, validation[list(FEATURES)])
     y_val = validation["label"].to_numpy(np.float64)
-    chosen = probs >= config.threshold
+    chosen = probs > config.threshold
     return FoldMetrics(
         fold=fold,
         train_rows=int(train.shape[0]),

@@ -126,6 +126,10 @@ class RiskBook:
     positions: dict[str, BookPosition] = field(default_factory=dict)
     today: DayState | None = None
     applied: set[str] = field(default_factory=set)
+    # Active positions summarised instead of listed (a service loads only the ones a
+    # decision touches); a replay keeps every position in ``positions`` and leaves these 0.
+    other_exposure: float = 0.0
+    other_open: int = 0
 
     @property
     def equity(self) -> float:
@@ -133,11 +137,11 @@ class RiskBook:
 
     @property
     def exposure(self) -> float:
-        return sum(p.notional for p in self.positions.values() if p.active)
+        return self.other_exposure + sum(p.notional for p in self.positions.values() if p.active)
 
     @property
     def open_positions(self) -> int:
-        return sum(1 for p in self.positions.values() if p.active)
+        return self.other_open + sum(1 for p in self.positions.values() if p.active)
 
     def daily_pnl(self) -> float:
         return 0.0 if self.today is None else self.equity - self.today.opening_equity

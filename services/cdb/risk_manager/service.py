@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import APIRouter
@@ -88,7 +88,7 @@ class RiskManager(Service[RiskManagerSettings]):
             self.limits = limits_from(self.settings).with_control(self.control.settings)
         async with self.kernel.database.connection() as conn, conn.transaction():
             await store.lock_book(conn)
-            book = await self._load(conn, time.time())
+            book, _ = await self._load(conn, time.time())
         self._show(book)
         await self.outbox.flush()
 
@@ -123,10 +123,10 @@ class RiskManager(Service[RiskManagerSettings]):
                 fresh = False
             else:
                 fresh = True
-                book = await self._load(conn, now)
+                book, loaded_day = await self._load(conn, now, symbol=signal.symbol)
                 decision = book.decide(signal, now)
                 if book.today is not None:
-                    await self._save_day(conn, book, book.today)
+                    await self._save_day(conn, book, book.today, loaded_day)
                 if isinstance(decision, Rejection):
                     order = None
                     await store.insert_decision(conn, signal.signal_id, None, decision.reason)
@@ -168,7 +168,7 @@ class RiskManager(Service[RiskManagerSettings]):
             await store.lock_book(conn)
             if await store.result_seen(conn, key):
                 return
-            book = await self._load(conn, now, result.order_id)
+            book, loaded_day = await self._load(conn, now, order_id=result.order_id)
             effect = book.apply_result(result, now)
             if not effect.applied or effect.position is None:
                 log.warning(
@@ -179,7 +179,7 @@ class RiskManager(Service[RiskManagerSettings]):
             await store.save_position(conn, effect.position)
             await store.record_result(conn, key, book, effect.equity_delta, result.status)
             if book.today is not None:
-                await self._save_day(conn, book, book.today)
+                await self._save_day(conn, book, book.today, loaded_day)
         self._show(book)
         await self.outbox.flush()
 
@@ -211,7 +211,7 @@ class RiskManager(Service[RiskManagerSettings]):
         now = time.time()
         async with self.kernel.database.connection() as conn, conn.transaction():
             await store.lock_book(conn)
-            book = await self._load(conn, now)
+            book, _ = await self._load(conn, now)
             today = book.reset_breaker(now)
             await store.save_day(conn, today, reset=True)
             await store.insert_risk_event(
@@ -225,18 +225,22 @@ class RiskManager(Service[RiskManagerSettings]):
         return self.summary
 
     # -- helpers -------------------------------------------------------------------
-    async def _load(self, conn: Any, now: float, order_id: str = "") -> RiskBook:
-        return await store.load_book(
-            conn, self.settings.starting_equity, self.limits, now, order_id
+    async def _load(
+        self, conn: Any, now: float, *, symbol: str = "", order_id: str = ""
+    ) -> tuple[RiskBook, DayState | None]:
+        """The book, and today's state as stored (to write the day only when it changed)."""
+        book = await store.load_book(
+            conn, self.settings.starting_equity, self.limits, now, symbol=symbol, order_id=order_id
         )
+        return book, replace(book.today) if book.today is not None else None
 
-    async def _save_day(self, conn: Any, book: RiskBook, today: DayState) -> None:
-        """Write the day; a fresh trip also writes its risk event and alert (outbox)."""
-        cursor = await conn.execute(
-            "SELECT breaker_tripped_at IS NOT NULL FROM risk_days WHERE day = %s", (today.day,)
-        )
-        row = await cursor.fetchone()
-        was_tripped = bool(row and row[0])
+    async def _save_day(
+        self, conn: Any, book: RiskBook, today: DayState, stored: DayState | None
+    ) -> None:
+        """Write the day if it changed; a fresh trip also writes its risk event and alert."""
+        if stored == today:
+            return
+        was_tripped = stored is not None and stored.day == today.day and stored.breaker_tripped
         await store.save_day(conn, today)
         if today.breaker_tripped and not was_tripped:
             key = f"breaker:{today.day.isoformat()}:{today.opening_equity:.6f}"

@@ -34,9 +34,16 @@ async def lock_book(conn: Conn) -> None:
 
 
 async def load_book(
-    conn: Conn, starting_equity: float, limits: RiskLimits, now: float, order_id: str = ""
+    conn: Conn,
+    starting_equity: float,
+    limits: RiskLimits,
+    now: float,
+    *,
+    symbol: str = "",
+    order_id: str = "",
 ) -> RiskBook:
-    """Net PnL over all positions, the active ones (plus ``order_id``'s) and today's state."""
+    """The book a decision needs: net PnL, the active positions of ``symbol`` (and the row of
+    ``order_id``) in full, every other active position summed, and today's state."""
     cursor = await conn.execute("SELECT coalesce(sum(realized_pnl - fees), 0) FROM risk_positions")
     row = await cursor.fetchone()
     book = RiskBook(
@@ -45,11 +52,19 @@ async def load_book(
     cursor = await conn.execute(
         "SELECT order_id, signal_id, symbol, side, quantity, notional, entry_price, stop_loss,"
         " status, fees, realized_pnl FROM risk_positions"
-        " WHERE status = ANY(%s) OR order_id = %s",
-        (list(ACTIVE), order_id),
+        " WHERE (status = ANY(%s) AND symbol = %s) OR order_id = %s",
+        (list(ACTIVE), symbol, order_id),
     )
     for r in await cursor.fetchall():
         book.positions[r[0]] = BookPosition(*r)
+    cursor = await conn.execute(
+        "SELECT coalesce(sum(notional), 0), count(*) FROM risk_positions"
+        " WHERE status = ANY(%s) AND NOT (order_id = ANY(%s))",
+        (list(ACTIVE), list(book.positions)),
+    )
+    totals = await cursor.fetchone()
+    if totals is not None:
+        book.other_exposure, book.other_open = float(totals[0]), int(totals[1])
     cursor = await conn.execute(
         "SELECT day, opening_equity, breaker_tripped_at IS NOT NULL, breaker_reason"
         " FROM risk_days WHERE day = %s",

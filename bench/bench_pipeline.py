@@ -1,0 +1,242 @@
+"""The trading pipeline: tick-to-order latency through the three services as processes.
+
+``market_data`` published → signal_engine → risk_manager → execution_service →
+``order_result`` (filled) received, one event at a time (p50/p99), compared with the raw bus
+round trip (XADD → XREADGROUP) measured here the same way; then offered load at rising
+rates to find the sustained signals/s before latency climbs (p99 over 4x the unloaded p99,
+or the pipeline falling behind the offered rate). Each run uses a fresh database
+(``cdb_bench_pipeline``) and Redis db 3 of the ``make bench`` stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from bench.bench_bus import percentile, raw_round_trip
+from cdb.core.bus import Bus, connect_redis
+from cdb.core.config import RedisSettings
+from cdb.core.events import MarketData, Stream
+from cdb.localstack import LocalStack
+from cdb.signal_engine.strategy import signal_id_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE = "cdb_bench_pipeline"
+REDIS_DB = "3"
+SERVICES = {"signal_engine": 18101, "risk_manager": 18102, "execution_service": 18103}
+SEQUENTIAL = 300
+RATES = (50, 100, 200, 400, 800)
+LEVEL_S = 4.0
+
+
+def fresh_database(env: dict[str, str]) -> None:
+    admin = (
+        f"host=127.0.0.1 port={env['POSTGRES_PORT']} user={env['POSTGRES_USER']} dbname=postgres"
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def start_services(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for name, port in SERVICES.items():
+        child_env = {
+            **os.environ,
+            **env,
+            "HTTP_PORT": str(port),
+            "HTTP_HOST": "127.0.0.1",
+            "CONSUMER_NAME": f"bench-{name}",
+            "LOG_LEVEL": "WARNING",
+            "MAX_POSITION_PCT": "0.01",
+            "MAX_EXPOSURE_PCT": "100",
+            "STALE_AFTER_S": "3600",
+            "BUS_BLOCK_MS": "1000",
+        }
+        log = (log_dir / f"{name}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", f"cdb.{name}"],
+                env=child_env,
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
+            )
+        )
+    deadline = time.monotonic() + 60
+    for port in SERVICES.values():
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service on port {port} did not become healthy")
+            time.sleep(0.1)
+    return procs
+
+
+class ResultWatcher:
+    """Reads ``cdb:order_results`` and notes when each signal's fill arrived."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.arrived: dict[str, float] = {}
+        self.last_id = "$"
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        import json
+
+        while not self.stop.is_set():
+            reply: Any = await self.redis.xread(
+                {Stream.ORDER_RESULTS.value: self.last_id}, count=500, block=200
+            )
+            now = time.perf_counter()
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    self.last_id = entry_id
+                    event = json.loads(fields[b"event"])
+                    if event["status"] == "filled":
+                        self.arrived.setdefault(event["signal_id"], now)
+
+
+def mover(n: int, tag: str) -> MarketData:
+    return MarketData(
+        symbol=f"B{tag}{n:05d}_USDT",
+        price=10.0 + n % 7,
+        volume=500_000.0,
+        pct_change=5.0,
+        timestamp=int(time.time()),
+    )
+
+
+async def sequential(bus: Bus, watcher: ResultWatcher, n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        md = mover(i, "S")
+        sid = signal_id_for(md, "long")
+        started = time.perf_counter()
+        await bus.publish(md)
+        while sid not in watcher.arrived:
+            await asyncio.sleep(0.0005)
+        samples.append(watcher.arrived[sid] - started)
+    return samples
+
+
+async def offered(
+    bus: Bus, watcher: ResultWatcher, rate: int, tag: str
+) -> tuple[list[float], float]:
+    """Publish at ``rate``/s for LEVEL_S; returns latencies and the achieved fill rate."""
+    count = int(rate * LEVEL_S)
+    sent: dict[str, float] = {}
+    begin = time.perf_counter()
+    for i in range(count):
+        target = begin + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        md = mover(i, tag)
+        sent[signal_id_for(md, "long")] = time.perf_counter()
+        await bus.publish(md)
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline and not all(s in watcher.arrived for s in sent):
+        await asyncio.sleep(0.01)
+    done = [watcher.arrived[s] - t for s, t in sent.items() if s in watcher.arrived]
+    last = max((watcher.arrived[s] for s in sent if s in watcher.arrived), default=begin)
+    return done, len(done) / max(1e-9, last - begin)
+
+
+async def measure(env: dict[str, str]) -> list[dict[str, Any]]:
+    settings = RedisSettings(
+        redis_port=int(env["REDIS_PORT"]),
+        redis_password=SecretStr(env["REDIS_PASSWORD"]),
+        redis_db=3,
+    )
+    bus = Bus(connect_redis(settings))
+    raw = await raw_round_trip(bus.redis, 2000)
+    watcher = ResultWatcher(connect_redis(settings))
+    reader = asyncio.create_task(watcher.run())
+    await asyncio.sleep(0.3)
+    await sequential(bus, watcher, 20)  # warm-up
+    tick = await sequential(bus, watcher, SEQUENTIAL)
+    base_p99 = percentile(tick, 0.99)
+    sustained, levels = 0, []
+    for rate in RATES:
+        latencies, achieved = await offered(bus, watcher, rate, f"R{rate}")
+        p99 = percentile(latencies, 0.99)
+        levels.append(
+            f"{rate}/s→p50 {percentile(latencies, 0.5) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"
+        )
+        if p99 > 4 * base_p99 or achieved < 0.9 * rate:
+            break
+        sustained = rate
+    watcher.stop.set()
+    await reader
+    await watcher.redis.aclose()
+    await bus.close()
+    ratio_p50 = percentile(tick, 0.5) / percentile(raw, 0.5)
+    return [
+        {
+            "name": "tick→fill p50",
+            "value": percentile(tick, 0.5) * 1e3,
+            "unit": "ms",
+            "note": f"{len(tick)} movers one at a time, 3 services as processes",
+        },
+        {"name": "tick→fill p99", "value": base_p99 * 1e3, "unit": "ms", "note": ""},
+        {
+            "name": "raw bus round trip p50",
+            "value": percentile(raw, 0.5) * 1e3,
+            "unit": "ms",
+            "note": "XADD→XREADGROUP, 2000 one at a time",
+        },
+        {
+            "name": "tick→fill / raw bus p50",
+            "value": ratio_p50,
+            "unit": "x",
+            "note": "3 hops, 3 PostgreSQL transactions",
+        },
+        {
+            "name": "tick→fill / raw bus p99",
+            "value": base_p99 / percentile(raw, 0.99),
+            "unit": "x",
+            "note": "",
+        },
+        {
+            "name": "sustained signals/s",
+            "value": sustained,
+            "unit": "1/s",
+            "note": "; ".join(levels),
+        },
+    ]
+
+
+def run(stack: LocalStack) -> list[dict[str, Any]]:
+    env = {**stack.env(), "POSTGRES_DB": DATABASE, "REDIS_DB": REDIS_DB}
+    fresh_database(env)
+    import redis
+
+    redis.Redis(port=int(env["REDIS_PORT"]), password=env["REDIS_PASSWORD"], db=3).flushdb()
+    procs = start_services(env, stack.data_dir / "bench-pipeline-logs")
+    try:
+        return asyncio.run(measure(env))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

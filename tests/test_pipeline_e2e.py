@@ -1,5 +1,6 @@
 """End to end through the three services as processes: market_data → signal → order →
-fill → position in PostgreSQL, and a scripted price path that hits the stop-loss."""
+fill → position in PostgreSQL (published directly, and from a mexc_sim pump through
+bot_ws), and a scripted price path that hits the stop-loss."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from cdb.core.bus import Bus
 from cdb.core.events import Stream
+from tests.support import ROOT, ServiceProcess, free_port
 from tests.test_pipeline_support import Pipeline, candle, market, query, scalar, wait_until
 
 pytestmark = pytest.mark.slow
@@ -90,3 +92,68 @@ async def test_control_changes_the_threshold_live_and_status_shows_it(
         assert pipeline.procs["signal_engine"].status()["in_force"]["threshold_pct"] == 6.0
     finally:
         pipeline.stop()
+
+
+async def test_a_simulated_pump_through_bot_ws_becomes_a_position(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """mexc_sim (pump scenario, 60x time) → bot_ws screener → market_data → … → position."""
+    sim_port = free_port()
+    sim_args = [
+        "--port",
+        str(sim_port),
+        "--symbols",
+        "6",
+        "--seed",
+        "3",
+        "--speed",
+        "60",
+        "--scenario",
+        "pump",
+        "--pump-every-min",
+        "2",
+        "--pump-pct",
+        "9",
+        "--history-min",
+        "30",
+    ]
+    with (tmp_path / "mexc_sim.log").open("ab") as log:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "cdb.mexc_sim", *sim_args], stdout=log, stderr=log, cwd=ROOT
+        )
+    pipeline = Pipeline(service_env, tmp_path)
+    bot_ws = ServiceProcess(
+        "cdb.bot_ws",
+        {
+            **service_env,
+            "MEXC_WS_URL": f"ws://127.0.0.1:{sim_port}/edge",
+            "MEXC_REST_URL": f"http://127.0.0.1:{sim_port}",
+            "PUBLISH_INTERVAL_S": "1",
+            "STALE_AFTER_S": "3600",
+        },
+        tmp_path,
+    )
+    try:
+        pipeline.start()
+        bot_ws.start().wait_healthy(60, ("ok", "stale"))
+        await wait_until(
+            lambda: (scalar(service_env, "SELECT count(*) FROM positions") or 0) >= 1,
+            timeout=120,
+            what="a pump traded end to end",
+        )
+        symbol, pct, order_status, position_status = query(
+            service_env,
+            "SELECT s.symbol, s.pct_change, o.status, p.status FROM signals s"
+            " JOIN orders o ON o.signal_id = s.signal_id"
+            " JOIN positions p ON p.order_id = o.order_id LIMIT 1",
+        )[0]
+        assert pct >= 3.0 and order_status == "filled" and position_status in ("open", "closed")
+        assert (
+            scalar(service_env, "SELECT count(*) FROM risk_positions WHERE symbol = %s", (symbol,))
+            == 1
+        )
+    finally:
+        bot_ws.__exit__()
+        pipeline.stop()
+        sim.terminate()
+        sim.wait(10)

@@ -4,6 +4,8 @@ bot_ws), and a scripted price path that hits the stop-loss."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest

@@ -191,3 +191,49 @@ async def test_ml_signals_are_persisted_and_counted_in_shadow_mode_never_traded(
         assert await bus.redis.xlen(Stream.ORDERS.value) == 0
     finally:
         proc.__exit__()
+
+
+async def test_control_changes_the_limits_live_and_they_survive_a_restart(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    from cdb.core.events import Control, ControlSettings
+
+    proc = await start(service_env, tmp_path)
+    try:
+        await bus.publish(
+            Control(
+                bot="b",
+                generation=3,
+                config_hash="h3",
+                timestamp=time.time(),
+                settings=ControlSettings(max_position_pct=5.0, stop_loss_pct=1.0),
+            ),
+        )
+        await wait_until(lambda: proc.status()["in_force"]["max_position_pct"] == 5.0)
+        verdict, _ = await decided(bus, service_env, signal("CTL_USDT", price=50.0))
+        assert verdict == "approved"
+        order = query(service_env, "SELECT notional, stop_loss FROM risk_positions")[0]
+        assert order == (pytest.approx(500.0), pytest.approx(49.5))
+        await bus.publish(  # an older generation of the same bot is ignored
+            Control(
+                bot="b",
+                generation=2,
+                config_hash="h2",
+                timestamp=time.time(),
+                settings=ControlSettings(max_position_pct=20.0),
+            ),
+        )
+        proc.kill()
+        proc = await start(service_env, tmp_path)
+
+        async def control_consumed() -> bool:
+            groups = await bus.redis.xinfo_groups(Stream.CONTROL.value)
+            mine = [g for g in groups if g["name"] in (b"risk_manager", "risk_manager")]
+            return bool(mine) and mine[0]["pending"] == 0 and mine[0]["lag"] == 0
+
+        await eventually(control_consumed, what="both control events handled")
+        in_force = proc.status()["in_force"]
+        assert in_force["max_position_pct"] == 5.0 and in_force["stop_loss_pct"] == 1.0
+        assert proc.status()["control"]["generation"] == 3
+    finally:
+        proc.__exit__()

@@ -152,7 +152,7 @@ def killer(name: str, seed: int, progress: list[int], kills: int = 2) -> Fault:
     return fault
 
 
-@pytest.mark.parametrize("seed", [11, 23])
+@pytest.mark.parametrize("seed", [11, 23, 37])
 @pytest.mark.parametrize("name", ["signal_engine", "risk_manager", "execution_service"])
 async def test_sigkill_during_a_burst_loses_and_doubles_nothing(
     name: str, seed: int, bus: Bus, service_env: dict[str, str], tmp_path: Path, redis_proc: Any
@@ -164,6 +164,33 @@ async def test_sigkill_during_a_burst_loses_and_doubles_nothing(
         await run_burst(bus, pipeline, seed, killer(name, seed, progress))
         await assert_exactly_once(service_env, redis, pipeline)
         assert any(0 < handled < BURST for handled in progress), progress  # mid-stream
+    finally:
+        pipeline.stop()
+        await redis.aclose()
+
+
+async def test_all_three_killed_in_turn_at_random_points(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path, redis_proc: Any
+) -> None:
+    """Chaos: six SIGKILLs of randomly chosen services; one may die while another restarts."""
+    pipeline = Pipeline(service_env, tmp_path, **RISK).start()
+    redis = Redis(host=redis_proc.host, port=redis_proc.port, password=REDIS_PASSWORD)
+    rng = random.Random(99)
+
+    async def fault(pipeline: Pipeline) -> None:
+        restarts: dict[str, asyncio.Task[None]] = {}
+        for _ in range(6):
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
+            name = rng.choice(list(PROGRESS))
+            if name in restarts:
+                await restarts[name]  # its previous restart first
+            pipeline.kill(name)
+            restarts[name] = asyncio.create_task(asyncio.to_thread(pipeline.start, name))
+        await asyncio.gather(*restarts.values())
+
+    try:
+        await run_burst(bus, pipeline, 99, fault)
+        await assert_exactly_once(service_env, redis, pipeline)
     finally:
         pipeline.stop()
         await redis.aclose()

@@ -1,0 +1,1 @@
+"""bot_rest: MEXC REST for the other services (universe, tickers, klines), cached and paced."""

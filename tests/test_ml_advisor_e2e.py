@@ -285,3 +285,32 @@ def _metrics(process: ServiceProcess) -> str:
     import httpx
 
     return httpx.get(f"{process.url}/metrics", timeout=5).text
+
+
+async def test_without_a_model_it_stores_candles_and_picks_up_the_first_trained_one(
+    service_env: dict[str, str], bus: Bus, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"
+    env = {**service_env, "ML_MODEL_DIR": str(model_dir), "ML_MODEL_RELOAD_S": "0.3"}
+    history = generate_history(symbols=2, minutes=WARMUP_BARS + 5, seed=3, start=LIVE_START)
+    with ServiceProcess("cdb.ml_advisor", env, tmp_path) as advisor:
+        advisor.wait_healthy(60)
+        status = advisor.status()
+        assert status["model"] is None and "no trained model" in status["model_error"]
+        for _, row in history.iterrows():
+            await bus.publish(candle_of(row))
+        await wait_for(lambda: handled(advisor) == len(history), "candles handled")
+        assert advisor.status()["signals_suppressed"] == {"no_model": 2 * 6}
+        with psycopg.connect(**_conninfo(service_env)) as conn:
+            assert conn.execute("SELECT count(*) FROM candles").fetchone()[0] == len(history)
+
+        trained = train_model(
+            generate_history(symbols=2, minutes=720, seed=4),
+            TrainingConfig(num_boost_round=10, folds=1),
+            version="first",
+        )
+        save_artifact(model_dir, trained.manifest, trained.booster)
+        await wait_for(
+            lambda: (advisor.status()["model"] or {}).get("version") == "first", "hot reload"
+        )
+        assert advisor.status()["model"]["pinned"] is False

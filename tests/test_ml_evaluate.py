@@ -16,6 +16,7 @@ from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations, migrations_dir
 from cdb.ml_advisor.candle_history import history_hash, load_history_file
 from cdb.ml_advisor.model_store import list_versions, load_model
+from tests.support import free_port
 
 runner = CliRunner()
 
@@ -132,6 +133,9 @@ def test_bad_sources_get_one_clear_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ml", "train", "--file", str(tmp_path / "h.csv")])
     assert result.exit_code == 2
     assert "missing column(s) symbol, close, high, low, vol, amount" in result.output
+    unreachable = {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port())}
+    result = runner.invoke(app, ["ml", "train", "--from-db"], env=unreachable)
+    assert result.exit_code == 2 and "cannot read the candles table" in result.output
     result = runner.invoke(app, ["ml", "evaluate", "--file", "x.csv", "--model-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no trained model" in result.output
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import typer
 from rich.console import Console
 
@@ -77,8 +78,8 @@ def _load(file: Path | None, from_db: bool, since: int | None, until: int | None
         return load_history_db(settings, since=since, until=until)
     except (HistoryError, ConfigError) as error:
         raise _fail(str(error)) from None
-    except OSError as error:
-        raise _fail(f"cannot read the candles table: {error}") from None
+    except (OSError, psycopg.Error) as error:
+        raise _fail(f"cannot read the candles table: {str(error).strip()}") from None
 
 
 def _when(value: str | None) -> int | None:

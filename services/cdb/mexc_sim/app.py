@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from cdb.mexc_sim.config import SimConfig
+from cdb.mexc_sim.private_api import private_router
 from cdb.mexc_sim.rest import rest_router
 from cdb.mexc_sim.simulator import Simulator
 from cdb.mexc_sim.websocket import serve_session
@@ -75,7 +76,7 @@ def build_app(sim: Simulator, api_keys: dict[str, str] | None = None) -> FastAPI
     async def drop() -> dict[str, int]:
         return {"dropped": await sim.drop_connections()}
 
-    _ = api_keys  # handed to the private order router (see docs/MARKET_DATA.md)
+    app.include_router(private_router(price_of=sim.price_of, api_keys=api_keys or {}))
     return app
 
 

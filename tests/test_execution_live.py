@@ -29,7 +29,14 @@ from cdb.mexc_sim.simulator import Simulator
 from cdb.risk_manager.rules import order_id_for
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, ServiceProcess
-from tests.test_pipeline_support import FAST_BUS, eventually, query, scalar, wait_until
+from tests.test_pipeline_support import (
+    FAST_BUS,
+    eventually,
+    group_caught_up,
+    query,
+    scalar,
+    wait_until,
+)
 from tests.test_private_api import serve
 
 KEY, SECRET = "mx0-live-test-key", "live-test-secret-do-not-log"
@@ -121,7 +128,11 @@ async def test_a_live_order_is_signed_sent_once_and_booked(
         # The same order again (a replayed signal): no second order at MEXC.
         await bus.publish(order.model_copy(update={"event_id": "replayed-copy"}))
         redis = bus.redis
-        await asyncio.sleep(1.0)
+
+        async def handled() -> bool:
+            return await group_caught_up(redis, Stream.ORDERS.value, "execution_service")
+
+        await eventually(handled, what="the replayed order handled")
         assert len(venue.exchange.orders) == 1 and venue.exchange.submits == 1
         filled = [r for r in await results(redis) if r["status"] == "filled"]
         assert {r["order_id"] for r in filled} == {order.order_id}

@@ -203,3 +203,12 @@ async def eventually(
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
+
+
+async def group_caught_up(redis: Any, stream: str, group: str) -> bool:
+    """True once ``group`` has read and acknowledged everything on ``stream``."""
+    for info in await redis.xinfo_groups(stream):
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if name == group:
+            return bool(info["pending"] == 0 and info["lag"] == 0)
+    return False

@@ -15,7 +15,14 @@ import pytest
 from cdb.core.bus import Bus
 from cdb.core.events import MlSignal, Order, OrderResult, ShapFeature, Signal, Stream
 from tests.support import ServiceProcess
-from tests.test_pipeline_support import FAST_BUS, eventually, query, scalar, wait_until
+from tests.test_pipeline_support import (
+    FAST_BUS,
+    eventually,
+    group_caught_up,
+    query,
+    scalar,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -227,9 +234,7 @@ async def test_control_changes_the_limits_live_and_they_survive_a_restart(
         proc = await start(service_env, tmp_path)
 
         async def control_consumed() -> bool:
-            groups = await bus.redis.xinfo_groups(Stream.CONTROL.value)
-            mine = [g for g in groups if g["name"] in (b"risk_manager", "risk_manager")]
-            return bool(mine) and mine[0]["pending"] == 0 and mine[0]["lag"] == 0
+            return await group_caught_up(bus.redis, Stream.CONTROL.value, "risk_manager")
 
         await eventually(control_consumed, what="both control events handled")
         in_force = proc.status()["in_force"]

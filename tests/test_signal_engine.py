@@ -21,7 +21,14 @@ from cdb.signal_engine.strategy import (
 )
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, ServiceProcess
-from tests.test_pipeline_support import FAST_BUS, market, query, scalar, wait_until
+from tests.test_pipeline_support import (
+    FAST_BUS,
+    eventually,
+    group_caught_up,
+    market,
+    query,
+    scalar,
+)
 
 T0 = 1_767_000_000
 
@@ -100,8 +107,13 @@ async def test_a_redelivered_market_data_event_makes_no_second_signal(
         await bus.publish(md)
         await bus.publish(md.model_copy(update={"event_id": "a-second-delivery"}))
         await bus.publish(md)  # the same event id again
-        await wait_until(lambda: scalar(service_env, "SELECT count(*) FROM signals") == 1)
         redis: Redis = bus.redis
+
+        async def handled() -> bool:
+            return await group_caught_up(redis, Stream.MARKET_DATA.value, "signal_engine")
+
+        await eventually(handled, what="all three deliveries handled")
+        assert scalar(service_env, "SELECT count(*) FROM signals") == 1
         signals = await redis.xrange(Stream.SIGNALS.value)
         ids = {e[1][b"event"] for e in signals}
         assert len(ids) == 1  # republished copies are byte-identical: one event id

@@ -12,7 +12,7 @@ from cdb.core.db import apply_migrations
 from cdb.core.schemas import schema_drift, write_schemas
 from cdb.demo.commands import demo, status
 from cdb.ml_advisor.cli import build_app as build_ml_app
-from cdb.ml_advisor.evaluation import MarketDataRule
+from cdb.ml_advisor.rules import MarketDataRule
 from cdb.report.command import report
 from cdb.signal_engine.strategy import CooldownState, MomentumStrategy, StrategyParams
 

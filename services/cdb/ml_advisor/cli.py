@@ -11,33 +11,16 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import psycopg
 import typer
-from rich.console import Console
 
-from cdb.core.config import ConfigError, PostgresSettings, load_settings
-from cdb.ml_advisor.candle_history import (
-    HistoryError,
-    load_history_db,
-    load_history_file,
-    parse_when,
-)
-from cdb.ml_advisor.dataset import LabelSpec
-from cdb.ml_advisor.evaluation import EvaluationConfig, MarketDataRule, evaluate
-from cdb.ml_advisor.features import WARMUP_BARS
-from cdb.ml_advisor.inference import Predictor
-from cdb.ml_advisor.model_store import ModelStoreError, list_versions, load_model, save_artifact
-from cdb.ml_advisor.report import (
-    ReportError,
-    evaluation_figure,
-    evaluation_table,
-    write_html,
-    write_png,
-)
-from cdb.ml_advisor.synthetic import generate_history
-from cdb.ml_advisor.training import TrainingConfig, TrainingError, train_model
+from cdb.ml_advisor.rules import MarketDataRule
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The commands import pandas, XGBoost and plotly when they run, not when `cdb` starts.
 
 __all__ = ["RuleFactory", "build_app"]
 
@@ -62,6 +45,11 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load(file: Path | None, from_db: bool, since: int | None, until: int | None) -> pd.DataFrame:
+    import psycopg
+
+    from cdb.core.config import ConfigError, PostgresSettings, load_settings
+    from cdb.ml_advisor.candle_history import HistoryError, load_history_db, load_history_file
+
     if (file is None) != from_db:
         raise _fail("give exactly one source: --file PATH or --from-db")
     try:
@@ -83,6 +71,8 @@ def _load(file: Path | None, from_db: bool, since: int | None, until: int | None
 
 
 def _when(value: str | None) -> int | None:
+    from cdb.ml_advisor.candle_history import HistoryError, parse_when
+
     if value is None:
         return None
     try:
@@ -116,6 +106,12 @@ def build_app(rule_factory: RuleFactory, rule_name: str = "momentum") -> typer.T
         threads: int = typer.Option(1, min=1, help="XGBoost threads (fixed for determinism)."),
     ) -> None:
         """Train a model on candles (walk-forward validated) and store a new version."""
+        from rich.console import Console
+
+        from cdb.ml_advisor.dataset import LabelSpec
+        from cdb.ml_advisor.model_store import ModelStoreError, save_artifact
+        from cdb.ml_advisor.training import TrainingConfig, TrainingError, train_model
+
         history = _load(file, from_db, _when(since), _when(until))
         config = TrainingConfig(
             seed=seed,
@@ -179,6 +175,20 @@ def build_app(rule_factory: RuleFactory, rule_name: str = "momentum") -> typer.T
         png: bool = typer.Option(True, help="Also render a PNG (needs Chromium)."),
     ) -> None:
         """Replay candles through the rule and the model; table + HTML (+ PNG) report."""
+        from rich.console import Console
+
+        from cdb.ml_advisor.evaluation import EvaluationConfig, evaluate
+        from cdb.ml_advisor.features import WARMUP_BARS
+        from cdb.ml_advisor.inference import Predictor
+        from cdb.ml_advisor.model_store import ModelStoreError, load_model
+        from cdb.ml_advisor.report import (
+            ReportError,
+            evaluation_figure,
+            evaluation_table,
+            write_html,
+            write_png,
+        )
+
         try:
             model = load_model(model_dir, model_version)
         except ModelStoreError as error:
@@ -249,6 +259,8 @@ def build_app(rule_factory: RuleFactory, rule_name: str = "momentum") -> typer.T
     @app.command()
     def models(model_dir: Path = MODEL_DIR_OPTION) -> None:
         """List the stored model versions, oldest first."""
+        from cdb.ml_advisor.model_store import list_versions
+
         versions = list_versions(model_dir)
         if not versions:
             typer.echo(f"no models under {model_dir} (run: cdb ml train)")
@@ -270,6 +282,8 @@ def build_app(rule_factory: RuleFactory, rule_name: str = "momentum") -> typer.T
         start: str = typer.Option("2025-01-01T00:00:00Z", help="First bar (unix s or ISO)."),
     ) -> None:
         """Write a seeded synthetic history (random walk with momentum episodes)."""
+        from cdb.ml_advisor.synthetic import generate_history
+
         history = generate_history(
             symbols=symbols, minutes=int(days * 1440), seed=seed, start=_when(start) or 0
         )

@@ -14,16 +14,16 @@ exit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from cdb.core.events import MarketData, Signal
+from cdb.core.events import MarketData
 from cdb.ml_advisor.dataset import LabelSpec, build_dataset
 from cdb.ml_advisor.features import FEATURES
 from cdb.ml_advisor.inference import Predictor
+from cdb.ml_advisor.rules import MarketDataRule
 
 __all__ = [
     "EvaluationConfig",
@@ -38,9 +38,6 @@ __all__ = [
 
 BAR_SECONDS = 60
 SIGNAL_COLUMNS = ["strategy", "symbol", "time", "side", "confidence", "entry", "exit"]
-
-MarketDataRule = Callable[[MarketData], Signal | None]
-"""A stateful rule: one market_data event in, a signal or None out (signal_engine's shape)."""
 
 
 @dataclass(frozen=True)

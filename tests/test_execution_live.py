@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -21,16 +23,17 @@ from redis.asyncio import Redis
 from cdb.core.bus import Bus
 from cdb.core.events import Order, Stream
 from cdb.execution_service.live import LiveExecutor
-from cdb.execution_service.mexc_client import MexcPrivateClient
+from cdb.execution_service.mexc_client import MexcPrivateClient, sign
 from cdb.mexc_sim.config import SimConfig
 from cdb.mexc_sim.private_api import PrivateExchange, private_router
 from cdb.mexc_sim.rest import rest_router
 from cdb.mexc_sim.simulator import Simulator
 from cdb.risk_manager.rules import order_id_for
 from tests.conftest import REDIS_PASSWORD
-from tests.support import ROOT, ServiceProcess
+from tests.support import ROOT, ServiceProcess, free_port
 from tests.test_pipeline_support import (
     FAST_BUS,
+    Pipeline,
     eventually,
     group_caught_up,
     query,
@@ -306,3 +309,103 @@ def test_live_mode_refuses_to_start_without_every_switch(extra: dict[str, str], 
     assert all(line.startswith("config error: ") for line in lines), done.stderr
     assert any(named in line for line in lines)
     assert SECRET not in done.stderr
+
+
+@pytest.mark.slow
+async def test_live_end_to_end_from_a_simulated_pump_to_a_mexc_fill(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """mexc_sim as a process (pump scenario, private API keyed by MEXC_SIM_API_*) → bot_ws
+    → signal_engine → risk_manager → execution_service in live mode → a signed MEXC order."""
+    sim_port = free_port()
+    sim_env = {**os.environ, "MEXC_SIM_API_KEY": KEY, "MEXC_SIM_API_SECRET": SECRET}
+    args = [
+        "--port",
+        str(sim_port),
+        "--symbols",
+        "6",
+        "--seed",
+        "3",
+        "--speed",
+        "60",
+        "--scenario",
+        "pump",
+        "--pump-every-min",
+        "2",
+        "--pump-pct",
+        "9",
+        "--history-min",
+        "30",
+    ]
+    with (tmp_path / "mexc_sim.log").open("ab") as log:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "cdb.mexc_sim", *args],
+            env=sim_env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{sim_port}"
+    live = {k: v for k, v in live_env(service_env, url).items() if k != "CONSUMER_NAME"}
+    pipeline = Pipeline(live, tmp_path)
+    bot_ws = ServiceProcess(
+        "cdb.bot_ws",
+        {
+            **service_env,
+            "MEXC_WS_URL": f"ws://127.0.0.1:{sim_port}/edge",
+            "MEXC_REST_URL": url,
+            "PUBLISH_INTERVAL_S": "1",
+            "STALE_AFTER_S": "3600",
+        },
+        tmp_path,
+    )
+    try:
+        await asyncio.to_thread(pipeline.start)
+        bot_ws.start()
+        await asyncio.to_thread(bot_ws.wait_healthy, 60, ("ok", "stale"))
+        await wait_until(
+            lambda: (
+                (scalar(service_env, "SELECT count(*) FROM orders WHERE status = 'filled'") or 0)
+                >= 1
+            ),
+            timeout=120,
+            what="a live fill at mexc_sim",
+        )
+        order_id, external_id, mode = query(
+            service_env,
+            "SELECT order_id, external_id, mode FROM orders WHERE status = 'filled' LIMIT 1",
+        )[0]
+        assert external_id == order_id and mode == "live"
+        async with httpx.AsyncClient(base_url=url) as http:
+            symbol = scalar(
+                service_env, "SELECT symbol FROM orders WHERE order_id = %s", (order_id,)
+            )
+            now = str(int(time.time() * 1000))
+            reply = await http.get(
+                f"/api/v1/private/order/external/{symbol}/{order_id}",
+                headers={
+                    "ApiKey": KEY,
+                    "Request-Time": now,
+                    "Signature": sign(SECRET, KEY, now, ""),
+                },
+            )
+        found = reply.json()
+        assert found["success"] is True and found["data"]["state"] == 3
+        await wait_until(
+            lambda: (
+                scalar(
+                    service_env,
+                    "SELECT status FROM risk_positions WHERE order_id = %s",
+                    (order_id,),
+                )
+                == "open"
+            ),
+            what="risk book saw the live fill",
+        )
+        for proc in pipeline.procs.values():
+            assert SECRET not in proc.log()
+    finally:
+        bot_ws.__exit__()
+        pipeline.stop()
+        sim.terminate()
+        sim.wait(10)

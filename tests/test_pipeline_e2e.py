@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cdb.core.bus import Bus
@@ -91,7 +92,33 @@ async def test_control_changes_the_threshold_live_and_status_shows_it(
         await wait_until(lambda: scalar(service_env, "SELECT count(*) FROM signals") == 1)
         assert query(service_env, "SELECT symbol FROM signals") == [("BBB_USDT",)]
         pipeline.restart("signal_engine")  # the live config survives a restart
-        assert pipeline.procs["signal_engine"].status()["in_force"]["threshold_pct"] == 6.0
+        engine = pipeline.procs["signal_engine"]
+        assert engine.status()["in_force"]["threshold_pct"] == 6.0
+
+        await bus.publish(
+            Control(
+                bot="b",
+                generation=3,
+                config_hash="h3",
+                timestamp=2.0,
+                settings=ControlSettings(paused=True),
+            ),
+            Stream.CONTROL,
+        )
+        await wait_until(lambda: engine.status()["in_force"]["paused"] is True)
+        await bus.publish(market("CCC_USDT", 9.0))
+        metrics = f"{engine.url}/metrics"
+        await wait_until(
+            lambda: (
+                'signal_engine_signals_suppressed_total{reason="paused"} 1.0'
+                in httpx.get(metrics).text
+            )
+        )
+        text = httpx.get(metrics).text
+        assert "signal_engine_status 1.0" in text
+        assert 'signals_generated_total{side="long"}' not in text  # none since the restart
+        assert scalar(service_env, "SELECT count(*) FROM signals") == 1
+        assert engine.status()["in_force"]["threshold_pct"] == 6.0  # merged, not replaced
     finally:
         pipeline.stop()
 

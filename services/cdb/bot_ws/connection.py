@@ -107,16 +107,16 @@ class ChunkConnection:
                 if not announced:
                     server_ms = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
                     if isinstance(server_ms, int):
-                        self.screener.connected(self.symbols, server_ms)
+                        self.screener.connected(self.symbols, server_ms, self.index)
                         announced = True
                 if isinstance(frame, DealPush):
                     if not announced:
                         continue
-                    self.hooks.on_ticks(self.screener.on_frame(frame))
+                    self.hooks.on_ticks(self.screener.on_frame(frame, self.index))
                     self.last_data_at = time.monotonic()
                     had_data = True
                     continue
-                self.screener.on_frame(frame)
+                self.screener.on_frame(frame, self.index)
                 if isinstance(frame, Pong):
                     self.last_pong_at = time.monotonic()
                 elif isinstance(frame, ErrorReply):

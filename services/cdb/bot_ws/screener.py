@@ -18,9 +18,17 @@ __all__ = ["Screener"]
 
 class Screener:
     def __init__(
-        self, contract_sizes: Mapping[str, float], lookback_min: int, grace_ms: int = 2_000
+        self,
+        contract_sizes: Mapping[str, float],
+        lookback_min: int,
+        grace_ms: int = 2_000,
+        chunk_of: Mapping[str, int] | None = None,
     ) -> None:
         self.lookback_min = lookback_min
+        # each connection has its own view of the exchange clock: a minute of its symbols
+        # closes by the time that connection has seen, never by a faster sibling's
+        self.chunk_of = dict(chunk_of or {})
+        self.clocks: dict[int, int] = {}
         self.candles = {s: SymbolCandles(s, size, grace_ms) for s, size in contract_sizes.items()}
         self.history: dict[str, deque[ClosedCandle]] = {
             s: deque(maxlen=lookback_min + 1) for s in contract_sizes
@@ -40,15 +48,20 @@ class Screener:
         for symbol, candles in self.history.items():
             self.history[symbol] = deque(candles, maxlen=minutes + 1)
 
-    def observe_clock(self, server_ms: int) -> None:
+    def observe_clock(self, server_ms: int, chunk: int = 0) -> None:
+        if server_ms > self.clocks.get(chunk, 0):
+            self.clocks[chunk] = server_ms
         if server_ms > self.watermark_ms:
             self.watermark_ms = server_ms
 
-    def on_frame(self, frame: ServerFrame) -> int:
-        """Take one parsed frame; returns the number of deals it carried."""
+    def clock_of(self, symbol: str) -> int:
+        return self.clocks.get(self.chunk_of.get(symbol, 0), 0)
+
+    def on_frame(self, frame: ServerFrame, chunk: int = 0) -> int:
+        """Take one parsed frame from connection ``chunk``; returns the deals it carried."""
         ts = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
         if isinstance(ts, int):
-            self.observe_clock(ts)
+            self.observe_clock(ts, chunk)
         if not isinstance(frame, DealPush):
             return 0
         candles = self.candles.get(frame.symbol)
@@ -63,9 +76,9 @@ class Screener:
         self.deals_seen += len(frame.deals)
         return len(frame.deals)
 
-    def connected(self, symbols: Iterable[str], server_ms: int) -> None:
-        """A connection carrying ``symbols`` (re)started at ``server_ms``."""
-        self.observe_clock(server_ms)
+    def connected(self, symbols: Iterable[str], server_ms: int, chunk: int = 0) -> None:
+        """Connection ``chunk`` carrying ``symbols`` (re)started at ``server_ms``."""
+        self.observe_clock(server_ms, chunk)
         history_from = minute_of(server_ms) - self.lookback_min * 60
         for symbol in symbols:
             self.candles[symbol].connected(server_ms, history_from)
@@ -73,13 +86,13 @@ class Screener:
     def close_due(self, symbols: Iterable[str] | None = None) -> list[ClosedCandle]:
         closed: list[ClosedCandle] = []
         for symbol in self.candles if symbols is None else symbols:
-            for candle in self.candles[symbol].close_due(self.watermark_ms):
+            for candle in self.candles[symbol].close_due(self.clock_of(symbol)):
                 self._remember(candle)
                 closed.append(candle)
         return closed
 
     def backfill_range(self, symbol: str) -> tuple[int, int] | None:
-        return self.candles[symbol].backfill_range(self.watermark_ms)
+        return self.candles[symbol].backfill_range(self.clock_of(symbol))
 
     def apply_backfill(
         self, symbol: str, candles: Iterable[ClosedCandle], through: int

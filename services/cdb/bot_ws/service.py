@@ -97,7 +97,10 @@ class BotWs(Service[BotWsSettings]):
         )
         served = [s for chunk in mine for s in chunk]
         self.screener = Screener(
-            {s: sizes[s] for s in served}, self.lookback_min, self.settings.close_grace_ms
+            {s: sizes[s] for s in served},
+            self.lookback_min,
+            self.settings.close_grace_ms,
+            chunk_of={s: j for j, chunk in enumerate(mine) for s in chunk},
         )
         hooks = ConnectionHooks(
             on_ticks=self._on_ticks,

@@ -113,6 +113,8 @@ class Market:
         self.states: dict[str, SymbolState] = {}
         self.order = [c.symbol for c in self.contracts]
         self.deals_generated = 0
+        # deals generated but not pushed yet (REST calls advance the market too)
+        self.pending: dict[str, list[Deal]] = {}
         self._make_history()
 
     # ----- generation -------------------------------------------------------------------
@@ -179,11 +181,22 @@ class Market:
         return drift, activity
 
     def advance_to(self, sim_ms: int) -> dict[str, list[Deal]]:
-        """Generate every whole step ending at or before ``sim_ms``; the new deals per symbol."""
+        """Generate every whole step ending at or before ``sim_ms``; the new deals per symbol.
+
+        The new deals are also kept in :attr:`pending` until :meth:`drain` hands them to
+        the push loop, so a REST call that advances the market loses no push.
+        """
         new: dict[str, list[Deal]] = {}
         while self.now_ms + STEP_MS <= sim_ms:
             self._step(new)
+        for symbol, deals in new.items():
+            self.pending.setdefault(symbol, []).extend(deals)
         return new
+
+    def drain(self) -> dict[str, list[Deal]]:
+        """The deals not pushed yet, oldest first; the buffer is emptied."""
+        pending, self.pending = self.pending, {}
+        return pending
 
     def _step(self, new: dict[str, list[Deal]]) -> None:
         cfg = self.config

@@ -50,6 +50,7 @@ class Simulator:
         self._malformed_sent = 0
         self._last_drop = time.monotonic()
         self._last_tickers = 0.0
+        self.pushed_ms = self.market.now_ms
         self.stats: dict[str, int] = {
             "connections_total": 0,
             "frames_pushed": 0,
@@ -68,6 +69,14 @@ class Simulator:
         """The exchange clock: the start time plus real elapsed time times ``speed``."""
         elapsed = time.monotonic() - self._mono0
         return self.market.start_ms + int(elapsed * self.config.speed * 1000)
+
+    def exchange_ms(self) -> int:
+        """The time every frame carries: all deals before it have been pushed.
+
+        Pongs and acks never run ahead of the deal stream, so a client that closes
+        minutes by the exchange clock never closes one whose deals are still to come.
+        """
+        return self.pushed_ms
 
     def price_of(self, symbol: str) -> float | None:
         """The last traded price of ``symbol`` (``None`` for an unknown contract)."""
@@ -113,17 +122,22 @@ class Simulator:
                 )
 
     async def tick(self) -> None:
-        now = self.now_ms()
-        new = self.market.advance_to(now)
-        await self._enforce_ping_rule(now)
+        """One push round. Paused: deals wait in the market's buffer (the feed lags)."""
+        await self._enforce_ping_rule(self.exchange_ms())
         faults = self.faults
         if faults.drop_every_s and time.monotonic() - self._last_drop >= faults.drop_every_s:
             self._last_drop = time.monotonic()
             await self.drop_connections()
-        if faults.paused or not self.sessions:
-            return
         if faults.push_delay_ms:
             await asyncio.sleep(faults.push_delay_ms / 1000)
+        self.market.advance_to(self.now_ms())
+        if faults.paused:
+            return
+        # from here to the end no await: every frame of this round is queued at once
+        new = self.market.drain()
+        self.pushed_ms = now = self.market.now_ms
+        if not self.sessions:
+            return
         self._push_deals(new, now)
         self._push_klines(new.keys(), now)
         self._push_tickers(new.keys(), now)
@@ -245,6 +259,7 @@ class Simulator:
     def describe(self) -> dict[str, Any]:
         return {
             "sim_time_ms": self.now_ms(),
+            "exchange_ms": self.exchange_ms(),
             "symbols": len(self.market.order),
             "speed": self.config.speed,
             "scenario": self.config.scenario,

@@ -65,7 +65,7 @@ async def serve_session(sim: Simulator, websocket: WebSocket) -> None:
 
 def handle_request(sim: Simulator, session: Session, text: str) -> str | None:
     """One client frame → the reply frame, or ``None`` (MEXC ignores unknown methods)."""
-    now = sim.now_ms()
+    now = sim.exchange_ms()
     try:
         request = json.loads(text)
     except ValueError:

@@ -1,0 +1,244 @@
+"""bot_ws as a real process against mexc_sim as a real process, with the harness's Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from redis import Redis
+
+from cdb.core.events import Candle, Control, ControlSettings, MarketData
+from tests.support import ROOT, ServiceProcess
+
+T = TypeVar("T")
+
+
+class SimProcess(ServiceProcess):
+    """``python -m cdb.mexc_sim <flags>`` (its flags are its CLI, not the environment)."""
+
+    def __init__(self, flags: list[str], log_dir: Path) -> None:
+        super().__init__("cdb.mexc_sim", {}, log_dir)
+        self.flags = flags
+
+    def start(self) -> SimProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cdb.mexc_sim", "--port", str(self.port), *self.flags],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+        )
+        return self
+
+    def fault(self, **changes: Any) -> dict[str, Any]:
+        reply = httpx.post(f"{self.url}/sim/faults", json=changes, timeout=5)
+        reply.raise_for_status()
+        return dict(reply.json())
+
+    def sim_status(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/sim/status", timeout=5).json())
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what or probe}: last {last!r}")
+
+
+def metric(process: ServiceProcess, name: str) -> float:
+    text = httpx.get(f"{process.url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            key = line.split(" ")[0].split("{")[0]
+            if key == name:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture
+def sim_factory(tmp_path: Path) -> Iterator[Callable[[list[str]], SimProcess]]:
+    started: list[SimProcess] = []
+
+    def start(flags: list[str]) -> SimProcess:
+        sim = SimProcess(flags, tmp_path).start()
+        started.append(sim)
+        sim.wait_healthy()
+        return sim
+
+    yield start
+    for sim in started:
+        sim.__exit__()
+
+
+def bot_ws(env: dict[str, str], sim: SimProcess, tmp_path: Path, **extra: str) -> ServiceProcess:
+    return ServiceProcess(
+        "cdb.bot_ws",
+        {
+            **env,
+            "MEXC_WS_URL": f"ws://127.0.0.1:{sim.port}/edge",
+            "MEXC_REST_URL": sim.url,
+            "PING_INTERVAL_S": "2",
+            "PUBLISH_INTERVAL_S": "0.5",
+            **extra,
+        },
+        tmp_path,
+    )
+
+
+def events(redis: Redis, stream: str, model: type[T]) -> list[T]:
+    return [
+        model.model_validate_json(fields[b"event"])  # type: ignore[attr-defined]
+        for _, fields in redis.xrange(stream)
+    ]
+
+
+def test_450_symbols_at_chunk_200_make_three_connections_over_two_pods(
+    redis_only_env: dict[str, str], sim_factory: Any, tmp_path: Path
+) -> None:
+    sim = sim_factory(["--symbols", "450", "--speed", "30", "--max-subs", "200"])
+    pods = [
+        bot_ws(redis_only_env, sim, tmp_path, CHUNK_COUNT="2", POD_NAME=f"bot-ws-{i}")
+        for i in range(2)
+    ]
+    with pods[0], pods[1]:
+        for pod in pods:
+            pod.wait_healthy(timeout=60)
+
+        def three_connections() -> dict[str, Any] | None:
+            status = sim.sim_status()
+            return status if len(status["connections"]) == 3 else None
+
+        status = eventually(three_connections, what="three connections at the simulator")
+        per_connection = sorted(c["subscriptions"] for c in status["connections"])
+        assert per_connection == [50, 200, 200]
+        assert status["subscriptions_refused"] == 0  # never over 200 on one socket
+        chunks = [[c["symbols"] for c in pod.status()["chunks"]] for pod in pods]
+        assert chunks == [[200, 50], [200]]  # chunk j goes to pod j % 2
+        assert [metric(pod, "bot_ws_connections") for pod in pods] == [2.0, 1.0]
+        assert [metric(pod, "bot_ws_symbols") for pod in pods] == [250.0, 200.0]
+
+
+def test_candles_survive_malformed_frames_and_a_dropped_connection(
+    redis_only_env: dict[str, str], sim_factory: Any, tmp_path: Path, redisdb: Redis
+) -> None:
+    sim = sim_factory(["--symbols", "6", "--speed", "60", "--scenario", "pump"])
+    with bot_ws(redis_only_env, sim, tmp_path) as service:
+        service.wait_healthy(timeout=60)
+        eventually(lambda: redisdb.xlen("cdb:candles") > 6 * 16, what="the first candles")
+
+        sim.fault(malformed_next=8)
+        eventually(lambda: metric(service, "bot_ws_malformed_frames_total") >= 8, what="malformed")
+        assert service.wait_healthy() == {"status": "ok"}  # counted, logged, not a crash
+
+        backfilled = metric(service, "bot_ws_backfilled_candles_total")
+        httpx.post(f"{sim.url}/sim/drop", timeout=5).raise_for_status()
+        eventually(lambda: metric(service, "bot_ws_reconnects_total") >= 1, what="a reconnect")
+        eventually(
+            lambda: metric(service, "bot_ws_backfilled_candles_total") > backfilled,
+            what="the gap backfilled",
+        )
+        after_drop = redisdb.xlen("cdb:candles")
+        eventually(lambda: redisdb.xlen("cdb:candles") > after_drop + 6 * 3, what="more candles")
+
+        candles = events(redisdb, "cdb:candles", Candle)
+        by_symbol: dict[str, list[Candle]] = {}
+        for candle in candles:
+            by_symbol.setdefault(candle.symbol, []).append(candle)
+        assert len(by_symbol) == 6
+        for symbol, series in by_symbol.items():
+            times = [c.open_time for c in series]
+            assert times == list(range(times[0], times[-1] + 60, 60)), f"{symbol}: gap or repeat"
+            reply = httpx.get(
+                f"{sim.url}/api/v1/contract/kline/{symbol}",
+                params={"start": times[0], "end": times[-1]},
+                timeout=5,
+            ).json()["data"]
+            truth = {
+                t: (o, h, low, c, v)
+                for t, o, h, low, c, v in zip(
+                    reply["time"],
+                    reply["realOpen"],
+                    reply["realHigh"],
+                    reply["realLow"],
+                    reply["realClose"],
+                    reply["vol"],
+                    strict=True,
+                )
+            }
+            for c in series:
+                assert (c.open, c.high, c.low, c.close, c.volume) == truth[c.open_time], (
+                    f"{symbol} {c.open_time}"
+                )
+
+        movers = events(redisdb, "cdb:market_data", MarketData)
+        assert movers
+        by_time: dict[int, list[MarketData]] = {}
+        for event in movers:
+            assert event.type == "market_data" and event.interval == "15m"
+            by_time.setdefault(event.timestamp, []).append(event)
+        for batch in by_time.values():
+            assert sum(e.pct_change > 0 for e in batch) <= 5
+            assert sum(e.pct_change < 0 for e in batch) <= 5
+        raw = json.loads(redisdb.xrange("cdb:market_data", count=1)[0][1][b"event"])
+        assert set(raw) == {
+            "event_id",
+            "schema_version",
+            "type",
+            "symbol",
+            "price",
+            "volume",
+            "pct_change",
+            "timestamp",
+            "interval",
+        }
+
+
+def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
+    redis_only_env: dict[str, str], sim_factory: Any, tmp_path: Path, redisdb: Redis
+) -> None:
+    sim = sim_factory(["--symbols", "4", "--speed", "60"])
+    with bot_ws(redis_only_env, sim, tmp_path, STALE_AFTER_S="1.5") as service:
+        service.wait_healthy(timeout=60)
+        sim.fault(paused=True)
+        stale = eventually(
+            lambda: (
+                (r := httpx.get(f"{service.url}/health", timeout=2)).status_code == 503 and r.json()
+            ),
+            what="stale",
+        )
+        assert stale["status"] == "stale"
+        assert metric(service, "bot_ws_status") == 0.0
+        sim.fault(paused=False)
+        assert service.wait_healthy(timeout=60) == {"status": "ok"}
+
+        control = Control(
+            bot="mexc-momentum",
+            generation=2,
+            config_hash="h2",
+            settings=ControlSettings(lookback_min=5),
+            timestamp=time.time(),
+        )
+        redisdb.xadd("cdb:control", {"event": control.model_dump_json()})
+        eventually(lambda: service.status()["lookback_min"] == 5, what="lookback applied")
+        eventually(
+            lambda: any(e.interval == "5m" for e in events(redisdb, "cdb:market_data", MarketData)),
+            what="market_data with the new window",
+        )

@@ -1,0 +1,415 @@
+"""Reconcile one TradingBot: resolve, audit, write the owned objects, publish, report.
+
+1. Parse the spec (pydantic, the CRD's defaults) and resolve its symbols (the list, or
+   the universe from bot_rest; on a bot_rest outage the last resolved set stays).
+2. Diff the resolved config against the one in force (the ConfigMap) field by field and
+   record the changes in ``config_audit`` *before* applying them: no unrecorded change.
+3. Write the ConfigMap, headless Service and StatefulSet, each only if its desired state
+   changed (hash annotation), so a replayed reconcile writes nothing.
+4. Publish a ``control`` event when the live settings changed (status.liveConfigHash).
+5. Patch the status (only keys that changed) and post one Event per applied change.
+
+Failures that will pass (API, bus, database, bot_rest) set ``Degraded`` with a reason and
+raise :class:`kopf.TemporaryError`: kopf retries with a delay; the operator never crashes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+import psycopg
+import psycopg_pool
+from pydantic import ValidationError
+from redis import exceptions as redis_errors
+
+from cdb.core.bus import TransientError
+from cdb.core.events import Control, ControlSettings, deterministic_id
+from cdb_operator.audit import FieldChange, actor_of, diff_configs
+from cdb_operator.conditions import (
+    Problem,
+    WorkloadState,
+    merge_conditions,
+    same_conditions,
+    workload_conditions,
+)
+from cdb_operator.context import OperatorContext
+from cdb_operator.kube import ApiError, ObjectRef
+from cdb_operator.resources import (
+    HASH_ANNOTATION,
+    build_config_map,
+    build_service,
+    build_stateful_set,
+    config_map_name,
+    owner_reference,
+    workload_name,
+)
+from cdb_operator.spec import ResolvedConfig, TradingBotSpec, stable_hash
+from cdb_operator.universe import UniverseUnavailable
+
+__all__ = ["reconcile", "refresh_readiness", "retire"]
+
+log = logging.getLogger("cdb_operator.reconcile")
+
+DB_ERRORS = (psycopg.Error, psycopg_pool.PoolTimeout, OSError)
+BUS_ERRORS = (TransientError, redis_errors.RedisError, OSError)
+MAX_EVENTS_PER_CHANGE = 10
+APPLIED_DESPITE = ("UniverseUnavailable",)
+PUBLISHED_TTL_S = 7 * 24 * 3600
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _generation(body: kopf.Body) -> int | None:
+    value = body.metadata.get("generation")
+    return int(value) if value is not None else None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} symbols" if len(value) > 3 else json.dumps(value)
+    return json.dumps(value)
+
+
+def _change_message(change: FieldChange) -> str:
+    message = f"{change.field}: {_describe(change.old)} -> {_describe(change.new)}"
+    if isinstance(change.old, list) and isinstance(change.new, list):
+        added = len(set(change.new) - set(change.old))
+        removed = len(set(change.old) - set(change.new))
+        message += f" (+{added} -{removed})"
+    return message[:1000]
+
+
+class Reconciler:
+    """One reconcile of one bot; ``run`` is the whole job."""
+
+    def __init__(
+        self, ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger
+    ) -> None:
+        self.ctx = ctx
+        self.body = body
+        self.patch = patch
+        self.logger = logger
+        self.name = str(body.metadata.name)
+        self.namespace = str(body.metadata.namespace or ctx.env.operator_namespace)
+        self.generation = _generation(body)
+        self.status: Mapping[str, Any] = body.status
+
+    def ref(self, api_version: str, plural: str, name: str) -> ObjectRef:
+        return ObjectRef(api_version, plural, self.namespace, name)
+
+    async def run(self) -> None:
+        try:
+            spec = TradingBotSpec.model_validate(dict(self.body.spec))
+        except ValidationError as error:
+            message = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
+                for e in error.errors()[:5]
+            )
+            self.fail(Problem(reason="InvalidSpec", message=message[:1000]), "invalid")
+            raise kopf.PermanentError(f"invalid spec: {message}") from None
+        owner = owner_reference(self.body)
+
+        config_map = await self.call(
+            self.ctx.kube.get, self.ref("v1", "configmaps", config_map_name(self.name))
+        )
+        applied = _applied_document(config_map)
+        problem, symbols, resolved_at = await self.resolve_symbols(spec, applied)
+        config = ResolvedConfig.build(spec, symbols)
+        changes = diff_configs(applied, config.document())
+        actor = actor_of(self.body.metadata)
+
+        await self.record(config, changes, actor)
+        stateful_set = await self.write_objects(owner, config)
+        await self.publish(spec, config)
+
+        self.ctx.metrics.reconciles.labels("applied" if changes else "unchanged").inc()
+        workload = WorkloadState.of(stateful_set, config.chunks)
+        updates: dict[str, Any] = {
+            "chunks": config.chunks,
+            "symbols": len(config.symbols),
+            "configHash": config.config_hash,
+        }
+        if self.generation is not None:
+            updates["observedGeneration"] = self.generation
+        if resolved_at is not None:
+            updates["universeResolvedAt"] = resolved_at
+        if changes:
+            updates["lastChange"] = {
+                "actor": actor,
+                "fields": [c.field for c in changes][:20],
+                "at": _now(),
+            }
+        self.write_status(updates, workload_conditions(workload, True, problem))
+        self.post_events(changes, actor, first=applied is None, config=config)
+        self.ctx.bots[f"{self.namespace}/{self.name}"] = {
+            "config_hash": config.config_hash,
+            "chunks": config.chunks,
+            "symbols": len(config.symbols),
+            "paused": config.paused,
+            "mode": config.mode,
+            "degraded": problem.reason if problem else None,
+        }
+
+    async def call(self, operation: Any, *args: Any) -> Any:
+        """An API call; a refusal marks the bot Degraded (ApiError) and retries later."""
+        try:
+            return await operation(*args)
+        except ApiError as error:
+            self.fail(Problem(reason="ApiError", message=str(error)[:1000]))
+            raise kopf.TemporaryError(str(error), delay=self.ctx.env.retry_delay_s) from error
+
+    async def resolve_symbols(
+        self, spec: TradingBotSpec, applied: Mapping[str, Any] | None
+    ) -> tuple[Problem | None, list[str], str | None]:
+        if spec.universe is None:
+            return None, list(spec.symbols), None
+        try:
+            symbols = await self.ctx.universe.resolve(spec.universe)
+            return None, symbols, _now()
+        except UniverseUnavailable as error:
+            problem = Problem(reason="UniverseUnavailable", message=str(error)[:1000])
+            known = applied.get("symbols") if applied else None
+            if applied and applied.get("universe") == spec.universe and known:
+                self.logger.warning(f"universe unavailable, keeping {len(known)} symbols: {error}")
+                return problem, list(known), None
+            self.fail(problem)
+            raise kopf.TemporaryError(str(error), delay=self.ctx.env.retry_delay_s) from error
+
+    async def record(
+        self, config: ResolvedConfig, changes: Sequence[FieldChange], actor: str
+    ) -> None:
+        try:
+            written = await self.ctx.audit.record(
+                self.name, self.generation or 0, config.config_hash, changes, actor
+            )
+        except DB_ERRORS as error:
+            message = f"config_audit not writable: {type(error).__name__}: {error}"[:1000]
+            self.fail(Problem(reason="AuditUnavailable", message=message))
+            raise kopf.TemporaryError(message, delay=self.ctx.env.retry_delay_s) from error
+        self.ctx.metrics.audit_rows.inc(written)
+
+    async def write_objects(
+        self, owner: dict[str, Any], config: ResolvedConfig
+    ) -> dict[str, Any] | None:
+        env = self.ctx.env
+        await self.ensure(
+            self.ref("v1", "configmaps", config_map_name(self.name)),
+            build_config_map(self.name, self.namespace, owner, config),
+        )
+        await self.ensure(
+            self.ref("v1", "services", workload_name(self.name)),
+            build_service(self.name, self.namespace, owner),
+        )
+        return await self.ensure(
+            self.ref("apps/v1", "statefulsets", workload_name(self.name)),
+            build_stateful_set(self.name, self.namespace, owner, config, env),
+        )
+
+    async def ensure(self, ref: ObjectRef, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the object, or merge-patch it when its desired state changed; else nothing."""
+        current = await self.call(self.ctx.kube.get, ref)
+        if current is None:
+            return dict(await self.call(self.ctx.kube.create, ref, manifest))
+        annotations = (current.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(HASH_ANNOTATION) == manifest["metadata"]["annotations"][HASH_ANNOTATION]:
+            return dict(current)
+        patch = dict(manifest)
+        patch.pop("apiVersion", None)
+        patch.pop("kind", None)
+        return dict(await self.call(self.ctx.kube.patch, ref, patch))
+
+    async def publish(self, spec: TradingBotSpec, config: ResolvedConfig) -> None:
+        settings = spec.live_settings()
+        live_hash = stable_hash(settings.model_dump(mode="json"))
+        previous = self.status.get("liveConfigHash")
+        if previous == live_hash:
+            return
+        uid = self.body.metadata.uid or ""
+        event = Control(
+            event_id=deterministic_id(
+                "control", self.namespace, self.name, uid, self.generation, previous, live_hash
+            ),
+            bot=self.name,
+            generation=self.generation or 0,
+            config_hash=config.config_hash,
+            settings=settings,
+            timestamp=time.time(),
+        )
+        published_key = f"cdb:operator:published:{event.event_id}"
+        try:
+            # A stale body (watch replays) can carry an old liveConfigHash: the marker keeps
+            # the same transition from being published twice (consumers dedupe it anyway).
+            if not await self.ctx.bus.redis.exists(published_key):
+                await self.ctx.bus.publish(event)
+                await self.ctx.bus.redis.set(published_key, b"1", ex=PUBLISHED_TTL_S)
+                self.ctx.metrics.control_events.inc()
+                self.logger.info(f"control event published: {settings.model_dump()}")
+        except BUS_ERRORS as error:
+            message = f"control event not published (redis): {type(error).__name__}: {error}"
+            self.fail(Problem(reason="BusUnreachable", message=message[:1000]))
+            raise kopf.TemporaryError(message, delay=self.ctx.env.retry_delay_s) from error
+        self.patch.status["liveConfigHash"] = live_hash
+
+    def fail(self, problem: Problem, outcome: str = "retry") -> None:
+        """Show the problem in status now (kopf applies the patch even though we raise)."""
+        self.ctx.metrics.reconciles.labels(outcome).inc()
+        current = {str(c.get("type")): c for c in self.status.get("conditions") or []}
+        progressing = current.get("Progressing") or {}
+        wanted = [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ConfigNotApplied",
+                "message": f"the latest spec is not applied: {problem.reason}",
+            },
+            {
+                "type": "Progressing",
+                "status": str(progressing.get("status", "True")),
+                "reason": str(progressing.get("reason", "Reconciling")),
+                "message": str(progressing.get("message", "")),
+            },
+            {
+                "type": "Degraded",
+                "status": "True",
+                "reason": problem.reason,
+                "message": problem.message,
+            },
+        ]
+        self.write_status({}, wanted)
+        kopf.warn(self.body, reason=problem.reason, message=problem.message)
+
+    def write_status(self, updates: Mapping[str, Any], conditions: list[dict[str, str]]) -> None:
+        for key, value in updates.items():
+            if self.status.get(key) != value:
+                self.patch.status[key] = value
+        merged = merge_conditions(self.status.get("conditions"), conditions, self.generation)
+        if not same_conditions(self.status.get("conditions"), merged):
+            self.patch.status["conditions"] = merged
+
+    def post_events(
+        self, changes: Sequence[FieldChange], actor: str, *, first: bool, config: ResolvedConfig
+    ) -> None:
+        if not changes:
+            return
+        if first:
+            kopf.event(
+                self.body,
+                type="Normal",
+                reason="ConfigApplied",
+                message=(
+                    f"created by {actor}: {len(config.symbols)} symbols in {config.chunks} "
+                    f"chunks, mode {config.mode}, paused {str(config.paused).lower()} "
+                    f"(config {config.config_hash})"
+                ),
+            )
+            return
+        for change in changes[:MAX_EVENTS_PER_CHANGE]:
+            kopf.event(
+                self.body,
+                type="Normal",
+                reason="ConfigChanged",
+                message=f"{_change_message(change)} by {actor}",
+            )
+        if len(changes) > MAX_EVENTS_PER_CHANGE:
+            rest = len(changes) - MAX_EVENTS_PER_CHANGE
+            kopf.event(
+                self.body,
+                type="Normal",
+                reason="ConfigChanged",
+                message=f"{rest} more fields by {actor}",
+            )
+
+
+def _applied_document(config_map: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not config_map:
+        return None
+    raw = (config_map.get("data") or {}).get("config.json")
+    try:
+        document = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+async def reconcile(
+    ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger
+) -> None:
+    """The whole reconcile of one bot, one at a time per bot."""
+    reconciler = Reconciler(ctx, body, patch, logger)
+    async with ctx.lock(reconciler.namespace, reconciler.name):
+        await reconciler.run()
+
+
+async def refresh_readiness(ctx: OperatorContext, stateful_set: Mapping[str, Any]) -> None:
+    """A screener StatefulSet changed: bring its bot's Ready/Progressing up to date."""
+    metadata = stateful_set.get("metadata") or {}
+    bot = (metadata.get("labels") or {}).get("cdb.io/bot")
+    namespace = metadata.get("namespace") or ctx.env.operator_namespace
+    if not bot:
+        return
+    ref = ObjectRef("cdb.io/v1alpha1", "tradingbots", namespace, bot)
+    async with ctx.lock(namespace, bot):
+        current = await ctx.kube.get(ref)
+        if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        status = current.get("status") or {}
+        chunks = status.get("chunks")
+        if not chunks:
+            return  # not reconciled yet: the reconcile writes the conditions
+        conditions = status.get("conditions") or []
+        degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
+        problem = None
+        if degraded is not None and degraded.get("status") == "True":
+            problem = Problem(
+                reason=str(degraded.get("reason")), message=str(degraded.get("message", ""))
+            )
+        applied = problem is None or problem.reason in APPLIED_DESPITE
+        wanted = workload_conditions(WorkloadState.of(stateful_set, int(chunks)), applied, problem)
+        meta_generation = (current.get("metadata") or {}).get("generation")
+        generation = int(meta_generation) if meta_generation is not None else None
+        merged = merge_conditions(conditions, wanted, status.get("observedGeneration", generation))
+        if not same_conditions(conditions, merged):
+            await ctx.kube.patch(ref, {"status": {"conditions": merged}}, subresource="status")
+
+
+async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> None:
+    """The bot is being deleted: pause trading (its screener goes with it) and audit it.
+
+    The owned objects are removed by Kubernetes' garbage collector (ownerReferences).
+    """
+    name = str(body.metadata.name)
+    namespace = str(body.metadata.namespace or ctx.env.operator_namespace)
+    uid = body.metadata.uid or ""
+    config_hash = str(body.status.get("configHash") or "none")
+    event = Control(
+        event_id=deterministic_id("control-retire", namespace, name, uid),
+        bot=name,
+        generation=_generation(body) or 0,
+        config_hash=config_hash,
+        settings=ControlSettings(paused=True),
+        timestamp=time.time(),
+    )
+    try:
+        await ctx.bus.publish(event)
+        ctx.metrics.control_events.inc()
+        await ctx.audit.record(
+            name,
+            _generation(body) or 0,
+            f"deleted-{uid}",
+            [FieldChange("deleted", config_hash, None)],
+            actor_of(body.metadata),
+        )
+    except (*BUS_ERRORS, *DB_ERRORS) as error:
+        raise kopf.TemporaryError(
+            f"retiring {name}: {error}", delay=ctx.env.retry_delay_s
+        ) from error
+    ctx.bots.pop(f"{namespace}/{name}", None)
+    logger.info("bot deleted: trading paused; owned objects go with it (ownerReferences)")

@@ -1,0 +1,238 @@
+"""The objects a TradingBot owns, built as plain manifests (pure functions, no I/O).
+
+* ConfigMap ``<bot>-config``: the resolved config (``config.json``) and the symbol list
+  (``symbols``, comma separated) the screener pods read at start.
+* Service ``<bot>-bot-ws``: headless, the StatefulSet's governing service (and scrape target).
+* StatefulSet ``<bot>-bot-ws``: one bot_ws replica per chunk; pod ``<bot>-bot-ws-N`` takes
+  chunk N (bot_ws derives CHUNK_INDEX from the ordinal at the end of POD_NAME).
+
+The pod template depends only on :attr:`ResolvedConfig.workload_hash` inputs, so a change
+to thresholds, risk limits, pause or shadow mode leaves it untouched: no restart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kopf
+
+from cdb_operator.settings import OperatorEnv
+from cdb_operator.spec import ResolvedConfig, stable_hash
+
+__all__ = [
+    "HASH_ANNOTATION",
+    "build_config_map",
+    "build_service",
+    "build_stateful_set",
+    "config_map_name",
+    "owner_reference",
+    "workload_name",
+]
+
+HASH_ANNOTATION = "cdb.io/applied-hash"
+WORKLOAD_ANNOTATION = "cdb.io/workload-hash"
+BOT_LABEL = "cdb.io/bot"
+HTTP_PORT = 8000
+
+
+def config_map_name(bot: str) -> str:
+    return f"{bot}-config"
+
+
+def workload_name(bot: str) -> str:
+    return f"{bot}-bot-ws"
+
+
+def owner_reference(body: kopf.Body) -> dict[str, Any]:
+    """The TradingBot as controller of what it owns: deleting it deletes them."""
+    uid = body.metadata.uid
+    if not uid:
+        raise kopf.PermanentError("the TradingBot has no metadata.uid; cannot own objects")
+    return {
+        "apiVersion": body.get("apiVersion", "cdb.io/v1alpha1"),
+        "kind": body.get("kind", "TradingBot"),
+        "name": body.metadata.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(bot: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "bot-ws",
+        "app.kubernetes.io/instance": bot,
+        "app.kubernetes.io/component": "screener",
+        "app.kubernetes.io/part-of": "cdb",
+        "app.kubernetes.io/managed-by": "cdb-operator",
+        BOT_LABEL: bot,
+    }
+
+
+def selector_labels(bot: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "bot-ws", BOT_LABEL: bot}
+
+
+def _metadata(name: str, bot: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(bot),
+        "ownerReferences": [owner],
+    }
+
+
+def _stamp(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Put the hash of the desired state on the object, so an unchanged one is never patched."""
+    manifest["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = stable_hash(manifest)
+    return manifest
+
+
+def build_config_map(
+    bot: str, namespace: str, owner: dict[str, Any], config: ResolvedConfig
+) -> dict[str, Any]:
+    return _stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(config_map_name(bot), bot, namespace, owner),
+            "data": {
+                "config.json": json.dumps(config.document(), sort_keys=True, indent=1),
+                "symbols": ",".join(config.symbols),
+                "config-hash": config.config_hash,
+            },
+        }
+    )
+
+
+def build_service(bot: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    return _stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(workload_name(bot), bot, namespace, owner),
+            "spec": {
+                "clusterIP": "None",
+                "selector": selector_labels(bot),
+                "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
+            },
+        }
+    )
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[str, Any]]:
+    plain = {
+        "CHUNK_SIZE": str(config.chunk_size),
+        "CHUNK_COUNT": str(config.chunks),
+        "LOOKBACK_MIN": str(config.signal["lookbackMinutes"]),
+        "MEXC_WS_URL": env.mexc_ws_url,
+        "MEXC_REST_URL": env.mexc_rest_url,
+        "REDIS_HOST": env.redis_host,
+        "REDIS_PORT": str(env.redis_port),
+        "POSTGRES_HOST": env.postgres_host,
+        "POSTGRES_PORT": str(env.postgres_port),
+        "POSTGRES_DB": env.postgres_db,
+        "POSTGRES_USER": env.postgres_user,
+        "HTTP_PORT": str(HTTP_PORT),
+        "BOT_NAME": bot,
+    }
+    return [
+        {
+            "name": "SYMBOLS",
+            "valueFrom": {"configMapKeyRef": {"name": config_map_name(bot), "key": "symbols"}},
+        },
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *({"name": key, "value": value} for key, value in plain.items()),
+        _secret_env("REDIS_PASSWORD", env.redis_secret_name, "redis-password"),
+        _secret_env("POSTGRES_PASSWORD", env.postgres_secret_name, "postgres-password"),
+    ]
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def build_stateful_set(
+    bot: str, namespace: str, owner: dict[str, Any], config: ResolvedConfig, env: OperatorEnv
+) -> dict[str, Any]:
+    """The screener: replicas = chunks; a hardened pod (UID 1000, read-only root, no caps)."""
+    container = {
+        "name": "bot-ws",
+        "image": env.bot_ws_image,
+        "imagePullPolicy": env.bot_ws_image_pull_policy,
+        "command": ["python", "-m", "cdb.bot_ws"],
+        "env": _pod_env(bot, env, config),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": env.bot_ws_cpu_request, "memory": env.bot_ws_memory_request},
+            "limits": {"cpu": env.bot_ws_cpu_limit, "memory": env.bot_ws_memory_limit},
+        },
+        "startupProbe": _probe("/health", 2, 60),
+        "livenessProbe": _probe("/health", 15, 4),
+        "readinessProbe": _probe("/health", 5, 3),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "data", "mountPath": "/data"},
+        ],
+    }
+    pod_labels = labels(bot)
+    return _stamp(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": _metadata(workload_name(bot), bot, namespace, owner),
+            "spec": {
+                "serviceName": workload_name(bot),
+                "replicas": config.chunks,
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": selector_labels(bot)},
+                "updateStrategy": {"type": "RollingUpdate"},
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {
+                            WORKLOAD_ANNOTATION: config.workload_hash,
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(HTTP_PORT),
+                        },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "terminationGracePeriodSeconds": 30,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 1000,
+                            "runAsGroup": 1000,
+                            "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                            {"name": "data", "emptyDir": {"sizeLimit": "256Mi"}},
+                        ],
+                    },
+                },
+            },
+        }
+    )

@@ -70,7 +70,7 @@ class SimConfig(BaseModel):
     start_time: int | None = Field(
         default=None, ge=0, description="sim clock at start, unix seconds (default: now)"
     )
-    history_min: int = Field(default=60, ge=0, le=2000, description="bars before the start")
+    history_min: int = Field(default=60, ge=0, le=10_000, description="bars before the start")
     keep_bars: int = Field(default=2000, ge=10, description="Min1 bars kept per symbol")
     deals_per_s: float = Field(default=1.0, gt=0, description="mean deals per symbol per sim s")
     deal_notional_usdt: float = Field(default=2500.0, gt=0)

@@ -113,6 +113,7 @@ class Market:
         self.states: dict[str, SymbolState] = {}
         self.order = [c.symbol for c in self.contracts]
         self.deals_generated = 0
+        self.keep_bars = max(config.keep_bars, config.history_min + 120)
         # deals generated but not pushed yet (REST calls advance the market too)
         self.pending: dict[str, list[Deal]] = {}
         self._make_history()
@@ -221,8 +222,8 @@ class Market:
             if bars[-1].t != minute_s:
                 last = bars[-1].c
                 bars.append(Bar(t=minute_s, prev_close=last, o=last, h=last, low=last, c=last))
-                if len(bars) > cfg.keep_bars + 100:
-                    del bars[: len(bars) - cfg.keep_bars]
+                if len(bars) > self.keep_bars + 100:
+                    del bars[: len(bars) - self.keep_bars]
             bar = bars[-1]
             n = int(counts[index])
             step_drift = drift.get(index, 0.0)

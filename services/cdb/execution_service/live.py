@@ -80,7 +80,10 @@ class LiveExecutor:
             await self.client.submit_order(body)
         except MexcError as error:
             return LiveOutcome("rejected", reason=f"{error} ({MAINTENANCE_NOTE})")
-        return await self.lookup(order)
+        try:
+            return await self.lookup(order)
+        except MexcError as error:  # accepted, but not readable now: reconciled later
+            return LiveOutcome("open", reason=f"submitted; lookup refused: {error}")
 
     async def lookup(self, order: Order) -> LiveOutcome:
         """What MEXC knows of the order, by its external id."""

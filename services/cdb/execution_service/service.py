@@ -23,7 +23,7 @@ from cdb.core.service import Service, public_config
 from cdb.execution_service import store
 from cdb.execution_service.control import AppliedControl, apply_control, load_control
 from cdb.execution_service.live import LiveExecutor, LiveOutcome
-from cdb.execution_service.mexc_client import MexcPrivateClient
+from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
 from cdb.execution_service.outbox import Outbox
 from cdb.execution_service.paper import FeeSchedule, Fill, OpenPosition, PaperFillModel
 from cdb.execution_service.settings import ExecutionSettings
@@ -197,7 +197,14 @@ class ExecutionService(Service[ExecutionSettings]):
         for order in orders:
             if order.order_id in self.in_flight:
                 continue
-            outcome = await self.live.lookup(order)
+            try:
+                outcome = await self.live.lookup(order)
+            except MexcError as error:  # e.g. a revoked key: say so, keep the order as it is
+                log.error(
+                    "cannot reconcile live order",
+                    extra={"order_id": order.order_id, "error": str(error)},
+                )
+                continue
             await self._settle_live(order, outcome)
         await self.outbox.flush()
 

@@ -409,3 +409,35 @@ async def test_live_end_to_end_from_a_simulated_pump_to_a_mexc_fill(
         pipeline.stop()
         sim.terminate()
         sim.wait(10)
+
+
+async def test_a_refused_lookup_at_start_keeps_the_order_pending_and_the_service_up(
+    venue: Venue, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = live_env(service_env, venue.url, secret="revoked-or-wrong")
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    proc.terminate()
+    order = an_order(venue, 7)
+    query(
+        service_env,
+        "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+        " stop_loss, mode, status, external_id) VALUES (%s, %s, %s, 'long', %s, %s, %s, %s,"
+        " 'live', 'pending', %s) RETURNING order_id",
+        (
+            order.order_id,
+            order.signal_id,
+            order.symbol,
+            order.quantity,
+            order.notional,
+            order.price,
+            order.stop_loss,
+            order.order_id,
+        ),
+    )
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    try:
+        assert scalar(service_env, "SELECT status FROM orders") == "pending"  # not guessed
+        assert "cannot reconcile live order" in proc.log() and "code 602" in proc.log()
+        assert "revoked-or-wrong" not in proc.log()
+    finally:
+        proc.__exit__()

@@ -6,7 +6,9 @@ never assumed cancelled."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from cdb.core.events import Order
@@ -15,7 +17,7 @@ from cdb.execution_service.paper import Fill
 
 __all__ = ["LiveExecutor", "LiveOutcome"]
 
-SIDE_OPEN = {"long": 1, "short": 3}
+SIDE_OPEN: Mapping[str, int] = MappingProxyType({"long": 1, "short": 3})
 MARKET_ORDER = 5
 ISOLATED = 1
 MAINTENANCE_NOTE = (

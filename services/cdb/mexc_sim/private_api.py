@@ -32,8 +32,9 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -45,9 +46,9 @@ TAKER_FEE = 0.0002  # MEXC USDT-M futures taker fee (maker 0 %)
 MAKER_FEE = 0.0
 MAX_EXTERNAL_OID = 32
 MAX_CANCEL_IDS = 50
-OPENS = {1: 1, 3: 2}  # side → position type (1 long, 2 short)
-CLOSES = {4: 1, 2: 2}
-BUYS = {1, 2}  # open long, close short
+OPENS: Mapping[int, int] = MappingProxyType({1: 1, 3: 2})  # side → position type (1 long)
+CLOSES: Mapping[int, int] = MappingProxyType({4: 1, 2: 2})
+BUYS = frozenset({1, 2})  # open long, close short
 
 
 class MexcRefusal(Exception):

@@ -291,9 +291,16 @@ def private_router(
     api_keys: dict[str, str],
     *,
     exchange: PrivateExchange | None = None,
+    contract_size_of: Callable[[str], float] | None = None,
 ) -> APIRouter:
-    """The private order endpoints for the keys in ``api_keys`` (access key → secret)."""
+    """The private order endpoints for the keys in ``api_keys`` (access key → secret).
+
+    ``contract_size_of(symbol)`` (base units per contract) makes fees notional-true;
+    without it a contract counts as one unit.
+    """
     book = exchange if exchange is not None else PrivateExchange()
+    if contract_size_of is not None:
+        book.contract_size_of = contract_size_of
     router = APIRouter()
 
     def authenticate(request: Request, parameters: str) -> str:

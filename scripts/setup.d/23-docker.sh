@@ -1,0 +1,7 @@
+# Docker engine (Debian's docker.io): tests/test_image.py starts a private dockerd (no
+# network, no iptables, vfs storage) to cut the image's build context with .dockerignore
+# exactly as `docker build` does. Sourced by scripts/setup.sh. Root only (apt).
+if ! command -v dockerd >/dev/null; then
+  say "installing docker.io (the engine that test_image.py builds the context with)"
+  BREW_NAME=docker apt_install docker.io
+fi

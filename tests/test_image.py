@@ -1,0 +1,231 @@
+"""The container image, proven as far as it can be without pulling its base.
+
+* checkov's Dockerfile policies pass (zero failed checks) and the Dockerfile keeps the
+  contract (python:3.11-slim, botuser UID 1000, uv.lock frozen, no dev deps, no secret).
+* The build context, as the real Docker engine cuts it with .dockerignore, holds exactly
+  what the image needs and none of .venv, .tools, .cdb, .git.
+* The services run as UID/GID 1000 on a read-only root filesystem with a writable /tmp
+  only: the real ``python -m cdb.<service>`` in a mount namespace whose every mount is
+  read-only, against the harness's Redis and PostgreSQL, until /health says ok.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ServiceProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+CHECKOV = ROOT / ".tools" / "bin" / "checkov"
+
+
+def instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    parsed = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            parsed.append((keyword.upper(), rest.strip()))
+    return parsed
+
+
+def test_checkov_dockerfile_policies_pass() -> None:
+    assert CHECKOV.exists(), "checkov is missing: run `make setup`"
+    result = subprocess.run(
+        [str(CHECKOV), "-f", str(DOCKERFILE), "--framework", "dockerfile", "--skip-download",
+         "-o", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert report["summary"]["failed"] == 0, report["results"].get("failed_checks")
+    assert report["summary"]["passed"] >= 20, report["summary"]
+    assert result.returncode == 0
+
+
+def test_dockerfile_keeps_the_image_contract() -> None:
+    steps = instructions()
+    assert [rest.split()[0] for kind, rest in steps if kind == "FROM"] == ["python:3.11-slim"] * 2
+    runs = " ".join(rest for kind, rest in steps if kind == "RUN")
+    assert "uv sync --frozen --no-dev" in runs
+    assert re.search(r"useradd --uid 1000 --gid 1000 .*botuser", runs)
+    copies = [rest for kind, rest in steps if kind == "COPY"]
+    for source in ("uv.lock", "services/", "operator/", "migrations/"):
+        assert any(source in c.split() for c in copies), f"{source} is not copied"
+    env = " ".join(rest for kind, rest in steps if kind == "ENV")
+    assert "CDB_MIGRATIONS_DIR=/app/migrations" in env
+    final_stage = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
+    users = [rest for kind, rest in final_stage if kind == "USER"]
+    assert users == ["1000:1000"], "the final stage runs as botuser"
+    assert not [rest for kind, rest in steps if kind == "ARG"], "no build arguments to leak"
+    for kind, rest in steps:
+        if kind in ("ENV", "LABEL"):
+            assert not re.search(r"(PASSWORD|SECRET|API_KEY|TOKEN)\s*=", rest, re.I), rest
+
+
+# --- the build context, cut by the real Docker engine --------------------------------
+
+
+@pytest.fixture(scope="module")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """dockerd from Debian's docker.io, on a private socket, no network or iptables."""
+    dockerd = shutil.which("dockerd")
+    docker = shutil.which("docker")
+    assert dockerd and docker, "docker.io is missing: run `make setup` (scripts/setup.d/23)"
+    assert os.geteuid() == 0, "the Docker engine needs root (CI runs as root)"
+    base = Path("/tmp") / f"cdb-dockerd-{os.getpid()}"
+    base.mkdir()
+    sock = base / "docker.sock"
+    log = (base / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        [dockerd, "-H", f"unix://{sock}", "--data-root", str(base / "data"),
+         "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
+         "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0"}
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([docker, "version"], env=env, capture_output=True).returncode:
+            assert proc.poll() is None, (base / "dockerd.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "dockerd did not come up"
+            time.sleep(0.2)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+        subprocess.run(["umount", "-R", str(base / "exec")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_build_context_holds_only_what_the_image_needs(
+    docker_engine: dict[str, str], tmp_path: Path
+) -> None:
+    probe = "FROM scratch\nCOPY . /context/\n"
+    build = subprocess.run(
+        ["docker", "build", "-q", "-t", "cdb-context-probe", "-f", "-", str(ROOT)],
+        input=probe, env=docker_engine, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    created = subprocess.run(
+        ["docker", "create", "cdb-context-probe", "/none"],
+        env=docker_engine, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    archive = tmp_path / "context.tar"
+    with archive.open("wb") as out:
+        subprocess.run(["docker", "export", created], env=docker_engine, stdout=out, check=True)
+    with tarfile.open(archive) as tar:
+        names = {m.name.removeprefix("context/") for m in tar if m.name.startswith("context/")}
+    top = {name.split("/")[0] for name in names if name}
+    assert top == {"pyproject.toml", "uv.lock", "README.md", "services", "operator", "migrations"}
+    for needed in ("services/cdb/core/runner.py", "operator/cdb_operator/__main__.py",
+                   "migrations/0001_initial.sql"):  # fmt: skip
+        assert needed in names, needed
+    for banned in (".venv", ".tools", ".cdb", ".git", "__pycache__", ".env"):
+        assert not [n for n in names if banned in n.split("/")], f"{banned} in the build context"
+
+
+# --- read-only root as UID 1000 -------------------------------------------------------
+
+# Runs "$@" as UID/GID 1000 without capabilities, chrooted into a recursive bind of / in
+# which every mount is read-only; only /tmp is a fresh writable tmpfs. /root (mode 0700)
+# is replaced by a tmpfs holding a read-only bind of the Python installation, so the
+# unprivileged user can run the interpreter as it could in the image.
+SANDBOX = r"""
+set -eu
+R=$1; shift
+mount --rbind / "$R"
+awk '{print $5}' /proc/self/mountinfo | grep "^$R" | sort | while read -r m; do
+  mount -o remount,bind,ro "$m" 2>/dev/null || true
+done
+mount -t tmpfs -o mode=1777,size=256m tmpfs "$R/tmp"
+mount -t tmpfs -o mode=0755,size=1m tmpfs "$R/root"
+if [ -d /root/.pyenv ]; then
+  mkdir "$R/root/.pyenv" && mount --bind /root/.pyenv "$R/root/.pyenv"
+  mount -o remount,bind,ro "$R/root/.pyenv"
+fi
+exec chroot "$R" setpriv --reuid=1000 --regid=1000 --clear-groups --no-new-privs \
+  --inh-caps=-all --bounding-set=-all "$@"
+"""
+
+
+def sandboxed(root: Path, *command: str) -> list[str]:
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox",
+            str(root), *command]  # fmt: skip
+
+
+class ReadOnlyRootService(ServiceProcess):
+    """``python -m <module>`` as the image runs it: UID 1000, read-only root, /tmp only."""
+
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path, root: Path) -> None:
+        super().__init__(module, env, log_dir)
+        self.root = root
+        self.env.update(HOME="/tmp", PYTHONDONTWRITEBYTECODE="1",
+                        CDB_MIGRATIONS_DIR=str(ROOT / "migrations"))  # fmt: skip
+
+    def start(self) -> ReadOnlyRootService:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            sandboxed(self.root, sys.executable, "-m", self.module),
+            env=self.env, stdout=log, stderr=log, cwd="/",
+        )  # fmt: skip
+        return self
+
+
+@pytest.fixture
+def sandbox_root(tmp_path: Path) -> Path:
+    assert os.geteuid() == 0, "the read-only sandbox needs root for mount namespaces (CI is root)"
+    assert shutil.which("unshare") and shutil.which("setpriv"), "util-linux is missing"
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+def test_the_sandbox_is_read_only_and_unprivileged(sandbox_root: Path) -> None:
+    probe = (
+        "id -u; id -g; touch /tmp/ok && echo tmp-writable; "
+        f"touch {ROOT}/write-probe 2>/dev/null && echo root-writable || echo root-read-only; "
+        "touch /etc/write-probe 2>/dev/null && echo etc-writable || echo etc-read-only"
+    )
+    result = subprocess.run(
+        sandboxed(sandbox_root, "sh", "-c", probe), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "1000", "tmp-writable", "root-read-only",
+                                     "etc-read-only"]  # fmt: skip
+    assert not (ROOT / "write-probe").exists()
+
+
+@pytest.mark.parametrize(
+    "module", ["cdb.signal_engine", "cdb.risk_manager", "cdb.execution_service"]
+)
+def test_service_runs_as_uid_1000_on_a_read_only_root(
+    module: str, service_env: dict[str, str], sandbox_root: Path, tmp_path: Path
+) -> None:
+    with ReadOnlyRootService(module, service_env, tmp_path, sandbox_root) as service:
+        health: dict[str, Any] = service.wait_healthy(timeout=90)
+        assert health["status"] == "ok"
+        assert service.proc is not None
+        status = Path(f"/proc/{service.proc.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == ["1000"] * 4, uid_line
+        assert service.terminate() == 0, service.log()

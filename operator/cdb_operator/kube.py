@@ -1,7 +1,7 @@
 """A small async Kubernetes API client for the objects the operator owns.
 
 kopf watches TradingBots with its own client; this one creates and patches the owned
-ConfigMap, Service and StatefulSet and reads their status. It connects with the same
+ConfigMap and StatefulSet and reads their status. It connects with the same
 :class:`kopf.ConnectionInfo` kopf logs in with (service account in a pod, kubeconfig on a
 laptop, an explicit server in tests), and re-logs-in once on 401 (rotated tokens).
 Updates are JSON merge patches, which every API server (and KMock) applies the same way.

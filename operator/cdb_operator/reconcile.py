@@ -4,7 +4,7 @@
    the universe from bot_rest; on a bot_rest outage the last resolved set stays).
 2. Diff the resolved config against the one in force (the ConfigMap) field by field and
    record the changes in ``config_audit`` *before* applying them: no unrecorded change.
-3. Write the ConfigMap, headless Service and StatefulSet, each only if its desired state
+3. Write the ConfigMap and the StatefulSet, each only if its desired state
    changed (hash annotation), so a replayed reconcile writes nothing.
 4. Publish a ``control`` event when the live settings changed (status.liveConfigHash).
 5. Patch the status (only keys that changed) and post one Event per applied change.
@@ -43,7 +43,6 @@ from cdb_operator.kube import ApiError, ObjectRef
 from cdb_operator.resources import (
     HASH_ANNOTATION,
     build_config_map,
-    build_service,
     build_stateful_set,
     config_map_name,
     owner_reference,
@@ -203,10 +202,6 @@ class Reconciler:
         await self.ensure(
             self.ref("v1", "configmaps", config_map_name(self.name)),
             build_config_map(self.name, self.namespace, owner, config),
-        )
-        await self.ensure(
-            self.ref("v1", "services", workload_name(self.name)),
-            build_service(self.name, self.namespace, owner),
         )
         return await self.ensure(
             self.ref("apps/v1", "statefulsets", workload_name(self.name)),

@@ -2,7 +2,6 @@
 
 * ConfigMap ``<bot>-config``: the resolved config (``config.json``) and the symbol list
   (``symbols``, comma separated) the screener pods read at start.
-* Service ``<bot>-bot-ws``: headless, the StatefulSet's governing service (and scrape target).
 * StatefulSet ``<bot>-bot-ws``: one bot_ws replica per chunk; pod ``<bot>-bot-ws-N`` takes
   chunk N (bot_ws derives CHUNK_INDEX from the ordinal at the end of POD_NAME).
 
@@ -23,7 +22,6 @@ from cdb_operator.spec import ResolvedConfig, stable_hash
 __all__ = [
     "HASH_ANNOTATION",
     "build_config_map",
-    "build_service",
     "build_stateful_set",
     "config_map_name",
     "owner_reference",
@@ -101,21 +99,6 @@ def build_config_map(
                 "config.json": json.dumps(config.document(), sort_keys=True, indent=1),
                 "symbols": ",".join(config.symbols),
                 "config-hash": config.config_hash,
-            },
-        }
-    )
-
-
-def build_service(bot: str, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
-    return _stamp(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _metadata(workload_name(bot), bot, namespace, owner),
-            "spec": {
-                "clusterIP": "None",
-                "selector": selector_labels(bot),
-                "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
             },
         }
     )
@@ -201,7 +184,7 @@ def build_stateful_set(
             "kind": "StatefulSet",
             "metadata": _metadata(workload_name(bot), bot, namespace, owner),
             "spec": {
-                "serviceName": workload_name(bot),
+                "serviceName": workload_name(bot),  # pod DNS only if such a Service exists
                 "replicas": config.chunks,
                 "podManagementPolicy": "Parallel",
                 "selector": {"matchLabels": selector_labels(bot)},

@@ -34,3 +34,17 @@ schemas: setup
 
 clean:
 	rm -rf .cdb bench/results/*.json .pytest_cache .mypy_cache .ruff_cache
+
+# --- Kubernetes: the chart rendered, the image, the kind end-to-end run ---------------
+.PHONY: image kind-e2e
+IMAGE ?= claire-de-binare
+IMAGE_TAG ?= 0.1.0
+
+manifests: setup
+	bash scripts/render-manifests.sh manifests
+
+image:
+	docker build -t $(IMAGE):$(IMAGE_TAG) -t $(IMAGE):latest-local .
+
+kind-e2e: setup
+	IMAGE=$(IMAGE) bash scripts/kind-e2e.sh

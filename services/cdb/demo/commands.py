@@ -21,7 +21,7 @@ def demo(
     port_offset: int = typer.Option(0, min=0, help="Added to every service port (8000…8010)."),
     redis_port: int = typer.Option(16379, help="Local Redis port."),
     postgres_port: int = typer.Option(15432, help="Local PostgreSQL port."),
-    symbols: str = typer.Option("", help="Comma-separated symbols (default: 12 demo symbols)."),
+    symbols: int = typer.Option(40, min=1, help="How many USDT perpetuals mexc_sim lists."),
     seed: int = typer.Option(7, help="mexc_sim's random seed."),
     speed: float = typer.Option(20.0, min=0.01, help="mexc_sim's clock speed-up."),
     scenario: str = typer.Option("pump", help="mexc_sim scenario."),
@@ -31,7 +31,6 @@ def demo(
     from cdb.demo.plan import DemoOptions
     from cdb.demo.run import run_demo
 
-    chosen = tuple(s.strip() for s in symbols.split(",") if s.strip())
     options = DemoOptions(
         port_offset=port_offset,
         redis_port=redis_port,
@@ -40,7 +39,7 @@ def demo(
         speed=speed,
         scenario=scenario,
         with_ml=ml,
-        **({"symbols": chosen} if chosen else {}),
+        symbols=symbols,
     )
     code = asyncio.run(
         run_demo(options, data_dir, fresh=fresh, headless=headless, duration_s=duration)

@@ -34,20 +34,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "mexc_sim": 8010,
 }
 
-DEFAULT_SYMBOLS: tuple[str, ...] = (
-    "BTC_USDT",
-    "ETH_USDT",
-    "SOL_USDT",
-    "XRP_USDT",
-    "DOGE_USDT",
-    "PEPE_USDT",
-    "WIF_USDT",
-    "SUI_USDT",
-    "ADA_USDT",
-    "AVAX_USDT",
-    "LINK_USDT",
-    "TON_USDT",
-)
+DEFAULT_SYMBOLS = 40  # mexc_sim lists this many USDT perpetuals; bot_ws screens them all
 
 # The seed's order: the exchange first, then what reads it, then what reads them.
 START_ORDER: tuple[str, ...] = (
@@ -70,7 +57,7 @@ class DemoOptions(BaseModel):
     port_offset: int = Field(default=0, ge=0, le=50_000)
     redis_port: int = Field(default=16379, gt=0, lt=65536)
     postgres_port: int = Field(default=15432, gt=0, lt=65536)
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    symbols: int = Field(default=DEFAULT_SYMBOLS, ge=1, le=5000)
     seed: int = 7
     speed: float = Field(default=20.0, gt=0)
     scenario: str = "pump"
@@ -119,7 +106,6 @@ def demo_plan(
 ) -> list[ServiceSpec]:
     """The services to start, in start order; optional ones only when installed."""
     sim = f"127.0.0.1:{options.port('mexc_sim')}"
-    symbols = ",".join(options.symbols)
     shared = {
         **stack_env,
         "HTTP_HOST": "127.0.0.1",
@@ -127,7 +113,6 @@ def demo_plan(
         "MEXC_WS_URL": f"ws://{sim}/edge",
         "MEXC_REST_URL": f"http://{sim}",
         "BOT_REST_URL": f"http://127.0.0.1:{options.port('bot_rest')}",
-        "SYMBOLS": symbols,
         "TRADING_MODE": "paper",
         **options.extra_env,
     }
@@ -144,7 +129,7 @@ def demo_plan(
                 "--port",
                 str(port),
                 "--symbols",
-                symbols,
+                str(options.symbols),
                 "--seed",
                 str(options.seed),
                 "--speed",

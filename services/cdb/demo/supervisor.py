@@ -196,17 +196,19 @@ class Supervisor:
         process = child.process
         if process is None:
             return None
-        if process.returncode is None:
-            self._set(child, "stopping")
+        if process.returncode is not None:  # it had exited already: keep what it showed
+            child.exit_code = process.returncode
+            return process.returncode
+        self._set(child, "stopping")
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.stop_grace_s)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self.stop_grace_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-                self._set(child, "killed")
-                return process.returncode
+                process.kill()
+            await process.wait()
+            self._set(child, "killed")
+            return process.returncode
         self._set(child, f"stopped ({process.returncode})")
         return process.returncode

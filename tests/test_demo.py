@@ -1,0 +1,163 @@
+"""``cdb demo``: the start plan, the supervisor on real service processes, and the whole
+stack headless end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdb.demo.plan import DEFAULT_PORTS, DemoOptions, ServiceSpec, demo_plan
+from cdb.demo.supervisor import StartError, Supervisor
+from cdb.localstack import LocalPostgres
+from tests.support import ROOT, free_port
+
+STACK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1", "REDIS_PASSWORD": "x"}
+
+
+def test_plan_follows_the_seed_order_with_offset_ports() -> None:
+    options = DemoOptions(port_offset=100, symbols=12, seed=3)
+    every = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
+             "execution_service", "ml_advisor")  # fmt: skip
+    plan = demo_plan(options, STACK, available=every)
+    assert [s.name for s in plan] == list(every)
+    assert [s.port for s in plan] == [DEFAULT_PORTS[name] + 100 for name in every]
+    sim = plan[0]
+    assert sim.argv == ("--port", "8110", "--symbols", "12", "--seed", "3",
+                        "--speed", "20.0", "--scenario", "pump")  # fmt: skip
+    for spec in plan:
+        assert spec.env["HTTP_PORT"] == str(spec.port)
+        assert spec.env["MEXC_WS_URL"] == "ws://127.0.0.1:8110/edge"
+        assert spec.env["MEXC_REST_URL"] == "http://127.0.0.1:8110"
+        assert spec.env["BOT_REST_URL"] == "http://127.0.0.1:8104"
+        assert spec.env["TRADING_MODE"] == "paper"
+        assert spec.env["REDIS_PASSWORD"] == "x"
+
+
+def test_plan_leaves_out_an_absent_or_unwanted_ml_advisor() -> None:
+    core = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
+            "execution_service")  # fmt: skip
+    assert [s.name for s in demo_plan(DemoOptions(), STACK, available=core)] == list(core)
+    with_ml = (*core, "ml_advisor")
+    plan = demo_plan(DemoOptions(with_ml=False), STACK, available=with_ml)
+    assert "ml_advisor" not in [s.name for s in plan]
+
+
+def spec(name: str, env: dict[str, str], **extra: str) -> ServiceSpec:
+    port = free_port()
+    return ServiceSpec(
+        name=name,
+        module=f"cdb.{name}",
+        port=port,
+        env={**env, "HTTP_PORT": str(port), "HTTP_HOST": "127.0.0.1", **extra},
+    )
+
+
+async def test_supervisor_starts_in_order_watches_and_stops_gracefully(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    specs = [spec("signal_engine", service_env), spec("risk_manager", service_env)]
+    seen: list[tuple[str, str]] = []
+    supervisor = Supervisor(
+        specs, tmp_path / "logs", on_change=lambda c: seen.append((c.name, c.state))
+    )
+    try:
+        await supervisor.start_all()
+        first, second = supervisor.children
+        assert first.state == second.state == "ok"
+        # the second child was started only after the first answered ok
+        assert seen.index(("signal_engine", "ok")) < seen.index(("risk_manager", "starting"))
+        assert await supervisor.probe_all() == {"signal_engine": "ok", "risk_manager": "ok"}
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(supervisor.watch(stop, interval_s=0.2))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await watcher
+        assert all(child.stayed_healthy and child.probes >= 2 for child in supervisor.children)
+    finally:
+        codes = await supervisor.stop_all()
+    # SIGTERM drains and exits 0, in reverse start order
+    assert list(codes.items()) == [("risk_manager", 0), ("signal_engine", 0)]
+    assert (tmp_path / "logs" / "signal_engine.log").stat().st_size > 0
+
+
+async def test_supervisor_reports_a_child_that_cannot_start(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = spec("signal_engine", service_env, SIGNAL_THRESHOLD_PCT="-1")
+    supervisor = Supervisor([bad], tmp_path / "logs")
+    try:
+        with pytest.raises(StartError) as failure:
+            await supervisor.start_all()
+    finally:
+        await supervisor.stop_all()
+    assert "signal_engine exited with code 2" in str(failure.value)
+    assert "SIGNAL_THRESHOLD_PCT" in str(failure.value)  # the child's own one-line message
+    assert supervisor.children[0].state == "exited 2"
+
+
+def free_block(size: int = 11) -> int:
+    """A port offset whose 8000+offset … 8010+offset are all free now."""
+    for offset in range(21_000, 40_000, 97):
+        ports = [8000 + offset + i for i in range(size)]
+        busy = False
+        for port in ports:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    busy = True
+                    break
+        if not busy:
+            return offset
+    raise RuntimeError("no free block of ports")
+
+
+async def count(settings_port: int, data_dir: Path) -> dict[str, int]:
+    from cdb.core.config import PostgresSettings
+    from cdb.report.books import connect, count_rows
+
+    conn = await connect(PostgresSettings(postgres_port=settings_port))
+    try:
+        return await count_rows(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+async def test_headless_demo_runs_the_whole_stack_and_keeps_the_books(tmp_path: Path) -> None:
+    data_dir = tmp_path / "cdb"
+    redis_port, postgres_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "cdb.cli", "demo", "--headless", "--duration", "45",
+        "--data-dir", str(data_dir), "--port-offset", str(free_block()),
+        "--redis-port", str(redis_port), "--postgres-port", str(postgres_port),
+        "--speed", "30",
+    ]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}
+    run = await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "every service stayed healthy" in output, output
+    for name in ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
+                 "execution_service"):  # fmt: skip
+        assert f"{name}" in output and (data_dir / "logs" / f"{name}.log").exists()
+    assert "stopped; data kept in" in output
+
+    # the data survived the stop: start only PostgreSQL from the data directory and count
+    postgres = LocalPostgres(data_dir / "postgres", postgres_port)
+    await asyncio.to_thread(postgres.start)
+    try:
+        counts = await count(postgres_port, data_dir)
+    finally:
+        await asyncio.to_thread(postgres.stop)
+    assert counts["signals"] > 0, counts
+    assert counts["orders"] > 0, counts
+    assert counts["fills"] > 0, counts

@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--ping-timeout", type=float, default=60.0, help="close sockets silent this long")
     add("--max-subs", type=int, default=None, help="fault: per-connection subscription cap")
     add("--throttle", action="store_true", help="fault: every REST call gets code 510")
+    add("--kline-limit", type=int, default=20, help="kline requests per 2 s and client")
     return parser
 
 
@@ -131,6 +132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
             pump_every_min=args.pump_every_min,
             pump_pct=args.pump_pct,
             push_interval_s=args.push_interval,
+            limits=RestLimits(kline=args.kline_limit),
             faults=Faults(
                 paused=args.pause,
                 drop_every_s=args.drop_every,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -181,15 +182,21 @@ class Market:
             activity[index] = 4.0
         return drift, activity
 
-    def advance_to(self, sim_ms: int) -> dict[str, list[Deal]]:
+    def advance_to(self, sim_ms: int, budget_s: float | None = None) -> dict[str, list[Deal]]:
         """Generate every whole step ending at or before ``sim_ms``; the new deals per symbol.
 
-        The new deals are also kept in :attr:`pending` until :meth:`drain` hands them to
-        the push loop, so a REST call that advances the market loses no push.
+        With ``budget_s``, stop after that much work: at a speed the machine cannot
+        generate, the market falls behind the wall clock instead of stalling the server
+        (the steps, and so the market, stay the same). The new deals are also kept in
+        :attr:`pending` until :meth:`drain` hands them to the push loop, so a REST call
+        that advances the market loses no push.
         """
         new: dict[str, list[Deal]] = {}
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         while self.now_ms + STEP_MS <= sim_ms:
             self._step(new)
+            if deadline is not None and time.monotonic() > deadline:
+                break
         for symbol, deals in new.items():
             self.pending.setdefault(symbol, []).extend(deals)
         return new
@@ -219,8 +226,8 @@ class Market:
             state = self.states[symbol]
             contract = state.contract
             bars = state.bars
-            if bars[-1].t != minute_s:
-                last = bars[-1].c
+            if not bars or bars[-1].t != minute_s:
+                last = bars[-1].c if bars else state.last_price
                 bars.append(Bar(t=minute_s, prev_close=last, o=last, h=last, low=last, c=last))
                 if len(bars) > self.keep_bars + 100:
                     del bars[: len(bars) - self.keep_bars]

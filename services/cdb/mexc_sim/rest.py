@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from cdb.mexc_sim.market import INTERVAL_MINUTES, aggregate
-from cdb.mexc_sim.simulator import Simulator
+from cdb.mexc_sim.simulator import STEP_BUDGET_S, Simulator
 
 __all__ = ["MAX_KLINE_BARS", "rest_router"]
 
@@ -63,7 +63,7 @@ def rest_router(sim: Simulator) -> APIRouter:
 
     @router.get("/ping")
     async def ping(request: Request) -> JSONResponse:
-        return await guard(request, "ping") or ok(sim.now_ms())
+        return await guard(request, "ping") or ok(sim.market.now_ms)
 
     @router.get("/detail")
     async def detail(request: Request) -> JSONResponse:
@@ -81,7 +81,7 @@ def rest_router(sim: Simulator) -> APIRouter:
     async def ticker(request: Request) -> JSONResponse:
         if refused := await guard(request, "ticker"):
             return refused
-        sim.market.advance_to(sim.now_ms())
+        sim.market.advance_to(sim.now_ms(), budget_s=STEP_BUDGET_S)
         raw = request.query_params.get("symbol")
         if raw is None:
             return ok([sim.market.ticker(s) for s in sim.market.order])
@@ -105,7 +105,7 @@ def rest_router(sim: Simulator) -> APIRouter:
             end = _int_param(request, "end")
         except ValueError as error:
             return failure(600, str(error))
-        sim.market.advance_to(sim.now_ms())
+        sim.market.advance_to(sim.now_ms(), budget_s=STEP_BUDGET_S)
         return ok(klines(sim, symbol, INTERVAL_MINUTES[interval], start, end))
 
     @router.get("/deals/{raw_symbol}")
@@ -119,7 +119,7 @@ def rest_router(sim: Simulator) -> APIRouter:
             limit = _int_param(request, "limit") or MAX_DEALS
         except ValueError as error:
             return failure(600, str(error))
-        sim.market.advance_to(sim.now_ms())
+        sim.market.advance_to(sim.now_ms(), budget_s=STEP_BUDGET_S)
         recent = list(sim.market.states[symbol].recent)[-min(limit, MAX_DEALS) :]
         rows = [{k: v for k, v in d.wire().items() if k not in ("i", "cts")} for d in recent]
         return ok(rows[::-1])

@@ -32,6 +32,8 @@ def frame(channel: str, data: Any, ts: int, symbol: str | None = None) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+STEP_BUDGET_S = 0.05  # market generation per push round or REST call, then serve others
+
 MALFORMED_KINDS = ("truncated", "garbage", "bad_fields", "binary")
 
 
@@ -130,7 +132,7 @@ class Simulator:
             await self.drop_connections()
         if faults.push_delay_ms:
             await asyncio.sleep(faults.push_delay_ms / 1000)
-        self.market.advance_to(self.now_ms())
+        self.market.advance_to(self.now_ms(), budget_s=STEP_BUDGET_S)
         if faults.paused:
             return
         # from here to the end no await: every frame of this round is queued at once

@@ -1,0 +1,225 @@
+"""The operator's pure parts, and ``python -m cdb_operator`` as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from cdb_operator.audit import actor_of, diff_configs
+from cdb_operator.conditions import Problem, WorkloadState, merge_conditions, workload_conditions
+from cdb_operator.resources import WORKLOAD_ANNOTATION, build_config_map, build_stateful_set
+from cdb_operator.settings import OperatorEnv
+from cdb_operator.spec import ResolvedConfig, TradingBotSpec, chunk_count
+from tests.support import ROOT, ServiceProcess, free_port
+
+OWNER = {"apiVersion": "cdb.io/v1alpha1", "kind": "TradingBot", "name": "b", "uid": "u"}
+
+
+def env() -> OperatorEnv:
+    return OperatorEnv(_env_file=None, redis_password="x")  # type: ignore[call-arg]
+
+
+def config(**spec: Any) -> ResolvedConfig:
+    parsed = TradingBotSpec.model_validate({"symbols": ["BTC_USDT", "ETH_USDT"], **spec})
+    return ResolvedConfig.build(parsed, list(parsed.symbols))
+
+
+@pytest.mark.parametrize(
+    ("symbols", "size", "chunks"),
+    [(450, 200, 3), (400, 200, 2), (1, 200, 1), (0, 200, 1), (5, 1, 5)],
+)
+def test_one_chunk_per_chunk_size_symbols(symbols: int, size: int, chunks: int) -> None:
+    assert chunk_count(symbols, size) == chunks
+
+
+def test_live_settings_leave_the_pod_template_alone() -> None:
+    base = build_stateful_set("b", "cdb", OWNER, config(), env())
+    live = build_stateful_set(
+        "b",
+        "cdb",
+        OWNER,
+        config(
+            signal={"thresholdPct": 9, "minVolume": 1},
+            risk={"maxDailyLossPct": 1, "maxPositionPct": 1, "maxExposurePct": 1},
+            trading={"paused": True},
+            shadowMode={"enabled": False, "confidenceThreshold": 0.9},
+        ),
+        env(),
+    )
+    assert live == base
+    rolled = build_stateful_set("b", "cdb", OWNER, config(signal={"lookbackMinutes": 30}), env())
+    template = rolled["spec"]["template"]
+    assert (
+        template["metadata"]["annotations"][WORKLOAD_ANNOTATION]
+        != (base["spec"]["template"]["metadata"]["annotations"][WORKLOAD_ANNOTATION])
+    )
+
+
+def test_the_config_map_carries_what_the_pods_read() -> None:
+    config_map = build_config_map("b", "cdb", OWNER, config(symbols=["ETH_USDT", "BTC_USDT"]))
+    assert config_map["data"]["symbols"] == "BTC_USDT,ETH_USDT"
+    assert config_map["metadata"]["ownerReferences"] == [OWNER]
+
+
+def test_no_secret_value_is_ever_written_into_a_manifest() -> None:
+    secret_env = OperatorEnv(  # type: ignore[call-arg]
+        _env_file=None, redis_password="r-secret-1", postgres_password="p-secret-2"
+    )
+    manifest = yaml.safe_dump(build_stateful_set("b", "cdb", OWNER, config(), secret_env))
+    assert "r-secret-1" not in manifest and "p-secret-2" not in manifest
+
+
+def test_diff_lists_changed_leaves_only() -> None:
+    old = config().document()
+    new = config(signal={"thresholdPct": 4.5}, trading={"paused": True}).document()
+    changes = diff_configs(old, new)
+    assert [(c.field, c.old, c.new) for c in changes] == [
+        ("signal.thresholdPct", 3.0, 4.5),
+        ("trading.paused", False, True),
+    ]
+    assert diff_configs(new, new) == []
+    assert {c.field for c in diff_configs(None, new)} >= {
+        "symbols",
+        "chunkSize",
+        "risk.stopLossPct",
+    }
+
+
+def spec_entry(manager: str, when: str, **extra: Any) -> dict[str, Any]:
+    return {"manager": manager, "time": when, "fieldsV1": {"f:spec": {}}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "actor"),
+    [
+        ({}, "kubectl"),
+        ({"managedFields": [spec_entry("kubectl-edit", "2026-01-01T00:00:00Z")]}, "kubectl-edit"),
+        (
+            {
+                "managedFields": [
+                    spec_entry("kubectl-client-side-apply", "2026-01-01T00:00:00Z"),
+                    spec_entry("helm", "2026-01-02T00:00:00Z"),
+                    spec_entry("kopf", "2026-01-03T00:00:00Z"),
+                    spec_entry("kubectl-patch", "2026-01-04T00:00:00Z", subresource="status"),
+                    {
+                        "manager": "k9s",
+                        "time": "2026-01-05T00:00:00Z",
+                        "fieldsV1": {"f:metadata": {}},
+                    },
+                ]
+            },
+            "helm",
+        ),
+        (
+            {
+                "annotations": {"cdb.io/changed-by": "alice"},
+                "managedFields": [spec_entry("kubectl-edit", "2026-01-01T00:00:00Z")],
+            },
+            "alice",
+        ),
+    ],
+)
+def test_the_actor_is_the_latest_spec_manager(metadata: dict[str, Any], actor: str) -> None:
+    assert actor_of(metadata) == actor
+
+
+def test_conditions_keep_their_transition_time_while_unchanged() -> None:
+    starting = workload_conditions(WorkloadState(replicas=3, ready=1, updated=3), True, None)
+    first = merge_conditions(None, starting, 4)
+    again = merge_conditions(first, starting, 4)
+    assert again == first
+    assert {c["type"]: c["status"] for c in first} == {
+        "Ready": "False",
+        "Progressing": "True",
+        "Degraded": "False",
+    }
+    problem = Problem(reason="BusUnreachable", message="redis down")
+    degraded = workload_conditions(WorkloadState(replicas=3, ready=3, updated=3), True, problem)
+    assert [c["reason"] for c in degraded] == ["Running", "RolloutComplete", "BusUnreachable"]
+
+
+def test_a_bad_environment_stops_the_operator_with_one_line_per_variable() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdb_operator"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "REDIS_PASSWORD": "x",
+            "HTTP_PORT": "99999",
+            "BOT_WS_IMAGE_PULL_POLICY": "Sometimes",
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("config error: HTTP_PORT=")
+    assert lines[1].startswith("config error: BOT_WS_IMAGE_PULL_POLICY=")
+
+
+async def test_the_operator_process_serves_health_and_metrics_on_its_port(
+    kmock: Any, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    server = str(kmock.url).rstrip("/")
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    port = free_port()
+    process = ServiceProcess(
+        "cdb_operator",
+        {**service_env, "KUBECONFIG": str(kubeconfig), "OPERATOR_NAMESPACE": "cdb"},
+        tmp_path,
+        port=port,
+    )
+    with process:
+        health = await _until_ok(f"http://127.0.0.1:{port}/health", process)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            status = (await client.get(f"http://127.0.0.1:{port}/status")).json()
+        assert process.terminate() == 0
+
+    assert health == {"status": "ok"}
+    for name in (
+        "cdb_operator_reconciles_total",
+        "cdb_operator_control_events_total",
+        "cdb_operator_audit_rows_total",
+        "cdb_operator_status",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')}" in metrics
+    assert status["bus"] == "reachable" and status["database"] == "reachable"
+    assert "test-only-redis-password" not in str(status) + metrics + process.log()
+
+
+async def _until_ok(url: str, process: ServiceProcess) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            assert process.proc is not None and process.proc.poll() is None, process.log()
+            try:
+                reply = await client.get(url, timeout=1.0)
+                if reply.status_code == 200:
+                    return dict(reply.json())
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"operator not healthy:\n{process.log()}")

@@ -13,6 +13,7 @@ from cdb.core.schemas import schema_drift, write_schemas
 from cdb.demo.commands import demo, status
 from cdb.ml_advisor.cli import build_app as build_ml_app
 from cdb.ml_advisor.rules import MarketDataRule
+from cdb.replay.command import replay
 from cdb.report.command import report
 from cdb.signal_engine.strategy import CooldownState, MomentumStrategy, StrategyParams
 
@@ -53,6 +54,7 @@ def migrate() -> None:
 app.command()(demo)
 app.command()(status)
 app.command()(report)
+app.command()(replay)
 
 
 def momentum_rule(threshold_pct: float, min_volume: float) -> MarketDataRule:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -48,9 +49,15 @@ async def test_a_pump_becomes_a_position_and_its_stop_loss_closes_it(
             what="risk book saw the fill",
         )
 
-        # The scripted path: 1.99 (no stop), then a bar whose low reaches 1.95 < 1.96.
-        await bus.publish(candle("PUMP_USDT", low=1.97, high=2.01, open_=2.0, close=1.99))
-        await bus.publish(candle("PUMP_USDT", low=1.95, high=1.99, open_=1.99, close=1.955))
+        # The scripted path, bars after the entry: 1.99 (no stop), then a bar whose low
+        # reaches 1.95 < 1.96. (A bar that began before the entry would count only its close.)
+        after = int(time.time()) + 1
+        await bus.publish(
+            candle("PUMP_USDT", low=1.97, high=2.01, open_=2.0, close=1.99, open_time=after)
+        )
+        await bus.publish(
+            candle("PUMP_USDT", low=1.95, high=1.99, open_=1.99, close=1.955, open_time=after + 60)
+        )
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM risk_positions") == "closed",
             what="stop-loss close reached the risk book",

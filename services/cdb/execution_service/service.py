@@ -264,24 +264,46 @@ class ExecutionService(Service[ExecutionSettings]):
             low=candle.low,
             high=candle.high,
             open_=candle.open,
+            event_start=float(candle.open_time),
             event_end=candle.open_time + 60.0,
+            last=candle.close,
         )
 
     async def on_market_data(self, md: MarketData) -> None:
         self.prices[md.symbol] = md.price
+        at = md.timestamp + 2.0  # whole seconds: a tick of the fill's second counts
         await self._watch(
-            md.symbol, low=md.price, high=md.price, open_=None, event_end=md.timestamp + 2.0
+            md.symbol,
+            low=md.price,
+            high=md.price,
+            open_=None,
+            event_start=at,
+            event_end=at,
+            last=md.price,
         )
 
     async def _watch(
-        self, symbol: str, *, low: float, high: float, open_: float | None, event_end: float
+        self,
+        symbol: str,
+        *,
+        low: float,
+        high: float,
+        open_: float | None,
+        event_start: float,
+        event_end: float,
+        last: float,
     ) -> None:
+        """Close positions whose stop this price (a bar or a tick) reached. A bar that began
+        before the position opened counts only with its close: its low/high may be older."""
         if self.live is not None:
             return  # live positions carry their stop at MEXC (stopLossPrice)
         for position in list(self.positions.get(symbol, {}).values()):
             if event_end < position.opened_at:
                 continue  # a price from before the position opened
-            exit_price = self.model.stop_exit(position, low=low, high=high, open_=open_)
+            if event_start < position.opened_at:
+                exit_price = self.model.stop_exit(position, low=last, high=last)
+            else:
+                exit_price = self.model.stop_exit(position, low=low, high=high, open_=open_)
             if exit_price is not None:
                 await self._close(position, exit_price)
 

@@ -232,6 +232,7 @@ def objects_of_defaults() -> list[dict[str, Any]]:
 # --- checkov --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checkov_finds_no_failed_check_and_every_skip_has_a_reason(
     rendered: dict[str, Path], tmp_path: Path
 ) -> None:

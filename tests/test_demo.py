@@ -134,7 +134,7 @@ async def test_headless_demo_runs_the_whole_stack_and_keeps_the_books(tmp_path: 
     data_dir = tmp_path / "cdb"
     redis_port, postgres_port = free_port(), free_port()
     command = [
-        sys.executable, "-m", "cdb.cli", "demo", "--headless", "--duration", "45",
+        sys.executable, "-m", "cdb.cli", "demo", "--headless", "--duration", "30",
         "--data-dir", str(data_dir), "--port-offset", str(free_block()),
         "--redis-port", str(redis_port), "--postgres-port", str(postgres_port),
         "--speed", "30",

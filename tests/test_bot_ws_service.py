@@ -242,3 +242,25 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
             lambda: any(e.interval == "5m" for e in events(redisdb, "cdb:market_data", MarketData)),
             what="market_data with the new window",
         )
+
+
+def test_universe_and_backfill_through_bot_rest(
+    redis_only_env: dict[str, str], sim_factory: Any, tmp_path: Path, redisdb: Redis
+) -> None:
+    sim = sim_factory(["--symbols", "5", "--speed", "60"])
+    rest = ServiceProcess("cdb.bot_rest", {**redis_only_env, "MEXC_REST_URL": sim.url}, tmp_path)
+    with rest:
+        rest.wait_healthy(timeout=30)
+        service = bot_ws(redis_only_env, sim, tmp_path, BOT_REST_URL=rest.url)
+        with service:
+            service.wait_healthy(timeout=60)
+            assert service.status()["universe"] == 5
+            eventually(lambda: redisdb.xlen("cdb:candles") > 5 * 20, what="candles")
+            series: dict[str, list[int]] = {}
+            for candle in events(redisdb, "cdb:candles", Candle):
+                series.setdefault(candle.symbol, []).append(candle.open_time)
+            assert len(series) == 5
+            for times in series.values():
+                assert times == list(range(times[0], times[-1] + 60, 60))
+            assert metric(rest, "bot_rest_requests_total") >= 5 + 1  # klines + universe
+            assert metric(service, "bot_ws_backfilled_candles_total") >= 5 * 15

@@ -229,3 +229,19 @@ def test_service_runs_as_uid_1000_on_a_read_only_root(
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
         assert uid_line.split()[1:] == ["1000"] * 4, uid_line
         assert service.terminate() == 0, service.log()
+
+
+def test_the_locked_runtime_set_has_the_services_deps_and_no_dev_tools() -> None:
+    """What `uv sync --frozen --no-dev` installs, read from uv.lock by uv itself."""
+    uv = ROOT / ".tools" / "bin" / "uv"
+    assert uv.exists(), "uv is missing: run `make setup`"
+    result = subprocess.run(
+        [str(uv), "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    packages = {line.split("==")[0].lower() for line in result.stdout.splitlines() if "==" in line}
+    assert {"fastapi", "uvicorn", "redis", "psycopg", "yoyo-migrations", "kopf",
+            "prometheus-client", "websockets"} <= packages  # fmt: skip
+    assert not packages & {"pytest", "ruff", "mypy", "hypothesis", "kmock", "import-linter"}

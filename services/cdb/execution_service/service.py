@@ -165,7 +165,8 @@ class ExecutionService(Service[ExecutionSettings]):
                 status, fill = "rejected", None
             else:
                 fill = self.model.fill_open(order, self.prices.get(order.symbol))
-                await store.insert_order(conn, order, "filled", mode)
+                if not await store.insert_order(conn, order, "filled", mode):
+                    return  # a replica executed it in the meantime
                 await store.open_position(conn, order, fill)
                 await self.outbox.add(
                     conn, result_for(order, "filled", fill, "", mode), Stream.ORDER_RESULTS

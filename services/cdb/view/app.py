@@ -57,7 +57,7 @@ def render_account(snap: Snapshot) -> str:
     ]
     if snap.last_risk_event is not None:
         event = snap.last_risk_event
-        lines.append(f"last risk   {event.kind}: {event.reason[:48]} ({_time(event.created_at)})")
+        lines.append(f"last risk   {event.kind}: {event.reason[:40]}")
     if snap.errors:
         lines.append("[red]" + "; ".join(e[:80] for e in snap.errors) + "[/]")
     return "\n".join(lines)

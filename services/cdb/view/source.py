@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 RECENT = 12
+RATE_WINDOW_S = 10.0
 MARKET_WINDOW = 2000
 
 
@@ -178,7 +180,7 @@ class DashboardSource:
         )
         self.http = httpx.AsyncClient(timeout=2.0)
         self.conn: AsyncConnection[Any] | None = None
-        self._previous: dict[str, tuple[float, float]] = {}
+        self._samples: dict[str, deque[tuple[float, float]]] = {}
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -269,13 +271,17 @@ class DashboardSource:
             return {}
 
     def _rate(self, name: str, total: float | None, now: float) -> float | None:
+        """Per-second rate of a counter over the last ``RATE_WINDOW_S`` (bursts smoothed)."""
         if total is None:
             return None
-        previous = self._previous.get(name)
-        self._previous[name] = (now, total)
-        if previous is None or now <= previous[0]:
+        samples = self._samples.setdefault(name, deque())
+        samples.append((now, total))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.popleft()
+        first_at, first_total = samples[0]
+        if now <= first_at:
             return None
-        return max(0.0, (total - previous[1]) / (now - previous[0]))
+        return max(0.0, (total - first_total) / (now - first_at))
 
     async def _service(self, name: str, url: str) -> tuple[ServiceState, dict[str, float]]:
         health, metrics = await asyncio.gather(probe_health(self.http, url), self._metrics(url))

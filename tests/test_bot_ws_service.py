@@ -242,6 +242,7 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
             lambda: any(e.interval == "5m" for e in events(redisdb, "cdb:market_data", MarketData)),
             what="market_data with the new window",
         )
+        assert service.terminate() == 0  # SIGTERM: sockets closed, queued candles published
 
 
 def test_universe_and_backfill_through_bot_rest(

@@ -125,6 +125,8 @@ class ChunkConnection:
                     log.warning(
                         "exchange error", extra={"chunk": self.index, "text": frame.message}
                     )
+                    if "no response" in frame.message:  # MEXC's ping-timeout notice
+                        break
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -70,6 +70,8 @@ class BotWs(Service[BotWsSettings]):
         self.malformed_examples: list[str] = []
         self.published_movers: dict[str, list[dict[str, float | str]]] = {}
         self._backfilling: set[str] = set()
+        # one queue, one publisher: candles reach the stream in the order they closed
+        self._closed: asyncio.Queue[ClosedCandle] = asyncio.Queue()
         self._backfill_slots = asyncio.Semaphore(BACKFILL_CONCURRENCY)
         self._last_publish = 0.0
         self._last_window_end = 0
@@ -160,13 +162,18 @@ class BotWs(Service[BotWsSettings]):
         return [self.consumer(Stream.CONTROL, Control, self._on_control, touches_health=False)]
 
     def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
-        return [*(c.run for c in self.connections), self._close_and_publish, self._backfill]
+        return [
+            *(c.run for c in self.connections),
+            self._close_and_publish,
+            self._backfill,
+            self._publish_candles,
+        ]
 
     async def _close_and_publish(self) -> None:
         stop = self.kernel.stop
         while not stop.is_set():
             for candle in self.screener.close_due():
-                await self._publish_candle(candle)
+                self._closed.put_nowait(candle)
             end = self.screener.window_end()
             due = time.monotonic() - self._last_publish >= self.settings.publish_interval_s
             if end and (end != self._last_window_end or due):
@@ -174,6 +181,15 @@ class BotWs(Service[BotWsSettings]):
                 self._last_publish = time.monotonic()
                 await self._publish_movers()
             await sleep_unless(stop, TICK_S)
+
+    async def _publish_candles(self) -> None:
+        stop = self.kernel.stop
+        while not (stop.is_set() and self._closed.empty()):
+            try:
+                candle = await asyncio.wait_for(self._closed.get(), timeout=TICK_S)
+            except TimeoutError:
+                continue
+            await self._publish_candle(candle)
 
     async def _publish_candle(self, candle: ClosedCandle) -> None:
         await self.kernel.bus.publish(
@@ -246,7 +262,7 @@ class BotWs(Service[BotWsSettings]):
             for candle in closed:
                 if candle.source != "deals":
                     self.metrics.backfilled.inc()
-                await self._publish_candle(candle)
+                self._closed.put_nowait(candle)
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -161,3 +162,70 @@ async def test_headless_demo_runs_the_whole_stack_and_keeps_the_books(tmp_path: 
     assert counts["signals"] > 0, counts
     assert counts["orders"] > 0, counts
     assert counts["fills"] > 0, counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+async def test_status_while_running_then_sigterm_stops_everything_and_keeps_data(
+    tmp_path: Path,
+) -> None:
+    from cdb.demo.status import gather_status
+
+    data_dir = tmp_path / "cdb"
+    offset, redis_port, postgres_port = free_block(), free_port(), free_port()
+    command = [
+        sys.executable, "-m", "cdb.cli", "demo", "--headless", "--duration", "600",
+        "--data-dir", str(data_dir), "--port-offset", str(offset),
+        "--redis-port", str(redis_port), "--postgres-port", str(postgres_port),
+    ]  # fmt: skip
+    log = (tmp_path / "demo.out").open("w+")
+    demo = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        async def all_ok() -> bool:
+            assert demo.poll() is None, (tmp_path / "demo.out").read_text()
+            reports = await gather_status(offset)
+            return len(reports) >= 6 and all(r.ok for r in reports)
+
+        deadline = asyncio.get_running_loop().time() + 180
+        while not await all_ok():
+            assert asyncio.get_running_loop().time() < deadline, "stack never became healthy"
+            await asyncio.sleep(0.5)
+
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cdb.cli", "status", "--port-offset", str(offset), "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert '"signal_threshold_pct": 3.0' in status.stdout  # config in force
+        assert "password" not in status.stdout.lower()
+
+        # wait until the stack traded on paper: fills in its (running) PostgreSQL
+        while (await count(postgres_port, data_dir)).get("fills", 0) == 0:
+            assert asyncio.get_running_loop().time() < deadline, "no fills"
+            assert demo.poll() is None
+            await asyncio.sleep(1.0)
+        demo.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(demo.wait, 120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = (tmp_path / "demo.out").read_text()
+    assert code == 0, output
+    assert "every service stayed healthy" in output and "data kept in" in output
+    for name in ("bot_ws", "signal_engine", "execution_service"):
+        with socket.socket() as sock:  # every service is gone
+            assert sock.connect_ex(("127.0.0.1", DEFAULT_PORTS[name] + offset)) != 0
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", postgres_port)) != 0
+    postgres = LocalPostgres(data_dir / "postgres", postgres_port)
+    await asyncio.to_thread(postgres.start)
+    try:
+        assert (await count(postgres_port, data_dir))["fills"] > 0  # the books survived
+    finally:
+        await asyncio.to_thread(postgres.stop)

@@ -22,6 +22,7 @@ from cdb.bot_ws.frames import (
     TickersPush,
     parse_frame,
 )
+from cdb.mexc_sim import simulator as simulator_module
 from cdb.mexc_sim.app import RunningSimulator, running_simulator
 from cdb.mexc_sim.config import Faults, RestLimits, SimConfig, parse_args
 from cdb.mexc_sim.simulator import Simulator
@@ -221,3 +222,23 @@ def test_cli_flags() -> None:
     assert cfg.faults.max_subs_per_connection == 200
     with pytest.raises(SystemExit):
         parse_args(["--speed", "-1"])
+
+
+async def test_a_long_pause_loses_the_feed_and_resume_closes_the_sockets(
+    sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simulator_module, "MAX_PENDING_DEALS", 10)
+    async with websockets.connect(sim.ws_url, ping_interval=None) as ws:
+        await ws.send('{"method":"sub.deal","param":{"symbol":"BTC_USDT"}}')
+        await recv_until(ws, DealPush)
+        sim.sim.set_faults(paused=True)
+        for _ in range(200):
+            if sim.sim._feed_lost:
+                break
+            await asyncio.sleep(0.05)
+        assert sim.sim._feed_lost and sim.sim.market.pending_deals <= 10  # memory stays bounded
+        sim.sim.set_faults(paused=False)
+        with pytest.raises(websockets.ConnectionClosed):
+            for _ in range(1000):
+                await asyncio.wait_for(ws.recv(), timeout=10)
+    assert sim.sim.stats["drops"] == 1

@@ -117,6 +117,7 @@ class Market:
         self.keep_bars = max(config.keep_bars, config.history_min + 120)
         # deals generated but not pushed yet (REST calls advance the market too)
         self.pending: dict[str, list[Deal]] = {}
+        self.pending_deals = 0
         self._make_history()
 
     # ----- generation -------------------------------------------------------------------
@@ -199,11 +200,13 @@ class Market:
                 break
         for symbol, deals in new.items():
             self.pending.setdefault(symbol, []).extend(deals)
+            self.pending_deals += len(deals)
         return new
 
     def drain(self) -> dict[str, list[Deal]]:
         """The deals not pushed yet, oldest first; the buffer is emptied."""
         pending, self.pending = self.pending, {}
+        self.pending_deals = 0
         return pending
 
     def _step(self, new: dict[str, list[Deal]]) -> None:

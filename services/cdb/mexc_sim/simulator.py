@@ -32,6 +32,7 @@ def frame(channel: str, data: Any, ts: int, symbol: str | None = None) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+MAX_PENDING_DEALS = 200_000  # a pause longer than this loses the feed (see tick)
 STEP_BUDGET_S = 0.05  # market generation per push round or REST call, then serve others
 
 MALFORMED_KINDS = ("truncated", "garbage", "bad_fields", "binary")
@@ -53,6 +54,7 @@ class Simulator:
         self._last_drop = time.monotonic()
         self._last_tickers = 0.0
         self.pushed_ms = self.market.now_ms
+        self._feed_lost = False
         self.stats: dict[str, int] = {
             "connections_total": 0,
             "frames_pushed": 0,
@@ -124,7 +126,13 @@ class Simulator:
                 )
 
     async def tick(self) -> None:
-        """One push round. Paused: deals wait in the market's buffer (the feed lags)."""
+        """One push round.
+
+        Paused, deals wait in the market's buffer and arrive on resume (the feed lags).
+        When more than ``MAX_PENDING_DEALS`` pile up, they are lost instead, and on resume
+        every socket is closed, as a gateway restart would: clients reconnect and take
+        the gap from REST, which never lost a bar.
+        """
         await self._enforce_ping_rule(self.exchange_ms())
         faults = self.faults
         if faults.drop_every_s and time.monotonic() - self._last_drop >= faults.drop_every_s:
@@ -134,6 +142,15 @@ class Simulator:
             await asyncio.sleep(faults.push_delay_ms / 1000)
         self.market.advance_to(self.now_ms(), budget_s=STEP_BUDGET_S)
         if faults.paused:
+            if self.market.pending_deals > MAX_PENDING_DEALS:
+                self.market.drain()
+                self._feed_lost = True
+            return
+        if self._feed_lost:
+            self._feed_lost = False
+            self.market.drain()
+            self.pushed_ms = self.market.now_ms
+            await self.drop_connections()
             return
         # from here to the end no await: every frame of this round is queued at once
         new = self.market.drain()

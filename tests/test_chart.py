@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REDIS_PASSWORD
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "cdb"
@@ -404,6 +405,42 @@ def test_the_wait_script_really_waits_for_a_live_redis(redis_proc: Any, tmp_path
     finally:
         wrong.kill()
         wrong.wait(10)
+
+
+def test_the_wait_script_waits_for_postgres_and_an_upstream_health(
+    postgresql: Any, tmp_path: Path
+) -> None:
+    """PostgreSQL login and HTTP 200: ready at once when up, still waiting while not."""
+    objs = objects_of_defaults()
+    init = next(pod_specs(find(objs, "Deployment", "signal-engine")))["initContainers"][0]
+    script = [sys.executable, *init["command"][1:3]]
+    info = postgresql.info
+    env = {**os.environ, "POSTGRES_HOST": info.host, "POSTGRES_PORT": str(info.port),
+           "POSTGRES_DB": info.dbname, "POSTGRES_USER": info.user,
+           "POSTGRES_PASSWORD": info.password or ""}  # fmt: skip
+    ok = subprocess.run([*script, "postgres"], env=env, capture_output=True, text=True,
+                        timeout=60, check=False)  # fmt: skip
+    assert ok.returncode == 0 and "ready: postgres" in ok.stdout, ok.stdout + ok.stderr
+    (tmp_path / "health").write_text("ok")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    missing = subprocess.Popen([*script, f"http://127.0.0.1:{port}/not-ready"],
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        up = subprocess.run([*script, f"http://127.0.0.1:{port}/health"], capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+        assert up.returncode == 0 and "ready: http://" in up.stdout, up.stdout + up.stderr
+        line = ""
+        while missing.stdout and "HTTPError" not in line:  # connection refused until it listens
+            line = missing.stdout.readline()
+        assert "waiting for http://" in line and missing.poll() is None, line
+    finally:
+        for proc in (missing, server):
+            proc.kill()
+            proc.wait(10)
 
 
 # --- secrets, live mode, RBAC, network ------------------------------------------------

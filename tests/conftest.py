@@ -111,3 +111,22 @@ def aof_redis(tmp_path: Path) -> Iterator[Any]:
     yield executor
     if executor.running():
         executor.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A fresh temporary root per session.
+
+    pytest prunes old ``pytest-of-<user>/pytest-N`` directories when a session starts,
+    which deletes the PostgreSQL data directory of a session still running beside it.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="cdb-pytest-")
+        config._cdb_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    basetemp = getattr(config, "_cdb_basetemp", None)
+    if basetemp:
+        shutil.rmtree(basetemp, ignore_errors=True)

@@ -46,27 +46,31 @@ def equity_figure(books: Books) -> go.Figure:
 
 
 def trades_figure(books: Books) -> go.Figure:
-    """Every fill: entries and exits by symbol, over time, at their fill price."""
+    """Every closed trade's realized PnL (USDT) at its close time, by side."""
     fig = go.Figure()
-    fig.update_layout(title="Trades (fills)", xaxis_title="time", yaxis_title="price", **LAYOUT)
-    if not books.fills:
-        return _empty(fig, "fills")
-    symbols = sorted({fill.symbol for fill in books.fills})
-    for symbol in symbols:
-        for kind, marker in (("open", "triangle-up"), ("close", "x")):
-            fills = [f for f in books.fills if f.symbol == symbol and f.kind == kind]
-            if not fills:
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=[f.created_at for f in fills],
-                    y=[f.price for f in fills],
-                    mode="markers",
-                    marker={"symbol": marker, "size": 9},
-                    name=f"{symbol} {kind}",
-                    text=[f"{f.side} {f.quantity:g} pnl {f.realized_pnl:+.2f}" for f in fills],
-                )
+    fig.update_layout(
+        title="Trades: realized PnL per closed trade (USDT)",
+        xaxis_title="closed",
+        yaxis_title="PnL",
+        **LAYOUT,
+    )
+    closed = [p for p in books.positions if p.status == "closed" and p.closed_at is not None]
+    if not closed:
+        return _empty(fig, "closed trades")
+    for side, colour in (("long", "#2a9d8f"), ("short", "#e76f51")):
+        trades = [p for p in closed if p.side == side]
+        if not trades:
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=[p.closed_at for p in trades],
+                y=[p.realized_pnl for p in trades],
+                name=side,
+                marker_color=colour,
+                text=[p.symbol for p in trades],
+                hovertemplate="%{text}<br>%{x}<br>%{y:+.2f} USDT<extra></extra>",
             )
+        )
     return fig
 
 

@@ -152,3 +152,43 @@ async def test_report_of_empty_books_says_so(settings: ServiceSettings, tmp_path
     report = await write_report(books, tmp_path, png=False)
     assert "no equity records yet" in report.html.read_text()
     assert report.pngs == [] and report.stats.orders == 0
+
+
+def test_report_command_reads_postgres_from_the_environment(
+    service_env: dict[str, str], settings: ServiceSettings, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from cdb.cli import app
+
+    async def prepare() -> None:
+        await apply_migrations(settings)
+        conn = await connect(settings)
+        try:
+            await seed_books(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    for key, value in service_env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path), "--no-png"])
+    assert result.exit_code == 0, result.output
+    assert "3 signals, 2 orders, 4 fills, 2 closed trades" in result.output
+    assert (tmp_path / "report.html").exists()
+
+
+def test_report_command_without_a_demo_database_says_how_to_get_one(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from cdb.cli import app
+
+    monkeypatch.delenv("POSTGRES_HOST", raising=False)
+    monkeypatch.delenv("POSTGRES_PORT", raising=False)
+    result = CliRunner().invoke(app, ["report", "--data-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "no demo database" in result.output and "make demo" in result.output

@@ -110,6 +110,9 @@ async def test_health_status_and_metrics_endpoints(
         await wait_for(lambda: httpx.get(f"{worker.url}/health").status_code == 503)
         stale = httpx.get(f"{worker.url}/health")
         assert stale.json()["status"] == "stale" and stale.json()["last_event_age_s"] > 1.5
+        # a quiet input neither fails liveness nor readiness (no restart, still scraped)
+        assert httpx.get(f"{worker.url}/livez").json() == {"status": "alive"}
+        assert httpx.get(f"{worker.url}/readyz").status_code == 200
         await bus.publish(market(1))
         await wait_for(lambda: httpx.get(f"{worker.url}/health").status_code == 200)
 

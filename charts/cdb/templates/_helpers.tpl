@@ -103,7 +103,8 @@ securityContext:
   {{- toYaml .Values.containerSecurityContext | nindent 2 }}
 {{- end -}}
 
-{{/* Probes on a service's /health: startup (slow dependencies), readiness, liveness. */}}
+{{/* Probes: kernel services pass /readyz (startup, readiness) and /livez (liveness), so a
+   quiet market neither restarts a pod nor hides it from Prometheus; others their own. */}}
 {{- define "cdb.httpProbes" -}}
 startupProbe:
   httpGet: {path: {{ .path | default "/health" }}, port: http}

@@ -1,4 +1,9 @@
-"""The HTTP face every service shares: ``/health``, ``/status`` and ``/metrics``."""
+"""The HTTP face every service shares: ``/health``, ``/status`` and ``/metrics``.
+
+``/health`` is the contract for people and monitors (``ok``, or ``stale``/``starting`` with
+503). Kubernetes probes use ``/livez`` (liveness) and ``/readyz`` (readiness), so a quiet
+market neither restarts a pod nor takes it out of its Service (and out of Prometheus).
+"""
 
 from __future__ import annotations
 
@@ -58,6 +63,18 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
             body["stale_after_s"] = state.health.stale_after_s
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
+
+    @app.get("/livez")
+    def livez() -> dict[str, str]:
+        """Kubernetes liveness: the process serves. Never fails for a quiet input."""
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Kubernetes readiness: dependencies are up. A stale input is /health's business."""
+        if not state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/status")
     def status() -> dict[str, Any]:

@@ -573,12 +573,11 @@ async def test_universe_bots_take_symbols_from_bot_rest_and_keep_them_through_an
 ) -> None:
     sim = ServiceProcess("cdb.mexc_sim", {}, tmp_path)
     with sim:
-        sim.wait_healthy(30.0)
+        await asyncio.to_thread(sim.wait_healthy, 30.0)
         rest = ServiceProcess("cdb.bot_rest", {**service_env, "MEXC_REST_URL": sim.url}, tmp_path)
-        rest.start()
-        rest.wait_healthy(30.0)
         env = {**operator_env, "BOT_REST_URL": rest.url, "UNIVERSE_REFRESH_S": "1"}
-        with running_operator(cluster, env):
+        with rest, running_operator(cluster, env):
+            await asyncio.to_thread(rest.wait_healthy, 30.0)
             await create_bot(
                 cluster, "universe", {"universe": "all-usdt-perpetuals", "chunkSize": 15}
             )
@@ -595,3 +594,18 @@ async def test_universe_bots_take_symbols_from_bot_rest_and_keep_them_through_an
     assert degraded["status"]["symbols"] == count  # the last resolved set stays in force
     assert config_map is not None and len(config_map["data"]["symbols"].split(",")) == count
     assert "bot_rest unreachable" in condition(degraded, "Degraded")["message"]
+
+
+async def test_a_screener_deleted_by_hand_comes_back_on_the_timer(
+    cluster: Any, operator_env: dict[str, str]
+) -> None:
+    env = {**operator_env, "UNIVERSE_REFRESH_S": "1"}
+    with running_operator(cluster, env):
+        await create_bot(cluster, "momentum", {"symbols": symbols(450)})
+        await eventually(lambda: _with_status(cluster, "momentum", "chunks", 3), "applied")
+        async with cluster.delete(f"{STATEFULSETS}/momentum-bot-ws") as reply:
+            assert reply.status == 200
+        assert await read(cluster, f"{STATEFULSETS}/momentum-bot-ws") is None
+        sts = await eventually(lambda: read(cluster, f"{STATEFULSETS}/momentum-bot-ws"), "sts")
+
+    assert sts["spec"]["replicas"] == 3

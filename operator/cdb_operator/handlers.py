@@ -4,7 +4,8 @@
 to :class:`kopf.testing.KopfRunner`; nothing is registered at import time.
 
 * create / update (spec) / resume of a TradingBot → :func:`reconcile`.
-* a timer re-resolves ``universe`` bots (and repairs drift) every ``UNIVERSE_REFRESH_S``.
+* a timer re-reconciles every bot each ``UNIVERSE_REFRESH_S``: universe bots re-resolve
+  their symbols, and an owned object deleted by hand is recreated (drift repair).
 * events of the screener StatefulSets → the owning bot's Ready/Progressing.
 * delete → pause trading and audit; Kubernetes' GC removes the owned objects.
 """
@@ -135,7 +136,6 @@ def build_registry(
         id="refresh",
         interval=env.universe_refresh_s,
         initial_delay=env.universe_refresh_s,
-        when=lambda spec, **_: bool(spec.get("universe")),
     )
     async def refresh(
         body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, memo: kopf.Memo, **_: Any

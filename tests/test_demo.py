@@ -229,3 +229,73 @@ async def test_status_while_running_then_sigterm_stops_everything_and_keeps_data
         assert (await count(postgres_port, data_dir))["fills"] > 0  # the books survived
     finally:
         await asyncio.to_thread(postgres.stop)
+
+
+PARENT = """
+import asyncio, json, sys
+from cdb.demo.plan import ServiceSpec
+from cdb.demo.supervisor import Supervisor
+
+async def main():
+    spec = ServiceSpec.model_validate_json(sys.argv[1])
+    supervisor = Supervisor([spec], __import__("pathlib").Path(sys.argv[2]))
+    await supervisor.start_all()
+    print(supervisor.children[0].process.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return "Z"
+
+
+async def test_a_killed_supervisor_leaves_no_orphans(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    child_spec = spec("signal_engine", service_env)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, child_spec.model_dump_json(), str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    line = await asyncio.to_thread(parent.stdout.readline)
+    child = int(line)
+    os.kill(child, 0)  # running
+    parent.kill()  # SIGKILL: the supervisor gets no chance to stop anything
+    parent.wait()
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if process_state(child) == "Z":  # exited, not yet reaped by init: gone
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the service outlived the demo"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_stack_that_cannot_start_is_one_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as squatter:  # something that is not PostgreSQL holds its port
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cdb.cli", "demo", "--headless", "--duration", "5",
+             "--data-dir", str(tmp_path / "cdb"), "--port-offset", str(free_block()),
+             "--redis-port", str(free_port()), "--postgres-port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "COLUMNS": "250"},
+        )  # fmt: skip
+    assert run.returncode == 1
+    assert "start-up failed" in run.stdout
+    assert f"Redis/PostgreSQL in {tmp_path / 'cdb'}" in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr

@@ -26,6 +26,7 @@ from cdb.demo.progress import StartupDisplay
 from cdb.demo.summary import DemoSummary, collect_summary, print_summary
 from cdb.demo.supervisor import StartError, Supervisor
 from cdb.localstack import LocalStack
+from cdb.report.books import connect
 
 __all__ = ["Demo", "run_demo", "wipe"]
 
@@ -85,10 +86,17 @@ class Demo:
         with StartupDisplay(self.console) as display:
             display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "starting")
             display.step("postgres", f"127.0.0.1:{self.stack.postgres_port}", "starting")
-            await asyncio.to_thread(self.stack.start)
-            display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (password, AOF)")
-            self.settings = stack_settings(self.stack)
-            applied = await apply_migrations(self.settings)
+            try:
+                await asyncio.to_thread(self.stack.start)
+                display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (password, AOF)")
+                self.settings = stack_settings(self.stack)
+                probe = await connect(self.settings)  # fails within 5 s, unlike a hang
+                await probe.close()
+                applied = await apply_migrations(self.settings)
+            except Exception as error:  # binaries missing, a port taken by something else, …
+                raise StartError(
+                    f"Redis/PostgreSQL in {self.data_dir}: {type(error).__name__}: {error}"
+                ) from error
             display.step(
                 "postgres",
                 f"127.0.0.1:{self.stack.postgres_port}",
@@ -216,6 +224,7 @@ async def run_demo(
             console.print("[red]start-up failed:[/]")
             console.print(str(error), markup=False, highlight=False)
             return 1
+
         if stop.is_set():
             return 130
         if headless:

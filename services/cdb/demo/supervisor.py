@@ -2,7 +2,8 @@
 
 Each child runs in its own session (so a Ctrl-C in the terminal reaches only the demo,
 which then stops the children in reverse start order: SIGTERM, wait up to the grace
-period, then SIGKILL). Readiness is each child's own ``/health`` answering ``ok``; the
+period, then SIGKILL), and gets SIGTERM from the kernel if the demo itself is killed.
+Readiness is each child's own ``/health`` answering ``ok``; the
 wait between two probes is a wait on the child's exit, so a crash ends it at once.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +27,16 @@ from cdb.demo.plan import ServiceSpec
 __all__ = ["Child", "StartError", "Supervisor"]
 
 PROBE_INTERVAL_S = 0.1
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the demo dies, even by SIGKILL,
+    so a killed demo leaves no orphaned services behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 Progress = Callable[["Child"], None]
 
@@ -126,6 +139,7 @@ class Supervisor:
                 stderr=log,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         child.started_at = time.monotonic()
         self._set(child, "starting")

@@ -609,3 +609,65 @@ async def test_a_screener_deleted_by_hand_comes_back_on_the_timer(
         sts = await eventually(lambda: read(cluster, f"{STATEFULSETS}/momentum-bot-ws"), "sts")
 
     assert sts["spec"]["replicas"] == 3
+
+
+def pod_env(stateful_set: dict[str, Any], config_map: dict[str, Any], pod: str) -> dict[str, str]:
+    """What the kubelet would give pod ``pod``: plain values, the ConfigMap key, the
+    downward API's name and the Secret's password (the harness's)."""
+    resolved: dict[str, str] = {}
+    container = stateful_set["spec"]["template"]["spec"]["containers"][0]
+    for item in container["env"]:
+        source = item.get("valueFrom") or {}
+        if "value" in item:
+            resolved[item["name"]] = item["value"]
+        elif "configMapKeyRef" in source:
+            resolved[item["name"]] = config_map["data"][source["configMapKeyRef"]["key"]]
+        elif "fieldRef" in source:
+            resolved[item["name"]] = pod
+        elif source.get("secretKeyRef", {}).get("key") == "redis-password":
+            from tests.conftest import REDIS_PASSWORD
+
+            resolved[item["name"]] = REDIS_PASSWORD
+        elif "secretKeyRef" in source:
+            resolved[item["name"]] = ""  # the harness's PostgreSQL trusts local connections
+    return resolved
+
+
+@pytest.mark.slow
+async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chunk(
+    cluster: Any, operator_env: dict[str, str], tmp_path: Path
+) -> None:
+    sim = ServiceProcess("cdb.mexc_sim", {}, tmp_path)
+    with sim:
+        await asyncio.to_thread(sim.wait_healthy, 30.0)
+        async with httpx.AsyncClient() as client:
+            detail = (await client.get(f"{sim.url}/api/v1/contract/detail")).json()["data"]
+        universe = sorted(row["symbol"] for row in detail if row["quoteCoin"] == "USDT")
+        env = {
+            **operator_env,
+            "MEXC_WS_URL": sim.url.replace("http", "ws") + "/edge",
+            "MEXC_REST_URL": sim.url,
+        }
+        with running_operator(cluster, env):
+            await create_bot(cluster, "momentum", {"symbols": universe, "chunkSize": 15})
+            sts = await eventually(lambda: read(cluster, f"{STATEFULSETS}/momentum-bot-ws"), "sts")
+            config_map = await read(cluster, f"{CONFIGMAPS}/momentum-config")
+        assert config_map is not None and sts["spec"]["replicas"] == 3
+
+        # The last pod of three: bot_ws derives chunk 2 from the ordinal in POD_NAME.
+        screener = ServiceProcess(
+            "cdb.bot_ws", {**pod_env(sts, config_map, "momentum-bot-ws-2")}, tmp_path
+        )
+        with screener:
+            await asyncio.to_thread(screener.wait_healthy, 60.0, ("ok", "stale"))
+            status = await eventually(lambda: _connected(screener), "screener connected")
+
+    assert status["pod_index"] == 2
+    assert sum(chunk["symbols"] for chunk in status["chunks"]) == len(universe) - 30
+    assert status["config"]["chunk_count"] == 3 and status["config"]["chunk_size"] == 15
+
+
+async def _connected(screener: ServiceProcess) -> dict[str, Any] | None:
+    status = await asyncio.to_thread(screener.status)
+    chunks = status.get("chunks") or []
+    return status if chunks and all(c.get("connected") for c in chunks) else None

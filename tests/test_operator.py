@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import kopf
 import pytest
+import yaml
 from kopf.testing import KopfRunner
 from redis.asyncio import Redis
 
 from cdb.core.events import Control, Stream
 from cdb_operator.handlers import build_registry, configure_kopf
 from cdb_operator.settings import OperatorEnv
-from tests.support import ServiceProcess, free_port
+from tests.support import ROOT, ServiceProcess, free_port
 
 NAMESPACE = "cdb"
 BOTS = f"/apis/cdb.io/v1alpha1/namespaces/{NAMESPACE}/tradingbots"
@@ -671,3 +672,28 @@ async def _connected(screener: ServiceProcess) -> dict[str, Any] | None:
     status = await asyncio.to_thread(screener.status)
     chunks = status.get("chunks") or []
     return status if chunks and all(c.get("connected") for c in chunks) else None
+
+
+async def test_every_symbol_list_example_is_reconciled(
+    cluster: Any, operator_env: dict[str, str]
+) -> None:
+    examples = sorted((ROOT / "examples").glob("*/tradingbot.yaml"))
+    listed = [yaml.safe_load(path.read_text()) for path in examples]
+    listed = [example for example in listed if example["spec"].get("symbols")]
+    assert len(listed) >= 3
+    with running_operator(cluster, operator_env):
+        for example in listed:
+            await create_bot(cluster, example["metadata"]["name"], example["spec"])
+        applied = [
+            await eventually(
+                lambda name=example["metadata"]["name"]: _with_status(cluster, name, "configHash"),
+                example["metadata"]["name"],
+            )
+            for example in listed
+        ]
+
+    for example, bot in zip(listed, applied, strict=True):
+        spec = example["spec"]
+        expected = -(-len(spec["symbols"]) // spec.get("chunkSize", 200))
+        assert bot["status"]["chunks"] == expected
+        assert condition(bot, "Degraded")["status"] == "False"

@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cdb.core.events import ControlSettings
 
 __all__ = [
-    "LIVE_FIELDS",
-    "WORKLOAD_FIELDS",
     "ResolvedConfig",
     "Symbol",
     "TradingBotSpec",
@@ -109,23 +107,6 @@ class TradingBotSpec(SpecModel):
             shadow_enabled=self.shadow_mode.enabled,
             shadow_confidence_threshold=float(self.shadow_mode.confidence_threshold),
         )
-
-
-# Which resolved-config fields roll the screener pods (they are read at pod start) and
-# which travel live as control events. Everything else is bookkeeping.
-WORKLOAD_FIELDS = ("symbols", "chunkSize", "signal.lookbackMinutes", "exchange")
-LIVE_FIELDS = (
-    "signal.thresholdPct",
-    "signal.minVolume",
-    "signal.lookbackMinutes",
-    "risk.maxDailyLossPct",
-    "risk.maxPositionPct",
-    "risk.maxExposurePct",
-    "risk.stopLossPct",
-    "trading.paused",
-    "shadowMode.enabled",
-    "shadowMode.confidenceThreshold",
-)
 
 
 def chunk_count(symbols: int, chunk_size: int) -> int:

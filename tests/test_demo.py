@@ -173,6 +173,7 @@ async def test_status_while_running_then_sigterm_stops_everything_and_keeps_data
 
     data_dir = tmp_path / "cdb"
     offset, redis_port, postgres_port = free_block(), free_port(), free_port()
+    expected = demo_plan(DemoOptions(), STACK)  # ml_advisor too when it is installed
     command = [
         sys.executable, "-m", "cdb.cli", "demo", "--headless", "--duration", "600",
         "--data-dir", str(data_dir), "--port-offset", str(offset),
@@ -185,7 +186,7 @@ async def test_status_while_running_then_sigterm_stops_everything_and_keeps_data
         async def all_ok() -> bool:
             assert demo.poll() is None, (tmp_path / "demo.out").read_text()
             reports = await gather_status(offset)
-            return len(reports) >= 6 and all(r.ok for r in reports)
+            return len(reports) == len(expected) and all(r.ok for r in reports)
 
         deadline = asyncio.get_running_loop().time() + 180
         while not await all_ok():

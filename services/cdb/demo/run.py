@@ -221,6 +221,9 @@ async def run_demo(
         try:
             await demo.up(stop)
         except StartError as error:
+            if stop.is_set():
+                console.print("interrupted while starting")
+                return 130
             console.print("[red]start-up failed:[/]")
             console.print(str(error), markup=False, highlight=False)
             return 1

@@ -255,7 +255,8 @@ async def test_created_bot_gets_its_config_map_and_one_screener_pod_per_chunk(
     assert container["securityContext"]["runAsUser"] == 1000
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/data"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert container["resources"]["limits"] and container["resources"]["requests"]
 
     config_map = await read(cluster, f"{CONFIGMAPS}/momentum-config")
@@ -662,7 +663,14 @@ async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chun
         with screener:
             await asyncio.to_thread(screener.wait_healthy, 60.0, ("ok", "stale"))
             status = await eventually(lambda: _connected(screener), "screener connected")
+            container = sts["spec"]["template"]["spec"]["containers"][0]
+            async with httpx.AsyncClient(base_url=screener.url) as client:
+                probes = {
+                    kind: (await client.get(container[kind]["httpGet"]["path"])).status_code
+                    for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+                }
 
+    assert probes == {"startupProbe": 200, "livenessProbe": 200, "readinessProbe": 200}
     assert status["pod_index"] == 2
     assert sum(chunk["symbols"] for chunk in status["chunks"]) == len(universe) - 30
     assert status["config"]["chunk_count"] == 3 and status["config"]["chunk_size"] == 15

@@ -160,9 +160,11 @@ def build_stateful_set(
             "requests": {"cpu": env.bot_ws_cpu_request, "memory": env.bot_ws_memory_request},
             "limits": {"cpu": env.bot_ws_cpu_limit, "memory": env.bot_ws_memory_limit},
         },
-        "startupProbe": _probe("/health", 2, 60),
-        "livenessProbe": _probe("/health", 15, 4),
-        "readinessProbe": _probe("/health", 5, 3),
+        # The kernel's probe endpoints: a quiet market (stale /health) must neither restart a
+        # screener nor hide it from its Service and Prometheus.
+        "startupProbe": _probe("/readyz", 2, 60),
+        "livenessProbe": _probe("/livez", 15, 4),
+        "readinessProbe": _probe("/readyz", 5, 3),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 1000,

@@ -278,3 +278,10 @@ def test_every_example_is_valid_and_documented(path: Path) -> None:
 
 def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 4
+
+
+def test_the_charts_default_trading_bot_is_valid() -> None:
+    values = yaml.safe_load((ROOT / "charts" / "cdb" / "values.yaml").read_text())
+    spec = values["tradingBot"]["spec"]
+    assert verdict(bot(spec)) == ("ok", [])
+    TradingBotSpec.model_validate(spec)

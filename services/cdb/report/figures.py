@@ -27,7 +27,13 @@ def equity_figure(books: Books) -> go.Figure:
         return _empty(fig, "equity records")
     times = [point.recorded_at for point in books.equity]
     fig.add_trace(
-        go.Scatter(x=times, y=[p.equity for p in books.equity], name="equity", mode="lines"),
+        go.Scatter(
+            x=times,
+            y=[p.equity for p in books.equity],
+            name="equity",
+            mode="lines",
+            line_shape="hv",
+        ),
         secondary_y=False,
     )
     fig.add_trace(
@@ -36,7 +42,7 @@ def equity_figure(books: Books) -> go.Figure:
             y=[p.exposure for p in books.equity],
             name="exposure",
             mode="lines",
-            line={"dash": "dot"},
+            line={"dash": "dot", "shape": "hv"},
         ),
         secondary_y=True,
     )

@@ -124,7 +124,10 @@ def test_450_symbols_at_chunk_200_make_three_connections_over_two_pods(
 
         def three_connections() -> dict[str, Any] | None:
             status = sim.sim_status()
-            return status if len(status["connections"]) == 3 else None
+            connections = status["connections"]
+            subscribed = sum(c["subscriptions"] for c in connections)
+            # a socket counts once it has sent all its subscriptions
+            return status if len(connections) == 3 and subscribed == 450 else None
 
         status = eventually(three_connections, what="three connections at the simulator")
         per_connection = sorted(c["subscriptions"] for c in status["connections"])

@@ -233,6 +233,7 @@ class Reconciler:
                 "control", self.namespace, self.name, uid, self.generation, previous, live_hash
             ),
             bot=self.name,
+            bot_uid=uid,
             generation=self.generation or 0,
             config_hash=config.config_hash,
             settings=settings,
@@ -387,6 +388,7 @@ async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> 
     event = Control(
         event_id=deterministic_id("control-retire", namespace, name, uid),
         bot=name,
+        bot_uid=uid,
         generation=_generation(body) or 0,
         config_hash=config_hash,
         settings=ControlSettings(paused=True),

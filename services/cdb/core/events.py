@@ -215,6 +215,11 @@ class Control(Event):
 
     type: Literal["control"] = "control"
     bot: str = Field(min_length=1, max_length=253)
+    bot_uid: str = Field(
+        default="",
+        max_length=64,
+        description="the TradingBot's metadata.uid: a bot created again restarts generations",
+    )
     generation: int = Field(ge=0)
     config_hash: str = Field(min_length=1, max_length=128)
     settings: ControlSettings

@@ -17,11 +17,11 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import Candle, Control, MarketData, Order, OrderResult, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.service import Service, public_config
 from cdb.execution_service import store
-from cdb.execution_service.control import AppliedControl, apply_control, load_control
 from cdb.execution_service.live import LiveExecutor, LiveOutcome
 from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
 from cdb.execution_service.outbox import Outbox

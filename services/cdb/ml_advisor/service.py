@@ -23,6 +23,7 @@ from prometheus_client import Gauge, Histogram
 from pydantic import model_validator
 
 from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.control import is_stale
 from cdb.core.events import (
     Candle,
     Control,
@@ -69,19 +70,21 @@ class ShadowGate:
     threshold: float
     generation: int = -1
     bot: str | None = None
+    bot_uid: str | None = None
     config_hash: str | None = None
 
     def apply(self, control: Control) -> bool:
         """Apply a control event unless it is older than the one in force."""
-        if control.bot == self.bot and control.generation < self.generation:
+        if is_stale(control, self.bot, self.bot_uid, self.generation):
             return False
         if control.settings.shadow_enabled is not None:
             self.enabled = control.settings.shadow_enabled
         if control.settings.shadow_confidence_threshold is not None:
             self.threshold = control.settings.shadow_confidence_threshold
-        self.generation, self.bot, self.config_hash = (
+        self.generation, self.bot, self.bot_uid, self.config_hash = (
             control.generation,
             control.bot,
+            control.bot_uid,
             control.config_hash,
         )
         return True

@@ -16,9 +16,9 @@ from typing import Any
 from prometheus_client import Counter
 
 from cdb.core.bus import Consumer
+from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import Control, MarketData, Stream
 from cdb.core.service import Service, public_config
-from cdb.signal_engine.control import AppliedControl, apply_control, load_control
 from cdb.signal_engine.settings import SignalEngineSettings
 from cdb.signal_engine.store import insert_signal, load_cooldown, lock_symbol
 from cdb.signal_engine.strategy import MomentumStrategy, StrategyParams, Suppressed

@@ -1,0 +1,1 @@
+ALTER TABLE control_state DROP COLUMN bot_uid;

@@ -20,11 +20,11 @@ from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import Candle, Control, MarketData, Order, OrderResult, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
+from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.execution_service import store
 from cdb.execution_service.live import LiveExecutor, LiveOutcome
 from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
-from cdb.execution_service.outbox import Outbox
 from cdb.execution_service.paper import FeeSchedule, Fill, OpenPosition, PaperFillModel
 from cdb.execution_service.settings import ExecutionSettings
 

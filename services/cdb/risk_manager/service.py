@@ -23,9 +23,9 @@ from prometheus_client import Counter, Gauge
 from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import Alert, Control, MlSignal, Order, OrderResult, Signal, Stream
+from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.risk_manager import store
-from cdb.risk_manager.outbox import Outbox
 from cdb.risk_manager.rules import DayState, Rejection, RiskBook, RiskLimits
 from cdb.risk_manager.settings import RiskManagerSettings
 

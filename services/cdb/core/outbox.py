@@ -1,4 +1,5 @@
-"""Events written in the same transaction as their effect, published after the commit.
+"""The transactional outbox: events written in the same transaction as their effect,
+published after the commit (table ``outbox``, one ``service`` column per writer).
 
 A crash between commit and publish loses nothing: unpublished rows are published on the
 next flush (at start, after each handler, and periodically). A row published twice
@@ -14,7 +15,7 @@ from psycopg import AsyncConnection
 
 from cdb.core.bus import Bus
 from cdb.core.db import Database
-from cdb.core.events import EVENT_MODELS, Event, Stream
+from cdb.core.events import AnyEvent, Event, Stream
 
 __all__ = ["Outbox"]
 
@@ -46,17 +47,10 @@ class Outbox:
                 )
                 rows = await cursor.fetchall()
             for row_id, stream, payload in rows:
-                await self.bus.publish(_parse(payload), Stream(stream))
+                await self.bus.publish(AnyEvent.validate_json(payload), Stream(stream))
                 async with self.db.connection() as conn:
                     await conn.execute(
                         "UPDATE outbox SET published_at = now() WHERE id = %s", (row_id,)
                     )
                 published += 1
         return published
-
-
-def _parse(payload: str) -> Event:
-    import json
-
-    kind = json.loads(payload)["type"]
-    return EVENT_MODELS[kind].model_validate_json(payload)

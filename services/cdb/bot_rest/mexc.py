@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
 from typing import Any
 
 import httpx
 
-__all__ = ["MexcRest", "Pacer", "UpstreamError", "UpstreamTimeout"]
+from cdb.core.pacing import RequestPacer
+
+__all__ = ["MexcRest", "UpstreamError", "UpstreamTimeout"]
 
 
 class UpstreamError(Exception):
@@ -25,29 +24,8 @@ class UpstreamTimeout(Exception):
     """MEXC did not answer in time."""
 
 
-class Pacer:
-    """At most ``limit`` requests per window; callers wait for a slot instead of being throttled."""
-
-    def __init__(self, limit: int, window_s: float = 2.2) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._sent: deque[float] = deque()
-        self._lock = asyncio.Lock()
-
-    async def slot(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                while self._sent and self._sent[0] <= now - self.window_s:
-                    self._sent.popleft()
-                if len(self._sent) < self.limit:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(self._sent[0] + self.window_s - now)
-
-
 class MexcRest:
-    def __init__(self, base_url: str, timeout_s: float, pacers: dict[str, Pacer]) -> None:
+    def __init__(self, base_url: str, timeout_s: float, pacers: dict[str, RequestPacer]) -> None:
         self.base_url = base_url.rstrip("/")
         self.client = httpx.AsyncClient(timeout=timeout_s)
         self.pacers = pacers

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cdb.bot_rest.api import ApiMetrics, BotRestApi
-from cdb.bot_rest.mexc import MexcRest, Pacer
+from cdb.bot_rest.mexc import MexcRest
 from cdb.bot_rest.settings import BotRestSettings
+from cdb.core.pacing import RequestPacer
 from cdb.core.service import Kernel, Service
 
 __all__ = ["BotRest"]
@@ -20,9 +21,9 @@ class BotRest(Service[BotRestSettings]):
     def __init__(self, settings: BotRestSettings, kernel: Kernel) -> None:
         super().__init__(settings, kernel)
         pacers = {
-            "detail": Pacer(settings.rate_detail_per_2s),
-            "ticker": Pacer(settings.rate_ticker_per_2s),
-            "kline": Pacer(settings.rate_kline_per_2s),
+            "detail": RequestPacer(settings.rate_detail_per_2s),
+            "ticker": RequestPacer(settings.rate_ticker_per_2s),
+            "kline": RequestPacer(settings.rate_kline_per_2s),
         }
         self.mexc = MexcRest(settings.mexc_rest_url, settings.rest_timeout_s, pacers)
         self.api = BotRestApi(settings, self.mexc, ApiMetrics(kernel.metrics.registry))

@@ -6,9 +6,6 @@ always under MEXC's request limit (a shared sliding window per process).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
 from typing import Any
 
 import httpx
@@ -16,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cdb.bot_ws.candles import ClosedCandle
 from cdb.bot_ws.settings import BotWsSettings
+from cdb.core.pacing import RequestPacer
 
-__all__ = ["ContractInfo", "ExchangeError", "ExchangeRest", "RequestPacer"]
+__all__ = ["ContractInfo", "ExchangeError", "ExchangeRest"]
 
 
 class ExchangeError(Exception):
@@ -29,27 +27,6 @@ class ContractInfo(BaseModel):
 
     symbol: str
     contract_size: float = Field(gt=0)
-
-
-class RequestPacer:
-    """At most ``limit`` requests per ``window_s``: callers wait for a free slot."""
-
-    def __init__(self, limit: int, window_s: float = 2.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._sent: deque[float] = deque()
-        self._lock = asyncio.Lock()
-
-    async def slot(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                while self._sent and self._sent[0] <= now - self.window_s:
-                    self._sent.popleft()
-                if len(self._sent) < self.limit:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(self._sent[0] + self.window_s - now)
 
 
 def _mexc_data(reply: httpx.Response) -> Any:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +30,7 @@ from cdb.mexc_sim import simulator as simulator_module
 from cdb.mexc_sim.app import RunningSimulator, running_simulator
 from cdb.mexc_sim.config import Faults, RestLimits, SimConfig, parse_args
 from cdb.mexc_sim.simulator import Simulator
+from tests.support import ROOT, free_port
 
 START = 1_767_225_600  # 2026-01-01 00:00 UTC, a minute boundary
 
@@ -242,3 +247,25 @@ async def test_a_long_pause_loses_the_feed_and_resume_closes_the_sockets(
             for _ in range(1000):
                 await asyncio.wait_for(ws.recv(), timeout=10)
     assert sim.sim.stats["drops"] == 1
+
+
+def test_the_process_drains_and_exits_0_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdb.mexc_sim", "--port", str(port), "--symbols", "5"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert proc.poll() is None, "mexc_sim did not start"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -4,8 +4,11 @@ Usage::
 
     model = PaperFillModel(slippage_bps=5, fees=FeeSchedule())
     fill = model.fill_open(order, market_price)            # entry fill (taker)
-    exit_price = model.stop_exit(position, low=.., high=.., open_=..)   # None: not hit
+    exit_price = model.exit_price_for(position, low=.., high=.., open_=.., last=..,
+                                      start=.., end=..)    # None: stop not hit
     close = model.fill_close(position, exit_price)          # with realised PnL
+    order_result(order, "filled", fill, "", "paper", at)    # the events, live and replay
+    closed_result(position, close, at)
 
 Market orders pay MEXC's USDT-M futures taker fee, 0.02 % of notional by default (maker
 0 %; see docs/TRADING_PIPELINE.md for the source). Slippage moves every fill against the
@@ -18,9 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from cdb.core.events import Order
+from cdb.core.events import Order, OrderResult, OrderStatus, TradingMode
 
-__all__ = ["FeeSchedule", "Fill", "OpenPosition", "PaperFillModel"]
+__all__ = [
+    "FeeSchedule",
+    "Fill",
+    "OpenPosition",
+    "PaperFillModel",
+    "closed_result",
+    "order_result",
+]
 
 MEXC_FUTURES_TAKER_FEE = 0.0002
 MEXC_FUTURES_MAKER_FEE = 0.0
@@ -83,6 +93,26 @@ class PaperFillModel:
             return None
         return max(position.stop_loss, reference)
 
+    def exit_price_for(
+        self,
+        position: OpenPosition,
+        *,
+        low: float,
+        high: float,
+        open_: float | None,
+        last: float,
+        start: float,
+        end: float,
+    ) -> float | None:
+        """The stop exit a price from ``start`` to ``end`` causes (a bar, or a tick with
+        start == end), or None. A bar that began before the position opened counts only
+        with its close (``last``): its low and high may be older than the entry."""
+        if end < position.opened_at:
+            return None
+        if start < position.opened_at:
+            return self.stop_exit(position, low=last, high=last)
+        return self.stop_exit(position, low=low, high=high, open_=open_)
+
     def fill_close(self, position: OpenPosition, exit_price: float) -> Fill:
         """Leave the position at ``exit_price`` (slipped); PnL is gross, the fee separate."""
         price = self._slipped(exit_price, buying=position.side == "short")
@@ -90,3 +120,40 @@ class PaperFillModel:
         pnl = direction * (price - position.entry_price) * position.quantity
         fee = price * position.quantity * self.fees.taker_rate
         return Fill(price=price, quantity=position.quantity, fee=fee, realized_pnl=pnl)
+
+
+def order_result(
+    order: Order, status: OrderStatus, fill: Fill | None, reason: str, mode: TradingMode, at: float
+) -> OrderResult:
+    """What became of ``order``; its event id is derived, so a retry re-emits the same one."""
+    return OrderResult(
+        event_id=f"{order.order_id}:{status}",
+        order_id=order.order_id,
+        signal_id=order.signal_id,
+        symbol=order.symbol,
+        side=order.side,
+        status=status,
+        fill_price=fill.price if fill else 0.0,
+        quantity=fill.quantity if fill else 0.0,
+        fee=fill.fee if fill else 0.0,
+        reason=reason[:500],
+        mode=mode,
+        timestamp=at,
+    )
+
+
+def closed_result(position: OpenPosition, fill: Fill, at: float) -> OrderResult:
+    """A position closed at its stop."""
+    return OrderResult(
+        event_id=f"{position.order_id}:closed",
+        order_id=position.order_id,
+        symbol=position.symbol,
+        side=position.side,
+        status="closed",
+        fill_price=fill.price,
+        quantity=fill.quantity,
+        fee=fill.fee,
+        realized_pnl=fill.realized_pnl,
+        reason=f"stop-loss {position.stop_loss:g} hit",
+        timestamp=at,
+    )

@@ -18,14 +18,21 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, load_control
-from cdb.core.events import Candle, Control, MarketData, Order, OrderResult, Stream
+from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.execution_service import store
 from cdb.execution_service.live import LiveExecutor, LiveOutcome
 from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
-from cdb.execution_service.paper import FeeSchedule, Fill, OpenPosition, PaperFillModel
+from cdb.execution_service.paper import (
+    FeeSchedule,
+    Fill,
+    OpenPosition,
+    PaperFillModel,
+    closed_result,
+    order_result,
+)
 from cdb.execution_service.settings import ExecutionSettings
 
 __all__ = ["ExecutionService"]
@@ -50,23 +57,6 @@ class ExecutionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-
-
-def result_for(order: Order, status: str, fill: Fill | None, reason: str, mode: str) -> OrderResult:
-    return OrderResult(
-        event_id=f"{order.order_id}:{status}",
-        order_id=order.order_id,
-        signal_id=order.signal_id,
-        symbol=order.symbol,
-        side=order.side,
-        status=status,  # type: ignore[arg-type]
-        fill_price=fill.price if fill else 0.0,
-        quantity=fill.quantity if fill else 0.0,
-        fee=fill.fee if fill else 0.0,
-        reason=reason[:500],
-        mode=mode,  # type: ignore[arg-type]
-        timestamp=time.time(),
-    )
 
 
 class ExecutionService(Service[ExecutionSettings]):
@@ -159,7 +149,7 @@ class ExecutionService(Service[ExecutionSettings]):
                 await store.insert_order(conn, order, "rejected", mode, "trading is paused")
                 await self.outbox.add(
                     conn,
-                    result_for(order, "rejected", None, "trading is paused", mode),
+                    order_result(order, "rejected", None, "trading is paused", mode, time.time()),
                     Stream.ORDER_RESULTS,
                 )
                 status, fill = "rejected", None
@@ -169,7 +159,9 @@ class ExecutionService(Service[ExecutionSettings]):
                     return  # a replica executed it in the meantime
                 await store.open_position(conn, order, fill)
                 await self.outbox.add(
-                    conn, result_for(order, "filled", fill, "", mode), Stream.ORDER_RESULTS
+                    conn,
+                    order_result(order, "filled", fill, "", mode, time.time()),
+                    Stream.ORDER_RESULTS,
                 )
                 status = "filled"
         self._count(order, status, fill)
@@ -225,7 +217,7 @@ class ExecutionService(Service[ExecutionSettings]):
                 await store.open_position(conn, order, outcome.fill)
             await self.outbox.add(
                 conn,
-                result_for(order, kind, outcome.fill, outcome.reason, "live"),
+                order_result(order, kind, outcome.fill, outcome.reason, "live", time.time()),
                 Stream.ORDER_RESULTS,
             )
         if kind == "unknown":
@@ -299,12 +291,10 @@ class ExecutionService(Service[ExecutionSettings]):
         if self.live is not None:
             return  # live positions carry their stop at MEXC (stopLossPrice)
         for position in list(self.positions.get(symbol, {}).values()):
-            if event_end < position.opened_at:
-                continue  # a price from before the position opened
-            if event_start < position.opened_at:
-                exit_price = self.model.stop_exit(position, low=last, high=last)
-            else:
-                exit_price = self.model.stop_exit(position, low=low, high=high, open_=open_)
+            exit_price = self.model.exit_price_for(
+                position, low=low, high=high, open_=open_, last=last,
+                start=event_start, end=event_end,
+            )  # fmt: skip
             if exit_price is not None:
                 await self._close(position, exit_price)
 
@@ -313,19 +303,7 @@ class ExecutionService(Service[ExecutionSettings]):
         async with self.kernel.database.connection() as conn, conn.transaction():
             closed = await store.close_position(conn, position, fill)
             if closed:
-                result = OrderResult(
-                    event_id=f"{position.order_id}:closed",
-                    order_id=position.order_id,
-                    symbol=position.symbol,
-                    side=position.side,
-                    status="closed",
-                    fill_price=fill.price,
-                    quantity=fill.quantity,
-                    fee=fill.fee,
-                    realized_pnl=fill.realized_pnl,
-                    reason=f"stop-loss {position.stop_loss:g} hit",
-                    timestamp=time.time(),
-                )
+                result = closed_result(position, fill, time.time())
                 await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
         self.positions.get(position.symbol, {}).pop(position.order_id, None)
         self._show_positions()

@@ -24,7 +24,13 @@ from itertools import groupby
 from cdb.bot_ws.candles import ClosedCandle
 from cdb.bot_ws.window import WindowStat, top_movers, window_stat
 from cdb.core.events import Candle, MarketData, Order, OrderResult, Signal, deterministic_id
-from cdb.execution_service.paper import FeeSchedule, OpenPosition, PaperFillModel
+from cdb.execution_service.paper import (
+    FeeSchedule,
+    OpenPosition,
+    PaperFillModel,
+    closed_result,
+    order_result,
+)
 from cdb.report.books import (
     Books,
     EquityPoint,
@@ -150,42 +156,42 @@ class Replay:
             low=candle.low,
             high=candle.high,
             open_=candle.open,
-            event_end=candle.open_time + 60.0,
+            last=candle.close,
+            start=float(candle.open_time),
+            end=candle.open_time + 60.0,
         )
 
     def on_market_data(self, md: MarketData) -> None:
         self.result.market_data.append(md)
         self.prices[md.symbol] = md.price
-        self._watch(md.symbol, low=md.price, high=md.price, open_=None, event_end=md.timestamp + 2)
+        at = md.timestamp + 2.0  # as execution_service: a tick of the fill's second counts
+        self._watch(md.symbol, low=md.price, high=md.price, open_=None, last=md.price,
+                    start=at, end=at)  # fmt: skip
         signal = self.strategy.on_market_data(md, self.cooldowns)
         if signal is not None:
             self.on_signal(signal, now=float(md.timestamp))
 
     def _watch(
-        self, symbol: str, *, low: float, high: float, open_: float | None, event_end: float
+        self,
+        symbol: str,
+        *,
+        low: float,
+        high: float,
+        open_: float | None,
+        last: float,
+        start: float,
+        end: float,
     ) -> None:
         for position in list(self.positions.get(symbol, {}).values()):
-            if event_end < position.opened_at:
-                continue
-            exit_price = self.fills.stop_exit(position, low=low, high=high, open_=open_)
+            exit_price = self.fills.exit_price_for(
+                position, low=low, high=high, open_=open_, last=last, start=start, end=end
+            )
             if exit_price is not None:
-                self._close(position, exit_price, now=event_end)
+                self._close(position, exit_price, now=end)
 
     def _close(self, position: OpenPosition, exit_price: float, now: float) -> None:
         fill = self.fills.fill_close(position, exit_price)
-        result = OrderResult(
-            event_id=f"{position.order_id}:closed",
-            order_id=position.order_id,
-            symbol=position.symbol,
-            side=position.side,
-            status="closed",
-            fill_price=fill.price,
-            quantity=fill.quantity,
-            fee=fill.fee,
-            realized_pnl=fill.realized_pnl,
-            reason=f"stop-loss {position.stop_loss:g} hit",
-            timestamp=now,
-        )
+        result = closed_result(position, fill, now)
         self.positions[position.symbol].pop(position.order_id, None)
         books = self.result.books
         books.fills.append(
@@ -320,18 +326,4 @@ class Replay:
             order.stop_loss,
             now,
         )
-        self._result(
-            OrderResult(
-                event_id=f"{order.order_id}:filled",
-                order_id=order.order_id,
-                signal_id=order.signal_id,
-                symbol=order.symbol,
-                side=order.side,
-                status="filled",
-                fill_price=fill.price,
-                quantity=fill.quantity,
-                fee=fill.fee,
-                timestamp=now,
-            ),
-            now,
-        )
+        self._result(order_result(order, "filled", fill, "", "paper", now), now)

@@ -21,6 +21,7 @@ from rich.console import Console
 from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations
 from cdb.core.events import Stream
+from cdb.demo.model import ensure_demo_model
 from cdb.demo.plan import DemoOptions, ServiceSpec, demo_plan
 from cdb.demo.progress import StartupDisplay
 from cdb.demo.summary import DemoSummary, collect_summary, print_summary
@@ -77,8 +78,18 @@ class Demo:
     def data_dir(self) -> Path:
         return self.stack.data_dir
 
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
     def specs(self) -> list[ServiceSpec]:
-        return demo_plan(self.options, self.stack.env())
+        specs = demo_plan(self.options, self.stack.env())
+        return [
+            spec.model_copy(update={"env": {**spec.env, "ML_MODEL_DIR": str(self.model_dir)}})
+            if spec.name == "ml_advisor"
+            else spec
+            for spec in specs
+        ]
 
     async def up(self, stop: asyncio.Event) -> None:
         """Redis + PostgreSQL, migrations, then every service healthy, in order."""
@@ -103,6 +114,14 @@ class Demo:
                 f"ok (migrations: {', '.join(applied) or 'up to date'})",
             )
             self._signal_cursor = await self._stream_end(Stream.SIGNALS)
+            if any(spec.name == "ml_advisor" for spec in self.specs()):
+                display.step("ml model", str(self.model_dir), "looking")
+                version, trained = await asyncio.to_thread(ensure_demo_model, self.model_dir)
+                display.step(
+                    "ml model",
+                    str(self.model_dir),
+                    f"{version} ({'trained on synthetic history' if trained else 'ok'})",
+                )
             self.supervisor = Supervisor(
                 self.specs(),
                 self.data_dir / "logs",

@@ -16,9 +16,9 @@ from cdb.bot_ws.connection import ChunkConnection, ConnectionHooks
 from cdb.bot_ws.exchange import ContractInfo, ExchangeError, ExchangeRest
 from cdb.bot_ws.screener import Screener
 from cdb.bot_ws.settings import BotWsSettings
-from cdb.bot_ws.window import WindowStat
+from cdb.bot_ws.window import WindowStat, market_data_of
 from cdb.core.bus import Backoff, Consumer, sleep_unless
-from cdb.core.events import Candle, Control, MarketData, Stream, deterministic_id
+from cdb.core.events import Candle, Control, Stream, deterministic_id
 from cdb.core.service import Kernel, Service, public_config
 
 __all__ = ["BotWs"]
@@ -216,23 +216,11 @@ class BotWs(Service[BotWsSettings]):
                 self.metrics.movers.labels(symbol=stat.symbol, direction=direction).set(
                     stat.pct_change
                 )
-                await self.kernel.bus.publish(self._market_data(stat, timestamp, interval))
+                await self.kernel.bus.publish(market_data_of(stat, timestamp, interval))
         self.published_movers = {
             "gainers": [_summary(s) for s in gainers],
             "losers": [_summary(s) for s in losers],
         }
-
-    @staticmethod
-    def _market_data(stat: WindowStat, timestamp: int, interval: str) -> MarketData:
-        return MarketData(
-            event_id=deterministic_id("market_data", stat.symbol, timestamp, interval),
-            symbol=stat.symbol,
-            price=stat.price,
-            volume=round(stat.volume, 2),
-            pct_change=round(stat.pct_change, 4),
-            timestamp=timestamp,
-            interval=interval,
-        )
 
     async def _backfill(self) -> None:
         """Fetch from REST every closed minute the sockets could not see whole."""

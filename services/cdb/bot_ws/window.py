@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cdb.bot_ws.candles import ClosedCandle, OpenBar
+from cdb.core.events import MarketData, deterministic_id
 
-__all__ = ["WindowStat", "top_movers", "window_stat"]
+__all__ = ["WindowStat", "market_data_of", "top_movers", "window_stat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +74,17 @@ def top_movers(
     )
     losers = sorted((s for s in items if s.pct_change < 0), key=lambda s: (s.pct_change, s.symbol))
     return gainers[:n], losers[:n]
+
+
+def market_data_of(stat: WindowStat, timestamp: int, interval: str) -> MarketData:
+    """The ``market_data`` event of a mover (seed shape; the id depends only on its inputs,
+    so a window published again is the same event)."""
+    return MarketData(
+        event_id=deterministic_id("market_data", stat.symbol, timestamp, interval),
+        symbol=stat.symbol,
+        price=stat.price,
+        volume=round(stat.volume, 2),
+        pct_change=round(stat.pct_change, 4),
+        timestamp=timestamp,
+        interval=interval,
+    )

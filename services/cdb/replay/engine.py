@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from itertools import groupby
 
 from cdb.bot_ws.candles import ClosedCandle
-from cdb.bot_ws.window import WindowStat, top_movers, window_stat
-from cdb.core.events import Candle, MarketData, Order, OrderResult, Signal, deterministic_id
+from cdb.bot_ws.window import market_data_of, top_movers, window_stat
+from cdb.core.events import Candle, MarketData, Order, OrderResult, Signal
 from cdb.execution_service.paper import (
     FeeSchedule,
     OpenPosition,
@@ -86,19 +86,6 @@ def _closed(candle: Candle) -> ClosedCandle:
         close=candle.close,
         volume=candle.volume,
         turnover=candle.turnover,
-    )
-
-
-def market_data_of(stat: WindowStat, timestamp: int, interval: str) -> MarketData:
-    """The event bot_ws publishes for a mover (same id, rounding and fields)."""
-    return MarketData(
-        event_id=deterministic_id("market_data", stat.symbol, timestamp, interval),
-        symbol=stat.symbol,
-        price=stat.price,
-        volume=round(stat.volume, 2),
-        pct_change=round(stat.pct_change, 4),
-        timestamp=timestamp,
-        interval=interval,
     )
 
 

@@ -30,8 +30,8 @@ def test_plan_follows_the_seed_order_with_offset_ports() -> None:
     assert [s.name for s in plan] == list(every)
     assert [s.port for s in plan] == [DEFAULT_PORTS[name] + 100 for name in every]
     sim = plan[0]
-    assert sim.argv == ("--port", "8110", "--symbols", "12", "--seed", "3",
-                        "--speed", "20.0", "--scenario", "pump")  # fmt: skip
+    assert sim.argv == ("--port", "8110", "--symbols", "12", "--seed", "3", "--speed", "20.0",
+                        "--scenario", "pump", "--history-min", "150")  # fmt: skip
     for spec in plan:
         assert spec.env["HTTP_PORT"] == str(spec.port)
         assert spec.env["MEXC_WS_URL"] == "ws://127.0.0.1:8110/edge"

@@ -136,6 +136,8 @@ def demo_plan(
                 str(options.speed),
                 "--scenario",
                 options.scenario,
+                "--history-min",  # enough past bars for the advisor's warm-up (120)
+                "150",
             )
         specs.append(
             ServiceSpec(

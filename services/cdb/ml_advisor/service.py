@@ -42,6 +42,7 @@ from cdb.ml_advisor.inference import Predictor
 from cdb.ml_advisor.live_state import Accepted, CandleWindow, MoversBoard
 from cdb.ml_advisor.model_store import MODEL_NAME, ModelStoreError, list_versions, load_model
 from cdb.ml_advisor.settings import MlAdvisorSettings
+from cdb.ml_advisor.warmup import KlineWarmup
 
 __all__ = ["CheckedCandle", "MlAdvisor"]
 
@@ -136,6 +137,7 @@ class MlAdvisor(Service[MlAdvisorSettings]):
         self.suppressed: Counter[str] = Counter()
         self.published = 0
         self.last_signal_at: float | None = None
+        self.warmup = KlineWarmup(settings.bot_rest_url) if settings.bot_rest_url else None
 
     # --- start-up -------------------------------------------------------------------
 
@@ -218,6 +220,7 @@ class MlAdvisor(Service[MlAdvisorSettings]):
     async def on_candle(self, candle: CheckedCandle) -> None:
         if self.settings.ml_persist_candles:
             await save_candle(self.kernel.database, candle)
+        await self._warm_up(candle)
         accepted = self._window(candle.symbol).add(candle)
         self.candles[accepted.value] += 1
         if accepted is Accepted.STALE:
@@ -235,6 +238,25 @@ class MlAdvisor(Service[MlAdvisorSettings]):
             self.metrics.published.inc()
             self.published += 1
             self.last_signal_at = time.time()
+
+    async def _warm_up(self, candle: Candle) -> None:
+        """Once per symbol: the minutes its window lacks, from bot_rest's klines."""
+        window = self._window(candle.symbol)
+        if self.warmup is None or window.ready or not self.warmup.wants(candle.symbol):
+            return
+        earliest = candle.open_time - WARMUP_BARS * 60
+        last = window.last_open_time
+        first = earliest if last is None else max(earliest, last + 60)
+        bars = await self.warmup.history(candle.symbol, first, candle.open_time)
+        for bar in bars:
+            window.add(bar)
+            if self.settings.ml_persist_candles:
+                await save_candle(self.kernel.database, bar)
+        self.candles["warmed_from_rest"] += len(bars)
+
+    async def close(self) -> None:
+        if self.warmup is not None:
+            await self.warmup.close()
 
     def decide(self, candle: Candle, window: CandleWindow) -> MlSignal | None:
         """Features → sanity → prediction → gate; the signal to publish, or None."""

@@ -35,6 +35,9 @@ class MlAdvisorSettings(ServiceSettings):
         default=180, gt=0, description="a movers snapshot older than this ranks nobody"
     )
     stale_after_s: float = Field(default=180.0, gt=0)
+    bot_rest_url: str | None = Field(
+        default=None, description="warm new symbols from bot_rest's klines (unset: live only)"
+    )
 
     @field_validator("ml_model_version")
     @classmethod

@@ -615,6 +615,9 @@ def test_network_policies_allow_the_design_flows_and_nothing_else(
         if p["kind"] == "NetworkPolicy"
     }
     assert workloads <= policed, workloads - policed
+    advisor = objects(rendered["advisor-values.yaml"])
+    assert allowed(advisor, "ml-advisor", "bot-rest", 8004), "the advisor's kline warm-up"
+    assert not allowed(advisor, "ml-advisor", "execution-service", 8003)
 
 
 CONVENTIONAL_LABELS = (

@@ -210,12 +210,16 @@ def test_the_crd_decides_each_resource(
         assert any(fragment in message for message in messages), messages
 
 
-@pytest.mark.parametrize(("case", "spec", "expected", "fragment"), CASES, ids=[c[0] for c in CASES])
+# A resource with no spec at all never reaches the operator's model: left out here.
+WITH_SPEC = [c for c in CASES if c[1] is not None]
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "expected", "fragment"), WITH_SPEC, ids=[c[0] for c in WITH_SPEC]
+)
 def test_the_operator_spec_model_agrees_with_the_crd(
-    case: str, spec: dict[str, Any] | None, expected: str, fragment: str
+    case: str, spec: dict[str, Any], expected: str, fragment: str
 ) -> None:
-    if spec is None:
-        return  # no spec at all never reaches the operator's model
     try:
         TradingBotSpec.model_validate(spec)
         accepted = True

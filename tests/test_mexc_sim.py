@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -204,6 +205,7 @@ def test_same_seed_same_market_and_deals_agree_with_klines() -> None:
     other = Simulator(config(seed=8))
     assert other.market.advance_to(until) != deals_a
     bars = first.market.bars_between("BTC_USDT", START, START + 60)
+    assert [bar.t for bar in bars] == [START, START + 60]  # both minutes, so the loop checks
     for bar in bars:
         mine = [d for d in deals_a["BTC_USDT"] if d.t // 60_000 * 60 == bar.t]
         assert bar.o == mine[0].p and bar.c == mine[-1].p
@@ -249,23 +251,31 @@ async def test_a_long_pause_loses_the_feed_and_resume_closes_the_sockets(
     assert sim.sim.stats["drops"] == 1
 
 
-def test_the_process_drains_and_exits_0_on_sigterm() -> None:
+async def test_the_process_drains_and_exits_0_on_sigterm() -> None:
+    """A started mexc_sim with a subscribed client: SIGTERM closes the socket, exit 0."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cdb.mexc_sim", "--port", str(port), "--symbols", "5"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+        healthy = False
         deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert proc.poll() is None, "mexc_sim did not start"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        while not healthy and proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                reply = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                healthy = reply.status_code == 200
+            if not healthy:
+                await asyncio.sleep(0.1)
+        assert healthy, f"mexc_sim did not answer /health (exit code {proc.poll()})"
+        async with websockets.connect(f"ws://127.0.0.1:{port}/edge", ping_interval=None) as ws:
+            await ws.send('{"method":"sub.deal","param":{"symbol":"BTC_USDT"}}')
+            await recv_until(ws, DealPush)
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed):
+                for _ in range(10_000):
+                    await asyncio.wait_for(ws.recv(), timeout=20)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -241,12 +241,15 @@ async def test_shadow_signals_are_persisted_and_never_traded(
         assert {r[0] for r in rows} == {s.signal_id for s in signals}
         by_id = {s.signal_id: s for s in signals}
         closes = history.set_index(["symbol", "time"])["close"]
+        checked = 0
         for signal_id, exit_price, hit in rows:
             signal = by_id[signal_id]
             exit_key = (signal.symbol, int(signal.timestamp) - 60 + 15 * 60)
             if exit_key in closes.index:
                 assert exit_price == pytest.approx(closes[exit_key])
                 assert hit == (closes[exit_key] > signal.price)
+                checked += 1
+        assert checked > 0, "no ML signal's 15-minute outcome was in the history"
 
         metrics_text = _metrics(advisor)
         assert metric(metrics_text, "ml_signals_published_total") == published

@@ -17,6 +17,7 @@ from cdb.ml_advisor.drift import population_stability_index
 from cdb.ml_advisor.features import FEATURES
 from cdb.ml_advisor.inference import Predictor
 from cdb.ml_advisor.model_store import (
+    LoadedModel,
     ModelStoreError,
     list_versions,
     load_model,
@@ -89,8 +90,9 @@ def test_the_artifact_holds_model_features_hash_and_metrics(
     assert loaded.manifest.training_data_hash == history_hash(history)
     assert loaded.manifest.metrics == trained.manifest.metrics
     row = trained.dataset[list(FEATURES)].to_numpy(np.float64)[:50]
+    in_memory = LoadedModel(manifest=trained.manifest, booster=trained.booster, path=path)
     np.testing.assert_array_equal(
-        Predictor(loaded).confidences(row), Predictor(loaded).confidences(row)
+        Predictor(loaded).confidences(row), Predictor(in_memory).confidences(row)
     )
     with pytest.raises(ModelStoreError, match="already exists"):
         save_artifact(tmp_path, trained.manifest, trained.booster)

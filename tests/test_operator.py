@@ -280,7 +280,8 @@ async def test_created_bot_gets_its_config_map_and_one_screener_pod_per_chunk(
     status = bot["status"]
     assert (status["chunks"], status["symbols"], status["observedGeneration"]) == (3, 450, 1)
     assert condition(bot, "Degraded")["status"] == "False"
-    assert condition(bot, "Ready") | {} and condition(bot, "Ready")["reason"] == "ChunksStarting"
+    ready = condition(bot, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ChunksStarting")
     assert condition(bot, "Progressing")["status"] == "True"
 
     [control] = await controls(redis, "momentum")

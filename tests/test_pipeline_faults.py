@@ -123,6 +123,10 @@ async def assert_exactly_once(env: dict[str, str], redis: Redis, pipeline: Pipel
     assert book["exposure_usdt"] <= 0.40 * book["equity_usdt"] * (1 + 1e-9)
 
 
+def decided(env: dict[str, str]) -> int:
+    return int(scalar(env, "SELECT count(*) FROM risk_decisions") or 0)
+
+
 def _order_id(fields: dict[bytes, bytes]) -> str:
     import json
 
@@ -177,6 +181,8 @@ async def test_all_three_killed_in_turn_at_random_points(
     redis = Redis(host=redis_proc.host, port=redis_proc.port, password=REDIS_PASSWORD)
     rng = random.Random(99)
 
+    progress: list[int] = []
+
     async def fault(pipeline: Pipeline) -> None:
         restarts: dict[str, asyncio.Task[None]] = {}
         for _ in range(6):
@@ -185,12 +191,14 @@ async def test_all_three_killed_in_turn_at_random_points(
             if name in restarts:
                 await restarts[name]  # its previous restart first
             pipeline.kill(name)
+            progress.append(int(scalar(service_env, PROGRESS[name]) or 0))
             restarts[name] = asyncio.create_task(asyncio.to_thread(pipeline.start, name))
         await asyncio.gather(*restarts.values())
 
     try:
         await run_burst(bus, pipeline, 99, fault)
         await assert_exactly_once(service_env, redis, pipeline)
+        assert any(0 < handled < BURST for handled in progress), progress  # mid-stream
     finally:
         pipeline.stop()
         await redis.aclose()
@@ -208,8 +216,8 @@ async def test_redis_killed_and_restarted_from_its_aof_mid_stream(
     at_fault: list[int] = []
 
     async def fault(_: Pipeline) -> None:
-        await asyncio.sleep(0.6)
-        at_fault.append(int(scalar(env, "SELECT count(*) FROM risk_decisions") or 0))
+        await wait_until(lambda: decided(env) > 0, what="a first decision, then the fault")
+        at_fault.append(decided(env))
         server.kill()  # SIGKILL: only what the AOF holds survives
         await asyncio.sleep(1.5)
         server.start()
@@ -217,7 +225,7 @@ async def test_redis_killed_and_restarted_from_its_aof_mid_stream(
     try:
         await run_burst(bus, pipeline, 5, fault)
         await assert_exactly_once(env, redis, pipeline)
-        assert at_fault[0] < BURST  # the outage landed mid-stream
+        assert 0 < at_fault[0] < BURST  # the outage landed mid-stream
     finally:
         pipeline.stop()
         await redis.aclose()
@@ -239,14 +247,16 @@ async def test_postgres_stopped_for_ten_seconds_mid_stream(
     at_fault: list[int] = []
 
     async def fault(_: Pipeline) -> None:
-        await asyncio.sleep(0.5)
-        at_fault.append(int(scalar(service_env, "SELECT count(*) FROM risk_decisions") or 0))
+        await wait_until(
+            lambda: decided(service_env) > 0, what="the first decision before the fault"
+        )
+        at_fault.append(decided(service_env))
         await asyncio.to_thread(outage)
 
     try:
         await run_burst(bus, pipeline, 7, fault)
         await assert_exactly_once(service_env, redis, pipeline)
-        assert at_fault[0] < BURST  # the outage landed mid-stream
+        assert 0 < at_fault[0] < BURST  # the outage landed mid-stream
     finally:
         pipeline.stop()
         await redis.aclose()

@@ -14,7 +14,7 @@ import pytest
 
 from cdb.core.bus import Bus
 from cdb.core.events import MlSignal, Order, OrderResult, ShapFeature, Signal, Stream
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, scrape
 from tests.test_pipeline_support import (
     FAST_BUS,
     eventually,
@@ -166,6 +166,12 @@ async def test_exposure_cap_holds_with_two_replicas_deciding_concurrently(
             for _, f in await bus.redis.xrange(Stream.ORDERS.value)
         }
         assert len(orders) == 5
+        # both replicas decided: the cap held across processes, not inside one
+        per_replica = [
+            scrape(proc.url, "cdb_events_consumed_total", stream=Stream.SIGNALS.value)
+            for proc in replicas
+        ]
+        assert all(n > 0 for n in per_replica) and sum(per_replica) == 30, per_replica
     finally:
         for proc in replicas:
             proc.__exit__()

@@ -240,41 +240,15 @@ async def test_mexc_refusal_rejects_the_order_with_a_clear_reason(
     assert secret not in proc.log()
 
 
-async def test_a_contract_without_api_access_is_refused_before_sending() -> None:
-    exchange = PrivateExchange()
-    app = FastAPI()
-    app.include_router(private_router(lambda _: 10.0, {KEY: SECRET}, exchange=exchange))
-
-    @app.get("/api/v1/contract/detail")
-    def detail(symbol: str) -> dict[str, Any]:  # a contract MEXC closes to API trading
-        return {
-            "success": True,
-            "code": 0,
-            "data": {"symbol": symbol, "contractSize": 1, "apiAllowed": False},
-        }
-
-    async with serve(app) as url:
-        client = MexcPrivateClient(url, SecretStr(KEY), SecretStr(SECRET))
-        try:
-            oid = order_id_for("s")
-            outcome = await LiveExecutor(client).send(
-                Order(
-                    event_id=oid,
-                    order_id=oid,
-                    signal_id="s",
-                    symbol="NOAPI_USDT",
-                    side="long",
-                    quantity=5,
-                    notional=50,
-                    price=10,
-                    stop_loss=9.8,
-                    timestamp=1.0,
-                )
-            )
-        finally:
-            await client.close()
+async def test_a_contract_without_api_access_is_refused_before_sending(venue: Venue) -> None:
+    venue.sim.set_faults(api_closed=[venue.symbol])  # MEXC closes some contracts to the API
+    client = MexcPrivateClient(venue.url, SecretStr(KEY), SecretStr(SECRET))
+    try:
+        outcome = await LiveExecutor(client).send(an_order(venue))
+    finally:
+        await client.close()
     assert outcome.kind == "rejected" and "apiAllowed=false" in outcome.reason
-    assert exchange.submits == 0
+    assert venue.exchange.submits == 0
 
 
 @pytest.mark.parametrize(

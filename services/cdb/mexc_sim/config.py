@@ -41,6 +41,10 @@ class Faults(BaseModel):
     rest_throttle_all: bool = Field(
         default=False, description="answer every REST call with MEXC's 510 throttle error"
     )
+    api_closed: list[str] = Field(
+        default_factory=list,
+        description="contracts whose detail says apiAllowed=false (closed to API trading)",
+    )
 
 
 class RestLimits(BaseModel):
@@ -110,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--ping-timeout", type=float, default=60.0, help="close sockets silent this long")
     add("--max-subs", type=int, default=None, help="fault: per-connection subscription cap")
     add("--throttle", action="store_true", help="fault: every REST call gets code 510")
+    add(
+        "--api-closed",
+        nargs="*",
+        default=[],
+        metavar="SYMBOL",
+        help="fault: these contracts say apiAllowed=false",
+    )
     add("--kline-limit", type=int, default=20, help="kline requests per 2 s and client")
     return parser
 
@@ -142,6 +153,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
                 ping_timeout_s=args.ping_timeout,
                 max_subs_per_connection=args.max_subs,
                 rest_throttle_all=args.throttle,
+                api_closed=args.api_closed,
             ),
         )
     except ValidationError as error:

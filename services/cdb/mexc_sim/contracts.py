@@ -77,7 +77,7 @@ class Contract(BaseModel):
     def round_price(self, price: float) -> float:
         return round(price, self.price_scale)
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self, api_allowed: bool = True) -> dict[str, Any]:
         """MEXC's contract detail row (field names and meanings as in the REST docs)."""
         return {
             "symbol": self.symbol,
@@ -127,7 +127,7 @@ class Contract(BaseModel):
             "appraisal": 0,
             "showAppraisalCountdown": 0,
             "automaticDelivery": 0,
-            "apiAllowed": True,
+            "apiAllowed": api_allowed,
             "type": 1,
         }
 

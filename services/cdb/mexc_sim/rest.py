@@ -70,12 +70,13 @@ def rest_router(sim: Simulator) -> APIRouter:
         if refused := await guard(request, "detail"):
             return refused
         raw = request.query_params.get("symbol")
+        closed = set(sim.faults.api_closed)
         if raw is None:
-            return ok([c.detail() for c in sim.market.contracts])
+            return ok([c.detail(c.symbol not in closed) for c in sim.market.contracts])
         symbol = contract_symbol(raw)
         if symbol is None:
             return failure(1001, "Contract does not exist")
-        return ok(sim.market.states[symbol].contract.detail())
+        return ok(sim.market.states[symbol].contract.detail(symbol not in closed))
 
     @router.get("/ticker")
     async def ticker(request: Request) -> JSONResponse:

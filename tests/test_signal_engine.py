@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from cdb.core.bus import Bus
-from cdb.core.events import Stream
+from cdb.core.events import Control, ControlSettings, Stream
 from cdb.signal_engine.strategy import (
     CooldownState,
     MomentumStrategy,
@@ -28,6 +28,7 @@ from tests.test_pipeline_support import (
     market,
     query,
     scalar,
+    wait_until,
 )
 
 T0 = 1_767_000_000
@@ -121,5 +122,31 @@ async def test_a_redelivered_market_data_event_makes_no_second_signal(
         assert status["in_force"]["threshold_pct"] == 3.0
         assert status["in_force"]["effective_cooldown_s"] == 900.0
         assert query(service_env, "SELECT symbol, side FROM signals") == [("RE_USDT", "long")]
+
+        # A redelivery after the live config changed (threshold above the move, paused):
+        # the stored signal is published again as it was, not evaluated anew and lost.
+        await bus.publish(
+            Control(
+                bot="re",
+                generation=1,
+                config_hash="raised",
+                settings=ControlSettings(signal_threshold_pct=50.0, paused=True),
+                timestamp=time.time(),
+            )
+        )
+        await wait_until(
+            lambda: proc.status()["in_force"]["threshold_pct"] == 50.0, what="control applied"
+        )
+        before = len(signals)
+        await bus.publish(md.model_copy(update={"event_id": "after-the-control-change"}))
+        await eventually(handled, what="the late redelivery handled")
+        signals = await redis.xrange(Stream.SIGNALS.value)
+        assert len(signals) == before + 1
+        assert {e[1][b"event"] for e in signals} == ids  # the same signal, byte for byte
+        assert scalar(service_env, "SELECT count(*) FROM signals") == 1
+        # a new window of the same size is now suppressed by the new config
+        await bus.publish(market("NEW_USDT", 5.0, ts=int(time.time())))
+        await eventually(handled, what="a new event under the new config")
+        assert len(await redis.xrange(Stream.SIGNALS.value)) == before + 1
     finally:
         proc.__exit__()

@@ -20,7 +20,7 @@ from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import Control, MarketData, Stream
 from cdb.core.service import Service, public_config
 from cdb.signal_engine.settings import SignalEngineSettings
-from cdb.signal_engine.store import insert_signal, load_cooldown, lock_symbol
+from cdb.signal_engine.store import insert_signal, load_cooldown, lock_symbol, own_signal
 from cdb.signal_engine.strategy import MomentumStrategy, StrategyParams, Suppressed
 
 log = logging.getLogger("cdb.signal_engine")
@@ -70,12 +70,17 @@ class SignalEngine(Service[SignalEngineSettings]):
         strategy = self.strategy
         async with self.kernel.database.connection() as conn, conn.transaction():
             await lock_symbol(conn, md.symbol)
-            state = await load_cooldown(conn, md, strategy.name)
-            outcome = strategy.evaluate(md, state)
-            if isinstance(outcome, Suppressed):
-                self.suppressed.labels(outcome.reason).inc()
-                return
-            created = await insert_signal(conn, outcome)
+            # A redelivered event republishes its stored signal as it was, whatever the
+            # parameters in force now (a threshold changed or a pause since must not lose it).
+            stored = await own_signal(conn, md, strategy.name)
+            if stored is None:
+                outcome = strategy.evaluate(md, await load_cooldown(conn, md))
+                if isinstance(outcome, Suppressed):
+                    self.suppressed.labels(outcome.reason).inc()
+                    return
+                created = await insert_signal(conn, outcome)
+            else:
+                outcome, created = stored, False
         await self.kernel.bus.publish(outcome, Stream.SIGNALS)
         if created:
             self.generated.labels(outcome.side).inc()

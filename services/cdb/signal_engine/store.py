@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from cdb.core.events import MarketData, Signal
 from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
 
-__all__ = ["insert_signal", "load_cooldown", "lock_symbol"]
+__all__ = ["insert_signal", "load_cooldown", "lock_symbol", "own_signal"]
 
 
 async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
@@ -17,21 +17,40 @@ async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"signal:{symbol}",))
 
 
-async def load_cooldown(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> CooldownState:
-    """The symbol's cooldown state; this window's own signal first, so a redelivery re-emits it."""
+async def own_signal(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Signal | None:
+    """The signal this window already made (a redelivery), exactly as it was stored."""
     own = [signal_id_for(md, side, strategy) for side in ("long", "short")]
     cursor = await conn.execute(
-        "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE signal_id = ANY(%s)",
+        "SELECT signal_id, event_id, symbol, side, confidence, reason, strategy, price,"
+        " pct_change, extract(epoch FROM signal_ts)::float8 FROM signals"
+        " WHERE signal_id = ANY(%s)",
         (own,),
     )
     row = await cursor.fetchone()
     if row is None:
-        cursor = await conn.execute(
-            "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE symbol = %s"
-            " ORDER BY signal_ts DESC LIMIT 1",
-            (md.symbol,),
-        )
-        row = await cursor.fetchone()
+        return None
+    return Signal(
+        signal_id=row[0],
+        event_id=row[1],
+        symbol=row[2],
+        side=row[3],
+        confidence=float(row[4]),
+        reason=row[5],
+        strategy=row[6],
+        price=float(row[7]),
+        pct_change=float(row[8]),
+        timestamp=float(row[9]),
+    )
+
+
+async def load_cooldown(conn: AsyncConnection[Any], md: MarketData) -> CooldownState:
+    """The symbol's cooldown state: its newest signal."""
+    cursor = await conn.execute(
+        "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE symbol = %s"
+        " ORDER BY signal_ts DESC LIMIT 1",
+        (md.symbol,),
+    )
+    row = await cursor.fetchone()
     state = CooldownState()
     if row is not None:
         state.last[md.symbol] = LastSignal(row[0], float(row[1]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from cdb.core.bus import Bus
-from cdb.core.events import Order, Stream
+from cdb.core.events import Control, ControlSettings, Order, Stream
 from cdb.execution_service.live import LiveExecutor
 from cdb.execution_service.mexc_client import MexcPrivateClient, sign
 from cdb.mexc_sim.config import SimConfig
@@ -148,65 +149,179 @@ async def test_a_live_order_is_signed_sent_once_and_booked(
     assert SECRET not in proc.log() and KEY not in proc.log()
 
 
-async def test_pending_orders_are_reconciled_on_start_unknown_until_proven(
-    venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
-) -> None:
-    env = live_env(service_env, venue.url)
-    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
-    proc.terminate()  # schema in place; now play the crash between commit and send
-    sent, never_sent = an_order(venue, 1), an_order(venue, 2)
-    for order in (sent, never_sent):
-        query(
-            service_env,
-            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
-            " stop_loss, mode, status, external_id) VALUES (%s, %s, %s, 'long', %s, %s, %s, %s,"
-            " 'live', 'pending', %s) RETURNING order_id",
-            (
-                order.order_id,
-                order.signal_id,
-                order.symbol,
-                order.quantity,
-                order.notional,
-                order.price,
-                order.stop_loss,
-                order.order_id,
-            ),
-        )
-    body = {
-        "symbol": sent.symbol,
-        "price": sent.price,
-        "vol": 10,
+def insert_pending(env: dict[str, str], order: Order, submit_attempts: int = 0) -> None:
+    """An order's committed intent, as a crash left it (``submit_attempts`` POSTs begun)."""
+    query(
+        env,
+        "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+        " stop_loss, mode, status, external_id, submit_attempts) VALUES (%s, %s, %s, 'long',"
+        " %s, %s, %s, %s, 'live', 'pending', %s, %s) RETURNING order_id",
+        (
+            order.order_id,
+            order.signal_id,
+            order.symbol,
+            order.quantity,
+            order.notional,
+            order.price,
+            order.stop_loss,
+            order.order_id,
+            submit_attempts,
+        ),
+    )
+
+
+def body_of(order: Order, vol: int = 10) -> dict[str, Any]:
+    return {
+        "symbol": order.symbol,
+        "price": order.price,
+        "vol": vol,
         "leverage": 1,
         "side": 1,
         "type": 5,
         "openType": 1,
-        "externalOid": sent.order_id,
+        "externalOid": order.order_id,
     }
-    venue.exchange.submit(KEY, body, venue.sim.price_of)  # MEXC got the first one
+
+
+async def test_pending_orders_are_driven_on_start_sent_once_or_unknown_until_proven(
+    venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = live_env(service_env, venue.url)
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    proc.terminate()  # schema in place; now play the crashes
+    never_sent = an_order(venue, 1)  # killed between the intent's commit and the POST
+    reply_lost = an_order(venue, 2)  # MEXC booked it; the reply died with the process
+    lost = an_order(venue, 3)  # a POST was begun, MEXC has no trace of it
+    given_up = an_order(venue, 4)  # sent the most times allowed, never found
+    insert_pending(service_env, never_sent, 0)
+    insert_pending(service_env, reply_lost, 1)
+    insert_pending(service_env, lost, 1)
+    insert_pending(service_env, given_up, 3)
+    venue.exchange.submit(KEY, body_of(reply_lost), venue.sim.price_of)
+    submits = venue.exchange.submits
 
     proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
     try:
         status = dict(query(service_env, "SELECT order_id, status FROM orders"))
-        assert status == {sent.order_id: "filled", never_sent.order_id: "unknown"}
-        assert scalar(service_env, "SELECT count(*) FROM positions") == 1
+        assert status == {
+            never_sent.order_id: "filled",
+            reply_lost.order_id: "filled",
+            lost.order_id: "filled",
+            given_up.order_id: "unknown",
+        }
+        # sent: the never-sent one and the lost one, once each; the booked one only looked up
+        assert venue.exchange.submits == submits + 2 and len(venue.exchange.orders) == 3
+        attempts = dict(query(service_env, "SELECT order_id, submit_attempts FROM orders"))
+        assert attempts == {
+            never_sent.order_id: 1,
+            reply_lost.order_id: 1,
+            lost.order_id: 2,
+            given_up.order_id: 3,
+        }
+        assert scalar(service_env, "SELECT count(*) FROM positions") == 3
         kinds = {(r["order_id"], r["status"]) for r in await results(bus.redis)}
-        assert kinds == {(sent.order_id, "filled"), (never_sent.order_id, "unknown")}
+        assert kinds == {
+            (never_sent.order_id, "filled"),
+            (reply_lost.order_id, "filled"),
+            (lost.order_id, "filled"),
+            (given_up.order_id, "unknown"),
+        }
 
         # Proven later: MEXC does have it after all. Housekeeping finds it and books it.
-        venue.exchange.submit(KEY, {**body, "externalOid": never_sent.order_id}, venue.sim.price_of)
+        venue.exchange.submit(KEY, body_of(given_up), venue.sim.price_of)
         await wait_until(
             lambda: (
                 scalar(
                     service_env,
                     "SELECT status FROM orders WHERE order_id = %s",
-                    (never_sent.order_id,),
+                    (given_up.order_id,),
                 )
                 == "filled"
             ),
             what="unknown order proven filled",
         )
-        assert scalar(service_env, "SELECT count(*) FROM positions") == 2
-        assert len(venue.exchange.orders) == 2  # nothing was sent twice
+        assert scalar(service_env, "SELECT count(*) FROM positions") == 4
+        assert len(venue.exchange.orders) == 4  # nothing was booked twice
+    finally:
+        proc.__exit__()
+
+
+async def test_a_paused_live_service_sends_nothing(
+    venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = await start(
+        ServiceProcess("cdb.execution_service", live_env(service_env, venue.url), tmp_path)
+    )
+    try:
+        await bus.publish(
+            Control(
+                bot="live",
+                generation=1,
+                config_hash="paused",
+                settings=ControlSettings(paused=True),
+                timestamp=time.time(),
+            )
+        )
+        await wait_until(lambda: proc.status()["in_force"]["paused"] is True, what="paused")
+        order = an_order(venue)
+        await bus.publish(order)
+        await wait_until(
+            lambda: scalar(service_env, "SELECT status FROM orders") == "rejected", what="refusal"
+        )
+        assert scalar(service_env, "SELECT reason FROM orders") == "trading is paused"
+        assert venue.exchange.submits == 0 and venue.exchange.orders == {}
+
+        async def published() -> bool:
+            return [r["status"] for r in await results(bus.redis)] == ["rejected"]
+
+        await eventually(published, what="the rejection published")
+    finally:
+        proc.__exit__()
+    assert SECRET not in proc.log()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5, 17])
+async def test_sigkill_while_live_orders_are_in_flight_books_each_once(
+    seed: int, venue: Venue, bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """MEXC books each order at once but answers 250 ms later; execution_service is
+    SIGKILLed at random points (some inside that window) and restarted. Every order is at
+    MEXC once and booked once: one fill, one position, one ``filled`` result."""
+    venue.exchange.reply_delay_ms = 250
+    env = live_env(service_env, venue.url)
+    proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+    orders = [an_order(venue, 100 + n) for n in range(12)]
+    rng = random.Random(seed)
+    progress: list[int] = []
+    try:
+        for order in orders:
+            await bus.publish(order)
+        for _ in range(3):
+            await asyncio.sleep(rng.uniform(0.2, 1.2))
+            proc.kill()
+            progress.append(len(venue.exchange.orders))
+            proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
+        await wait_until(
+            lambda: (
+                scalar(service_env, "SELECT count(*) FROM orders WHERE status = 'filled'") == 12
+            ),
+            what="every live order filled",
+        )
+        assert any(0 < booked < len(orders) for booked in progress), progress  # mid-stream
+        booked = [o.external_oid for o in venue.exchange.orders.values()]
+        assert sorted(booked) == sorted(o.order_id for o in orders)  # each once at MEXC
+        fills = query(service_env, "SELECT order_id, count(*) FROM fills GROUP BY order_id")
+        assert {f[0] for f in fills} == {o.order_id for o in orders}
+        assert {f[1] for f in fills} == {1}
+        assert scalar(service_env, "SELECT count(*) FROM positions") == len(orders)
+
+        async def all_results() -> bool:
+            filled = {r["order_id"] for r in await results(bus.redis) if r["status"] == "filled"}
+            return filled == {o.order_id for o in orders}
+
+        await eventually(all_results, what="a filled result for every order")
+        assert {r["status"] for r in await results(bus.redis)} <= {"filled", "unknown"}
     finally:
         proc.__exit__()
 
@@ -392,22 +507,7 @@ async def test_a_refused_lookup_at_start_keeps_the_order_pending_and_the_service
     proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
     proc.terminate()
     order = an_order(venue, 7)
-    query(
-        service_env,
-        "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
-        " stop_loss, mode, status, external_id) VALUES (%s, %s, %s, 'long', %s, %s, %s, %s,"
-        " 'live', 'pending', %s) RETURNING order_id",
-        (
-            order.order_id,
-            order.signal_id,
-            order.symbol,
-            order.quantity,
-            order.notional,
-            order.price,
-            order.stop_loss,
-            order.order_id,
-        ),
-    )
+    insert_pending(service_env, order, submit_attempts=1)  # sent before the key was revoked
     proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
     try:
         assert scalar(service_env, "SELECT status FROM orders") == "pending"  # not guessed

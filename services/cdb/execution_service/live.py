@@ -43,8 +43,8 @@ class LiveExecutor:
             self._contracts[symbol] = await self.client.contract_detail(symbol)
         return self._contracts[symbol]
 
-    async def send(self, order: Order) -> LiveOutcome:
-        """Submit (idempotent on ``externalOid``), then look the order up."""
+    async def prepare(self, order: Order) -> dict[str, Any] | LiveOutcome:
+        """The order body MEXC gets, or why this order cannot be sent (a rejection)."""
         try:
             detail = await self.contract(order.symbol)
         except MexcError as error:
@@ -67,7 +67,7 @@ class LiveExecutor:
                 reason=f"{order.quantity:g} {order.symbol} is {vol:g} contracts, "
                 f"below MEXC's minimum of {minimum:g}",
             )
-        body = {
+        return {
             "symbol": order.symbol,
             "price": order.price,
             "vol": vol,
@@ -78,14 +78,24 @@ class LiveExecutor:
             "externalOid": order.order_id,
             "stopLossPrice": order.stop_loss,
         }
-        try:
-            await self.client.submit_order(body)
-        except MexcError as error:
-            return LiveOutcome("rejected", reason=f"{error} ({MAINTENANCE_NOTE})")
+
+    async def submit(self, order: Order, body: dict[str, Any]) -> LiveOutcome:
+        """POST the order (MEXC's refusal raises :class:`MexcError`), then look it up."""
+        await self.client.submit_order(body)
         try:
             return await self.lookup(order)
         except MexcError as error:  # accepted, but not readable now: reconciled later
             return LiveOutcome("open", reason=f"submitted; lookup refused: {error}")
+
+    async def send(self, order: Order) -> LiveOutcome:
+        """A first send: prepare, submit; a refusal by MEXC is a rejection."""
+        body = await self.prepare(order)
+        if isinstance(body, LiveOutcome):
+            return body
+        try:
+            return await self.submit(order, body)
+        except MexcError as error:
+            return LiveOutcome("rejected", reason=f"{error} ({MAINTENANCE_NOTE})")
 
     async def lookup(self, order: Order) -> LiveOutcome:
         """What MEXC knows of the order, by its external id."""

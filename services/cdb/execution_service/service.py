@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.bus import TRANSIENT_ERRORS, Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.execution_service import store
-from cdb.execution_service.live import LiveExecutor, LiveOutcome
+from cdb.execution_service.live import MAINTENANCE_NOTE, LiveExecutor, LiveOutcome
 from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
 from cdb.execution_service.paper import (
     FeeSchedule,
@@ -38,6 +38,8 @@ from cdb.execution_service.settings import ExecutionSettings
 __all__ = ["ExecutionService"]
 
 log = logging.getLogger("cdb.execution_service")
+
+MAX_SUBMITS = 3  # sends of one live order MEXC cannot find, before it stays unknown
 
 
 class ExecutionMetrics:
@@ -77,7 +79,6 @@ class ExecutionService(Service[ExecutionSettings]):
         self.paused = False
         self.realized = 0.0
         self.live: LiveExecutor | None = None
-        self.in_flight: set[str] = set()
         if settings.trading_mode == "live":
             client = MexcPrivateClient(
                 settings.mexc_rest_url,
@@ -146,7 +147,8 @@ class ExecutionService(Service[ExecutionSettings]):
             if await store.order_status(conn, order.order_id) is not None:
                 return  # already executed: its result is in the outbox
             if self.paused:
-                await store.insert_order(conn, order, "rejected", mode, "trading is paused")
+                if not await store.insert_order(conn, order, "rejected", mode, "trading is paused"):
+                    return  # a replica executed it in the meantime
                 await self.outbox.add(
                     conn,
                     order_result(order, "rejected", None, "trading is paused", mode, time.time()),
@@ -167,39 +169,76 @@ class ExecutionService(Service[ExecutionSettings]):
         self._count(order, status, fill)
 
     async def _live_order(self, order: Order) -> None:
-        assert self.live is not None
         async with self.kernel.database.connection() as conn, conn.transaction():
-            status = await store.order_status(conn, order.order_id)
-            if status is None:
-                await store.insert_order(conn, order, "pending", "live")
-                status = "pending"
-        if status != "pending":
-            return
-        self.in_flight.add(order.order_id)
-        try:
-            outcome = await self.live.send(order)
-            await self._settle_live(order, outcome)
-        finally:
-            self.in_flight.discard(order.order_id)
+            if await store.order_status(conn, order.order_id) is None:
+                await store.insert_order(conn, order, "pending", "live")  # the intent first
+        await self._drive_live(order)
 
     async def reconcile_live(self) -> None:
-        """Every pending or unknown live order is looked up by its external id."""
-        assert self.live is not None
+        """Every pending or unknown live order is driven one step (see ``_live_step``)."""
         async with self.kernel.database.connection() as conn:
             orders = await store.live_orders_to_reconcile(conn)
         for order in orders:
-            if order.order_id in self.in_flight:
-                continue
             try:
-                outcome = await self.live.lookup(order)
-            except MexcError as error:  # e.g. a revoked key: say so, keep the order as it is
-                log.error(
-                    "cannot reconcile live order",
-                    extra={"order_id": order.order_id, "error": str(error)},
+                await self._drive_live(order)
+            except TRANSIENT_ERRORS as error:  # MEXC or a store unreachable: next round
+                log.warning(
+                    "live order not reconciled now",
+                    extra={"order_id": order.order_id, "error": str(error)[:300]},
                 )
-                continue
-            await self._settle_live(order, outcome)
         await self.outbox.flush()
+
+    async def _drive_live(self, order: Order) -> None:
+        """One step towards a known outcome under the order's advisory lock, so replicas,
+        redeliveries and housekeeping never send or settle one order at the same time.
+        Busy elsewhere: left to that worker (housekeeping looks again if it dies)."""
+        async with self.kernel.database.connection() as conn:
+            if not await store.lock_order(conn, order.order_id):
+                return
+            try:
+                outcome = await self._live_step(conn, order)
+                if outcome is not None:
+                    await self._settle_live(order, outcome)
+            finally:
+                await store.unlock_order(conn, order.order_id)
+
+    async def _live_step(self, conn: store.Conn, order: Order) -> LiveOutcome | None:
+        """Never submitted: send it (paused: reject it). Submitted before, or unknown: look
+        it up; only when MEXC does not know it, send it again with the same externalOid,
+        at most ``MAX_SUBMITS`` times in all. ``None``: nothing to settle now."""
+        assert self.live is not None
+        state = await store.live_state(conn, order.order_id)
+        if state is None or state.status not in ("pending", "unknown"):
+            return None
+        if state.submit_attempts == 0:
+            if self.paused:
+                return LiveOutcome("rejected", reason="trading is paused")
+            body = await self.live.prepare(order)
+            if isinstance(body, LiveOutcome):
+                return body
+            await store.count_submit(conn, order.order_id)
+            try:
+                return await self.live.submit(order, body)
+            except MexcError as error:  # MEXC had never seen this id: a refusal
+                return LiveOutcome("rejected", reason=f"{error} ({MAINTENANCE_NOTE})")
+        try:
+            found = await self.live.lookup(order)
+        except MexcError as error:  # e.g. a revoked key: say so, keep the order as it is
+            log.error(
+                "cannot reconcile live order",
+                extra={"order_id": order.order_id, "error": str(error)},
+            )
+            return None
+        if found.kind != "unknown" or state.submit_attempts >= MAX_SUBMITS or self.paused:
+            return found  # unknown stays unknown until proven; looked up every round
+        body = await self.live.prepare(order)
+        if isinstance(body, LiveOutcome):
+            return LiveOutcome("unknown", reason=f"not found; not sent again: {body.reason}")
+        await store.count_submit(conn, order.order_id)
+        try:
+            return await self.live.submit(order, body)
+        except MexcError as error:  # the earlier submit may still surface: not a rejection
+            return LiveOutcome("unknown", reason=f"not found; a resend was refused: {error}")
 
     async def _settle_live(self, order: Order, outcome: LiveOutcome) -> None:
         if outcome.kind == "open":

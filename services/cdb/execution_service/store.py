@@ -3,21 +3,28 @@ transaction, keyed by ``order_id`` (a primary key, so a redelivery cannot write 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import psycopg
 from psycopg import AsyncConnection
 
 from cdb.core.events import Order
 from cdb.execution_service.paper import Fill, OpenPosition
 
 __all__ = [
+    "LiveState",
     "close_position",
+    "count_submit",
     "insert_order",
     "live_orders_to_reconcile",
+    "live_state",
     "load_open_positions",
+    "lock_order",
     "open_position",
     "order_status",
     "set_order_status",
+    "unlock_order",
 ]
 
 Conn = AsyncConnection[Any]
@@ -159,3 +166,55 @@ async def live_orders_to_reconcile(conn: Conn) -> list[Order]:
         )
         for r in await cursor.fetchall()
     ]
+
+
+# -- live orders: one worker at a time per order, submits counted before they are made -----
+
+
+@dataclass(frozen=True)
+class LiveState:
+    status: str
+    submit_attempts: int
+
+
+def _order_lock_key(order_id: str) -> str:
+    return f"cdb:live-order:{order_id}"
+
+
+async def lock_order(conn: Conn, order_id: str) -> bool:
+    """Take the order's session advisory lock on ``conn`` (False: another worker has it).
+    The lock dies with the connection, so a crashed worker never holds an order."""
+    cursor = await conn.execute(
+        "SELECT pg_try_advisory_lock(hashtext(%s))", (_order_lock_key(order_id),)
+    )
+    row = await cursor.fetchone()
+    await conn.commit()  # end the implicit transaction; the session lock stays
+    return bool(row and row[0])
+
+
+async def unlock_order(conn: Conn, order_id: str) -> None:
+    try:
+        await conn.rollback()
+        await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_order_lock_key(order_id),))
+        await conn.commit()
+    except psycopg.Error:  # the connection is gone, and its lock with it
+        pass
+
+
+async def live_state(conn: Conn, order_id: str) -> LiveState | None:
+    cursor = await conn.execute(
+        "SELECT status, submit_attempts FROM orders WHERE order_id = %s", (order_id,)
+    )
+    row = await cursor.fetchone()
+    await conn.commit()
+    return None if row is None else LiveState(str(row[0]), int(row[1]))
+
+
+async def count_submit(conn: Conn, order_id: str) -> None:
+    """Committed before the POST: after a crash, the order is known to have maybe been sent."""
+    await conn.execute(
+        "UPDATE orders SET submit_attempts = submit_attempts + 1, updated_at = now()"
+        " WHERE order_id = %s",
+        (order_id,),
+    )
+    await conn.commit()

@@ -27,6 +27,7 @@ endpoints "under maintenance", as MEXC marks them for many accounts).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -119,6 +120,7 @@ class PrivateExchange:
     taker_fee: float = TAKER_FEE
     maker_fee: float = MAKER_FEE
     under_maintenance: bool = False
+    reply_delay_ms: int = 0  # fault: an order is booked at once, its reply comes this late
     contract_size_of: Callable[[str], float] = field(default=lambda _symbol: 1.0)
     orders: dict[str, SimOrder] = field(default_factory=dict)
     by_external: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -340,9 +342,12 @@ def private_router(
             key = authenticate(request, raw)
             if body is _Unparsable:
                 raise MexcRefusal(601, "Data decoding error")
-            return _ok(book.submit(key, body, price_of))
+            order_id = book.submit(key, body, price_of)
         except MexcRefusal as refusal:
             return _fail(refusal.code, refusal.message)
+        if book.reply_delay_ms:  # booked; a client that dies or times out now never hears it
+            await asyncio.sleep(book.reply_delay_ms / 1000)
+        return _ok(order_id)
 
     @router.get("/api/v1/private/order/external/{symbol}/{external_oid}")
     async def by_external(request: Request, symbol: str, external_oid: str) -> JSONResponse:

@@ -177,6 +177,49 @@ async def test_exposure_cap_holds_with_two_replicas_deciding_concurrently(
             proc.__exit__()
 
 
+async def test_a_pause_applied_by_one_replica_holds_in_every_replica(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A control event reaches one replica (one consumer group per service); the other
+    decides from the stored live config too, so no replica trades while paused."""
+    from cdb.core.events import Control, ControlSettings
+
+    replicas = [await start(service_env, tmp_path, f"risk-{i}") for i in range(2)]
+    try:
+        await bus.publish(
+            Control(
+                bot="b",
+                generation=1,
+                config_hash="paused",
+                timestamp=time.time(),
+                settings=ControlSettings(paused=True),
+            ),
+        )
+        await wait_until(
+            lambda: scalar(service_env, "SELECT count(*) FROM control_state") == 1,
+            what="the pause stored by one replica",
+        )
+        applied = [
+            scrape(proc.url, "cdb_events_consumed_total", stream=Stream.CONTROL.value)
+            for proc in replicas
+        ]
+        assert sorted(applied) == [0, 1], applied  # only one replica got the event
+        signals = [signal(f"P{i:02d}_USDT") for i in range(20)]
+        await asyncio.gather(*(bus.publish(s) for s in signals))
+        await wait_until(lambda: scalar(service_env, "SELECT count(*) FROM risk_decisions") == 20)
+        per_replica = [
+            scrape(proc.url, "cdb_events_consumed_total", stream=Stream.SIGNALS.value)
+            for proc in replicas
+        ]
+        assert all(n > 0 for n in per_replica), per_replica  # both decided
+        assert query(service_env, "SELECT DISTINCT reason FROM risk_decisions") == [("paused",)]
+        assert await bus.redis.xlen(Stream.ORDERS.value) == 0
+        assert all(proc.status()["in_force"]["paused"] is True for proc in replicas)
+    finally:
+        for proc in replicas:
+            proc.__exit__()
+
+
 async def test_ml_signals_are_persisted_and_counted_in_shadow_mode_never_traded(
     bus: Bus, service_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -13,12 +13,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from cdb.core.db import Database
 from cdb.core.events import Control, ControlSettings
 
-__all__ = ["AppliedControl", "apply_control", "is_stale", "load_control"]
+__all__ = ["AppliedControl", "apply_control", "current_control", "is_stale", "load_control"]
 
 
 def is_stale(control: Control, bot: str | None, bot_uid: str | None, generation: int) -> bool:
@@ -47,18 +48,26 @@ def _settings(stored: Any) -> dict[str, Any]:
     return dict(stored if isinstance(stored, dict) else json.loads(stored))
 
 
-async def load_control(db: Database, service: str) -> AppliedControl | None:
-    async with db.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT bot, bot_uid, generation, config_hash, settings FROM control_state "
-            "WHERE service = %s",
-            (service,),
-        )
-        row = await cursor.fetchone()
+async def current_control(conn: AsyncConnection[Any], service: str) -> AppliedControl | None:
+    """What is in force for ``service``, read on ``conn`` (inside the caller's transaction).
+
+    A control event reaches one replica of a service (one consumer group per service);
+    every replica reads the stored settings where it decides, so all decide alike."""
+    cursor = await conn.execute(
+        "SELECT bot, bot_uid, generation, config_hash, settings FROM control_state "
+        "WHERE service = %s",
+        (service,),
+    )
+    row = await cursor.fetchone()
     if row is None:
         return None
     settings = ControlSettings.model_validate(_settings(row[4]))
     return AppliedControl(row[0], row[1], int(row[2]), row[3], settings)
+
+
+async def load_control(db: Database, service: str) -> AppliedControl | None:
+    async with db.connection() as conn:
+        return await current_control(conn, service)
 
 
 async def apply_control(db: Database, service: str, control: Control) -> AppliedControl | None:

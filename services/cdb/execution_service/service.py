@@ -17,7 +17,7 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import TRANSIENT_ERRORS, Consumer, sleep_unless
-from cdb.core.control import AppliedControl, apply_control, load_control
+from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
@@ -91,9 +91,7 @@ class ExecutionService(Service[ExecutionSettings]):
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        self.control = await load_control(self.kernel.database, self.name)
-        if self.control is not None and self.control.settings.paused is not None:
-            self.paused = self.control.settings.paused
+        self._adopt(await load_control(self.kernel.database, self.name))
         await self._reload_positions()
         await self.outbox.flush()
         if self.live is not None:
@@ -146,6 +144,7 @@ class ExecutionService(Service[ExecutionSettings]):
         async with self.kernel.database.connection() as conn, conn.transaction():
             if await store.order_status(conn, order.order_id) is not None:
                 return  # already executed: its result is in the outbox
+            self._adopt(await current_control(conn, self.name))  # a peer may have applied it
             if self.paused:
                 if not await store.insert_order(conn, order, "rejected", mode, "trading is paused"):
                     return  # a replica executed it in the meantime
@@ -210,6 +209,8 @@ class ExecutionService(Service[ExecutionSettings]):
         state = await store.live_state(conn, order.order_id)
         if state is None or state.status not in ("pending", "unknown"):
             return None
+        self._adopt(await current_control(conn, self.name))
+        await conn.commit()
         if state.submit_attempts == 0:
             if self.paused:
                 return LiveOutcome("rejected", reason="trading is paused")
@@ -381,10 +382,15 @@ class ExecutionService(Service[ExecutionSettings]):
         applied = await apply_control(self.kernel.database, self.name, control)
         if applied is None:
             return
-        self.control = applied
-        if applied.settings.paused is not None:
-            self.paused = applied.settings.paused
+        self._adopt(applied)
         log.info("live config applied", extra={"control": applied.describe()})
+
+    def _adopt(self, control: AppliedControl | None) -> None:
+        """``paused`` from the stored live config (not paused where none was applied)."""
+        if control is None or control == self.control:
+            return
+        self.control = control
+        self.paused = bool(control.settings.paused)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ from fastapi import APIRouter
 from prometheus_client import Counter, Gauge
 
 from cdb.core.bus import Consumer, sleep_unless
-from cdb.core.control import AppliedControl, apply_control, load_control
+from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Alert, Control, MlSignal, Order, OrderResult, Signal, Stream
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
@@ -83,9 +83,7 @@ class RiskManager(Service[RiskManagerSettings]):
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        self.control = await load_control(self.kernel.database, self.name)
-        if self.control is not None:
-            self.limits = limits_from(self.settings).with_control(self.control.settings)
+        self._adopt(await load_control(self.kernel.database, self.name))
         async with self.kernel.database.connection() as conn, conn.transaction():
             await store.lock_book(conn)
             book, _ = await self._load(conn, time.time())
@@ -118,6 +116,7 @@ class RiskManager(Service[RiskManagerSettings]):
         async with self.kernel.database.connection() as conn, conn.transaction():
             await store.lock_book(conn)
             existing = await store.find_decision(conn, signal.signal_id)
+            self._adopt(await current_control(conn, self.name))  # a peer may have applied it
             if existing is not None:
                 order = existing[1]
                 fresh = False
@@ -203,9 +202,15 @@ class RiskManager(Service[RiskManagerSettings]):
         if applied is None:
             log.info("stale control event ignored", extra={"generation": control.generation})
             return
-        self.control = applied
-        self.limits = limits_from(self.settings).with_control(applied.settings)
+        self._adopt(applied)
         log.info("live config applied", extra={"control": applied.describe()})
+
+    def _adopt(self, control: AppliedControl | None) -> None:
+        """Limits from the stored live config (settings where none was applied)."""
+        if control is None or control == self.control:
+            return
+        self.control = control
+        self.limits = limits_from(self.settings).with_control(control.settings)
 
     async def reset_breaker(self) -> dict[str, Any]:
         now = time.time()

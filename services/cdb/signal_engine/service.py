@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from cdb.core.bus import Consumer
-from cdb.core.control import AppliedControl, apply_control, load_control
+from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Control, MarketData, Stream
 from cdb.core.service import Service, public_config
 from cdb.signal_engine.settings import SignalEngineSettings
@@ -55,9 +55,8 @@ class SignalEngine(Service[SignalEngineSettings]):
         )
 
     async def start(self) -> None:
-        self.control = await load_control(self.kernel.database, self.name)
+        self._adopt(await load_control(self.kernel.database, self.name))
         if self.control is not None:
-            self.strategy.params = params_from(self.settings).with_control(self.control.settings)
             log.info("live config restored", extra={"control": self.control.describe()})
 
     def consumers(self) -> Sequence[Consumer[Any]]:
@@ -67,9 +66,10 @@ class SignalEngine(Service[SignalEngineSettings]):
         ]
 
     async def on_market_data(self, md: MarketData) -> None:
-        strategy = self.strategy
         async with self.kernel.database.connection() as conn, conn.transaction():
             await lock_symbol(conn, md.symbol)
+            self._adopt(await current_control(conn, self.name))  # a peer may have applied it
+            strategy = self.strategy
             # A redelivered event republishes its stored signal as it was, whatever the
             # parameters in force now (a threshold changed or a pause since must not lose it).
             stored = await own_signal(conn, md, strategy.name)
@@ -99,9 +99,15 @@ class SignalEngine(Service[SignalEngineSettings]):
         if applied is None:
             log.info("stale control event ignored", extra={"generation": control.generation})
             return
-        self.control = applied
-        self.strategy = MomentumStrategy(params_from(self.settings).with_control(applied.settings))
+        self._adopt(applied)
         log.info("live config applied", extra={"control": applied.describe()})
+
+    def _adopt(self, control: AppliedControl | None) -> None:
+        """Strategy parameters from the stored live config (settings where none was applied)."""
+        if control is None or control == self.control:
+            return
+        self.control = control
+        self.strategy = MomentumStrategy(params_from(self.settings).with_control(control.settings))
 
     def status(self) -> dict[str, Any]:
         params = self.strategy.params

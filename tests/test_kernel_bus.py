@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from redis.asyncio import Redis
 
-from cdb.core.bus import Bus, Consumer
+from cdb.core.bus import DONE_TTL_S, PRICE_DONE_TTL_S, Bus, Consumer
 from cdb.core.events import MarketData, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 from tests.conftest import REDIS_PASSWORD
@@ -182,6 +182,28 @@ async def test_a_republished_event_id_is_handled_once(bus: Bus) -> None:
     assert seen == ["BTC_USDT", "OTHER_USDT"]
     assert bus.metrics is not None
     assert bus.metrics.duplicates.labels(Stream.MARKET_DATA.value)._value.get() == 1
+
+
+async def test_done_keys_expire_so_redis_memory_stays_bounded(bus: Bus) -> None:
+    """The remembered event ids expire: a day by default, what a consumer asks for else."""
+    default, short = market("A_USDT"), market("B_USDT")
+    await bus.publish(default)
+    seen: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        seen.append(e.symbol)
+
+    await run_until(bus, consumer_of(handle, group="day"), lambda: seen == ["A_USDT"])
+    ttl = await bus.redis.ttl(f"cdb:done:day:{default.event_id}")
+    assert DONE_TTL_S - 60 < ttl <= DONE_TTL_S == 24 * 3600
+    await bus.publish(short)
+    await run_until(
+        bus,
+        consumer_of(handle, group="hour", done_ttl_s=PRICE_DONE_TTL_S),
+        lambda: seen.count("B_USDT") == 1,
+    )
+    ttl = await bus.redis.ttl(f"cdb:done:hour:{short.event_id}")
+    assert PRICE_DONE_TTL_S - 60 < ttl <= PRICE_DONE_TTL_S == 3600
 
 
 async def test_entries_of_a_stalled_consumer_are_claimed_by_a_live_one(bus: Bus) -> None:

@@ -39,7 +39,14 @@ E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None]]
 
 PAYLOAD_FIELD = b"event"
-DONE_TTL_S = 7 * 24 * 3600
+# How long an acknowledged event id is remembered, so a re-published copy is skipped.
+# Copies come from redeliveries and outbox re-flushes, within minutes; every money-path
+# effect is keyed by its id in PostgreSQL as well. A day bounds Redis memory: a key per
+# event and group (about 100 B) for a day of candles of 450 contracts is about 65 MB.
+DONE_TTL_S = 24 * 3600
+# Price streams (candles, market_data) are applied idempotently by design (a price mark, a
+# candle upsert): an hour covers any redelivery and keeps their keys to a few MB.
+PRICE_DONE_TTL_S = 3600
 DEAD_LETTER_MAX_LEN = 100_000
 
 
@@ -204,6 +211,7 @@ class Consumer(Generic[E]):
     block_ms: int = 1_000
     batch: int = 64
     touches_health: bool = True
+    done_ttl_s: int = DONE_TTL_S
 
     def done_key(self, event_id: str) -> str:
         return f"cdb:done:{self.group}:{event_id}"
@@ -418,7 +426,7 @@ class _ConsumerRun(Generic[E]):
 
     async def _acknowledge(self, entry_id: bytes, event_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.spec.done_key(event_id), b"1", ex=DONE_TTL_S)
+            pipe.set(self.spec.done_key(event_id), b"1", ex=self.spec.done_ttl_s)
             pipe.xack(self.stream, self.spec.group, entry_id)
             await pipe.execute()
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from fastapi import APIRouter
 
-from cdb.core.bus import Bus, Consumer
+from cdb.core.bus import DONE_TTL_S, Bus, Consumer
 from cdb.core.config import ServiceSettings
 from cdb.core.db import Database
 from cdb.core.events import Event, Stream
@@ -62,6 +62,7 @@ class Service(Generic[S]):
         *,
         start: str = "0",
         touches_health: bool = True,
+        done_ttl_s: int = DONE_TTL_S,
     ) -> Consumer[E]:
         """A consumer in this service's group, with the bus limits from settings."""
         return Consumer(
@@ -75,6 +76,7 @@ class Service(Generic[S]):
             block_ms=self.settings.bus_block_ms,
             batch=self.settings.bus_batch,
             touches_health=touches_health,
+            done_ttl_s=done_ttl_s,
         )
 
     def consumers(self) -> Sequence[Consumer[Any]]:

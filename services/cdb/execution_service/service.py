@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from cdb.core.bus import TRANSIENT_ERRORS, Consumer, sleep_unless
+from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
@@ -107,9 +107,21 @@ class ExecutionService(Service[ExecutionSettings]):
     def consumers(self) -> Sequence[Consumer[Any]]:
         return [
             self.consumer(Stream.ORDERS, Order, self.on_order),
-            self.consumer(Stream.CANDLES, Candle, self.on_candle, start="$", touches_health=False),
             self.consumer(
-                Stream.MARKET_DATA, MarketData, self.on_market_data, start="$", touches_health=False
+                Stream.CANDLES,
+                Candle,
+                self.on_candle,
+                start="$",
+                touches_health=False,
+                done_ttl_s=PRICE_DONE_TTL_S,
+            ),
+            self.consumer(
+                Stream.MARKET_DATA,
+                MarketData,
+                self.on_market_data,
+                start="$",
+                touches_health=False,
+                done_ttl_s=PRICE_DONE_TTL_S,
             ),
             self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
         ]

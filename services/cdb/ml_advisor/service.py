@@ -22,7 +22,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 from pydantic import model_validator
 
-from cdb.core.bus import Consumer, sleep_unless
+from cdb.core.bus import PRICE_DONE_TTL_S, Consumer, sleep_unless
 from cdb.core.control import is_stale
 from cdb.core.events import (
     Candle,
@@ -191,9 +191,15 @@ class MlAdvisor(Service[MlAdvisorSettings]):
 
     def consumers(self) -> Sequence[Consumer[Any]]:
         return [
-            self.consumer(Stream.CANDLES, CheckedCandle, self.on_candle),
             self.consumer(
-                Stream.MARKET_DATA, MarketData, self.on_market_data, touches_health=False
+                Stream.CANDLES, CheckedCandle, self.on_candle, done_ttl_s=PRICE_DONE_TTL_S
+            ),
+            self.consumer(
+                Stream.MARKET_DATA,
+                MarketData,
+                self.on_market_data,
+                touches_health=False,
+                done_ttl_s=PRICE_DONE_TTL_S,
             ),
             self.consumer(
                 Stream.CONTROL, Control, self.on_control, start="$", touches_health=False

@@ -224,6 +224,37 @@ async def test_entries_of_a_stalled_consumer_are_claimed_by_a_live_one(bus: Bus)
     assert await pending(bus) == 0
 
 
+async def test_a_slow_live_consumer_keeps_its_batch_from_a_peer(bus: Bus) -> None:
+    """A batch waits behind a slow handler far longer than the claim idle time; the live
+    consumer keeps its entries, so the peer claims none and each is handled once."""
+    for i in range(6):
+        await bus.publish(market(f"L{i}_USDT"))
+    handled: list[tuple[str, str]] = []
+
+    def slow(name: str) -> Callable[[MarketData], Awaitable[None]]:
+        async def handle(e: MarketData) -> None:
+            handled.append((name, e.symbol))
+            await asyncio.sleep(0.25)  # six of these: 1.5 s against a 0.3 s claim idle
+
+        return handle
+
+    stop = asyncio.Event()
+    first = asyncio.create_task(consumer_of(slow("a"), claim_idle_ms=300).run(bus, "a", stop))
+    while not handled:  # "a" read the whole batch and is on its first entry
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(consumer_of(slow("b"), claim_idle_ms=300).run(bus, "b", stop))
+    deadline = time.monotonic() + 20
+    while len(handled) < 6 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # time for a claim that should not happen
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert handled == [("a", f"L{i}_USDT") for i in range(6)]
+    assert bus.metrics is not None
+    assert bus.metrics.claimed.labels(Stream.MARKET_DATA.value)._value.get() == 0
+    assert await pending(bus) == 0
+
+
 async def test_redis_restart_mid_stream_loses_nothing(aof_redis: Any) -> None:
     def connect() -> Bus:
         client = Redis(host=aof_redis.host, port=aof_redis.port, password=REDIS_PASSWORD)

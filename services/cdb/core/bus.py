@@ -250,8 +250,47 @@ class _ConsumerRun(Generic[E]):
         self.backoff = Backoff()
         self.claim_cursor = "0-0"
         self.last_claim = 0.0
+        self.held: list[bytes] = []  # read or claimed, not yet finished: ours to keep
 
     async def run(self) -> None:
+        leases = asyncio.create_task(self._keep_leases())
+        try:
+            await self._consume()
+        finally:
+            leases.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leases
+
+    async def _keep_leases(self) -> None:
+        """Entries this consumer holds (a batch waiting behind a slow handler, the entry in
+        a long handler) are kept fresh, so a live peer never claims them at
+        ``claim_idle_ms``: one consumer handles an entry while it lives. Only entries still
+        ours are touched (``XCLAIM … JUSTID``, which does not count as a delivery)."""
+        interval = self.spec.claim_idle_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self.held)
+            if not held:
+                continue
+            try:
+                pending: Any = await self.redis.xpending_range(
+                    self.stream,
+                    self.spec.group,
+                    min=held[0],
+                    max=held[-1],
+                    count=len(held) * 2,
+                    consumername=self.name,
+                )
+                wanted = set(held)
+                mine = [p["message_id"] for p in pending if p["message_id"] in wanted]
+                if mine:
+                    await self.redis.xclaim(
+                        self.stream, self.spec.group, self.name, 0, mine, justid=True
+                    )
+            except (redis_errors.RedisError, OSError) as error:  # retried next interval
+                log.debug("lease renewal failed", extra={"error": str(error)})
+
+    async def _consume(self) -> None:
         backlog = True  # first our own pending entries (a restart with the same name)
         group_ready = False
         while not self.stop.is_set():
@@ -268,10 +307,14 @@ class _ConsumerRun(Generic[E]):
                 else:
                     entries = await self._claim() or await self._read(">")
                 self.backoff.reset()
-                for entry_id, fields in entries:
-                    if self.stop.is_set():
-                        break  # left pending: re-read on restart or claimed by a peer
-                    await self._process(entry_id, fields)
+                try:
+                    for index, (entry_id, fields) in enumerate(entries):
+                        if self.stop.is_set():
+                            break  # left pending: re-read on restart or claimed by a peer
+                        self.held = [held_id for held_id, _ in entries[index:]]
+                        await self._process(entry_id, fields)
+                finally:
+                    self.held = []  # what is left unfinished may be claimed again
             except redis_errors.ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise

@@ -75,6 +75,7 @@ def test_rendered_redis_runs_with_password_and_aof_as_uid_1000(
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
         assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.config_get("dir") == {"dir": "/tmp/data"}
         client.xadd("cdb:signals", {"event": "{}"})

@@ -9,8 +9,9 @@ from typing import Any
 
 import psycopg
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
-from cdb.core.bus import DONE_TTL_S, PRICE_DONE_TTL_S, Bus, Consumer
+from cdb.core.bus import DONE_TTL_S, PRICE_DONE_TTL_S, Bus, Consumer, is_transient
 from cdb.core.events import MarketData, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 from tests.conftest import REDIS_PASSWORD
@@ -253,6 +254,23 @@ async def test_a_slow_live_consumer_keeps_its_batch_from_a_peer(bus: Bus) -> Non
     assert bus.metrics is not None
     assert bus.metrics.claimed.labels(Stream.MARKET_DATA.value)._value.get() == 0
     assert await pending(bus) == 0
+
+
+async def test_a_full_redis_makes_publishers_wait_not_fail(bus: Bus) -> None:
+    """maxmemory reached (noeviction): the publish retries until memory is freed; the
+    error counts as transient, so a handler that publishes is retried, never dead-lettered."""
+    assert is_transient(OutOfMemoryError("OOM command not allowed"))
+    await bus.redis.config_set("maxmemory-policy", "noeviction")
+    await bus.redis.config_set("maxmemory", "1")
+    try:
+        publishing = asyncio.create_task(bus.publish(market("FULL_USDT")))
+        await asyncio.sleep(1.0)
+        assert not publishing.done()  # still retrying, not failed
+        assert await bus.redis.xlen(Stream.MARKET_DATA.value) == 0
+    finally:
+        await bus.redis.config_set("maxmemory", "0")
+    await asyncio.wait_for(publishing, 10)
+    assert await bus.redis.xlen(Stream.MARKET_DATA.value) == 1
 
 
 async def test_redis_restart_mid_stream_loses_nothing(aof_redis: Any) -> None:

@@ -58,6 +58,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError,
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
+    redis_errors.OutOfMemoryError,  # Redis full (noeviction): wait for memory, lose nothing
     psycopg.OperationalError,
     psycopg_pool.PoolTimeout,
     ConnectionError,
@@ -170,13 +171,17 @@ class Bus:
                 if self.metrics is not None:
                     self.metrics.events_published.labels(target.value).inc()
                 return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+            except (
+                redis_errors.ConnectionError,
+                redis_errors.TimeoutError,
+                redis_errors.OutOfMemoryError,
+            ) as error:
                 self._count_bus_error()
                 if time.monotonic() >= deadline:
                     raise TransientError(f"publish to {target.value} failed: {error}") from error
                 delay = backoff.next_delay()
                 log.warning(
-                    "redis unreachable while publishing, retrying",
+                    "redis unreachable or full while publishing, retrying",
                     extra={"stream": target.value, "error": str(error), "retry_in_s": delay},
                 )
                 await asyncio.sleep(delay)

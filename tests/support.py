@@ -24,16 +24,20 @@ def free_port() -> int:
         return port
 
 
-def scrape(url: str, name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` on ``url``/metrics whose labels include
-    ``labels``, read with prometheus_client's own parser."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
+def sample_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` in Prometheus text whose labels include
+    ``labels`` (0 when there is none), read with prometheus_client's own parser."""
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+def scrape(url: str, name: str, **labels: str) -> float:
+    """``sample_sum`` of ``url``/metrics."""
+    return sample_sum(httpx.get(f"{url}/metrics", timeout=5).text, name, **labels)
 
 
 class ServiceProcess:

@@ -15,7 +15,7 @@ import pytest
 from redis import Redis
 
 from cdb.core.events import Candle, Control, ControlSettings, MarketData
-from tests.support import ROOT, ServiceProcess
+from tests.support import ROOT, ServiceProcess, scrape
 
 T = TypeVar("T")
 
@@ -60,17 +60,6 @@ def eventually(probe: Callable[[], T | None], timeout: float = 60.0, what: str =
                 return last
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what or probe}: last {last!r}")
-
-
-def metric(process: ServiceProcess, name: str) -> float:
-    text = httpx.get(f"{process.url}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            key = line.split(" ")[0].split("{")[0]
-            if key == name:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture
@@ -135,8 +124,8 @@ def test_450_symbols_at_chunk_200_make_three_connections_over_two_pods(
         assert status["subscriptions_refused"] == 0  # never over 200 on one socket
         chunks = [[c["symbols"] for c in pod.status()["chunks"]] for pod in pods]
         assert chunks == [[200, 50], [200]]  # chunk j goes to pod j % 2
-        assert [metric(pod, "bot_ws_connections") for pod in pods] == [2.0, 1.0]
-        assert [metric(pod, "bot_ws_symbols") for pod in pods] == [250.0, 200.0]
+        assert [scrape(pod.url, "bot_ws_connections") for pod in pods] == [2.0, 1.0]
+        assert [scrape(pod.url, "bot_ws_symbols") for pod in pods] == [250.0, 200.0]
 
 
 def test_candles_survive_malformed_frames_and_a_dropped_connection(
@@ -148,14 +137,16 @@ def test_candles_survive_malformed_frames_and_a_dropped_connection(
         eventually(lambda: redisdb.xlen("cdb:candles") > 6 * 16, what="the first candles")
 
         sim.fault(malformed_next=8)
-        eventually(lambda: metric(service, "bot_ws_malformed_frames_total") >= 8, what="malformed")
+        eventually(
+            lambda: scrape(service.url, "bot_ws_malformed_frames_total") >= 8, what="malformed"
+        )
         assert service.wait_healthy() == {"status": "ok"}  # counted, logged, not a crash
 
-        backfilled = metric(service, "bot_ws_backfilled_candles_total")
+        backfilled = scrape(service.url, "bot_ws_backfilled_candles_total")
         httpx.post(f"{sim.url}/sim/drop", timeout=5).raise_for_status()
-        eventually(lambda: metric(service, "bot_ws_reconnects_total") >= 1, what="a reconnect")
+        eventually(lambda: scrape(service.url, "bot_ws_reconnects_total") >= 1, what="a reconnect")
         eventually(
-            lambda: metric(service, "bot_ws_backfilled_candles_total") > backfilled,
+            lambda: scrape(service.url, "bot_ws_backfilled_candles_total") > backfilled,
             what="the gap backfilled",
         )
         after_drop = redisdb.xlen("cdb:candles")
@@ -228,7 +219,7 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
             what="stale",
         )
         assert stale["status"] == "stale"
-        assert metric(service, "bot_ws_status") == 0.0
+        assert scrape(service.url, "bot_ws_status") == 0.0
         sim.fault(paused=False)
         assert service.wait_healthy(timeout=60) == {"status": "ok"}
 
@@ -266,5 +257,5 @@ def test_universe_and_backfill_through_bot_rest(
             assert len(series) == 5
             for times in series.values():
                 assert times == list(range(times[0], times[-1] + 60, 60))
-            assert metric(rest, "bot_rest_requests_total") >= 5 + 1  # klines + universe
-            assert metric(service, "bot_ws_backfilled_candles_total") >= 5 * 15
+            assert scrape(rest.url, "bot_rest_requests_total") >= 5 + 1  # klines + universe
+            assert scrape(service.url, "bot_ws_backfilled_candles_total") >= 5 * 15

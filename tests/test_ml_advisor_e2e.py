@@ -27,7 +27,7 @@ from cdb.ml_advisor.inference import Predictor
 from cdb.ml_advisor.model_store import load_model, save_artifact
 from cdb.ml_advisor.synthetic import generate_history
 from cdb.ml_advisor.training import TrainingConfig, train_model
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, sample_sum
 
 SYMBOLS = 4
 PHASE_ONE = 170  # minutes with shadow mode on
@@ -83,13 +83,6 @@ async def publish_minutes(bus: Bus, history: pd.DataFrame, dataset: pd.DataFrame
 
 def handled(advisor: ServiceProcess) -> int:
     return sum(advisor.status()["candles"].get(k, 0) for k in ("appended", "replaced", "stale"))
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 async def stream_events(bus: Bus, stream: Stream) -> list[bytes]:
@@ -252,8 +245,8 @@ async def test_shadow_signals_are_persisted_and_never_traded(
         assert checked > 0, "no ML signal's 15-minute outcome was in the history"
 
         metrics_text = _metrics(advisor)
-        assert metric(metrics_text, "ml_signals_published_total") == published
-        assert metric(metrics_text, "ml_inference_seconds_count") > 0
+        assert sample_sum(metrics_text, "ml_signals_published_total") == published
+        assert sample_sum(metrics_text, "ml_inference_seconds_count") > 0
         assert 'ml_feature_drift{feature="ret_15m"}' in metrics_text
         assert set(advisor.status()["feature_drift_psi"]) == set(FEATURES)
 

@@ -17,14 +17,7 @@ from cdb.ml_advisor.features import WARMUP_BARS
 from cdb.ml_advisor.model_store import save_artifact
 from cdb.ml_advisor.synthetic import generate_history
 from cdb.ml_advisor.training import TrainingConfig, train_model
-from tests.support import ServiceProcess
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+from tests.support import ServiceProcess, sample_sum
 
 
 async def test_first_candle_of_a_symbol_warms_its_window_from_bot_rest(
@@ -76,8 +69,8 @@ async def test_first_candle_of_a_symbol_warms_its_window_from_bot_rest(
     assert "warming_up" not in candles, candles
     # the live candle was judged by the model at once (published or suppressed by the gate)
     judged = (
-        metric(text, "ml_inference_seconds_count")
-        + metric(text, 'ml_signals_suppressed_total{reason="outlier"}')
-        + metric(text, 'ml_signals_suppressed_total{reason="out_of_range"}')
+        sample_sum(text, "ml_inference_seconds_count")
+        + sample_sum(text, "ml_signals_suppressed_total", reason="outlier")
+        + sample_sum(text, "ml_signals_suppressed_total", reason="out_of_range")
     )
     assert judged == 1.0, text

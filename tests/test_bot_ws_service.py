@@ -209,7 +209,9 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
     redis_only_env: dict[str, str], sim_factory: Any, tmp_path: Path, redisdb: Redis
 ) -> None:
     sim = sim_factory(["--symbols", "4", "--speed", "60"])
-    with bot_ws(redis_only_env, sim, tmp_path, STALE_AFTER_S="1.5") as service:
+    with bot_ws(
+        redis_only_env, sim, tmp_path, STALE_AFTER_S="1.5", BOT_NAME="mexc-momentum"
+    ) as service:
         service.wait_healthy(timeout=60)
         sim.fault(paused=True)
         stale = eventually(
@@ -223,15 +225,20 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
         sim.fault(paused=False)
         assert service.wait_healthy(timeout=60) == {"status": "ok"}
 
-        control = Control(
-            bot="mexc-momentum",
-            generation=2,
-            config_hash="h2",
-            settings=ControlSettings(lookback_min=5),
-            timestamp=time.time(),
-        )
-        redisdb.xadd("cdb:control", {"event": control.model_dump_json()})
+        # Another TradingBot's control first (the stream is shared): not this screener's.
+        for bot, lookback in (("another-bot", 7), ("mexc-momentum", 5)):
+            control = Control(
+                bot=bot,
+                generation=2,
+                config_hash="h2",
+                settings=ControlSettings(lookback_min=lookback),
+                timestamp=time.time(),
+            )
+            redisdb.xadd("cdb:control", {"event": control.model_dump_json()})
         eventually(lambda: service.status()["lookback_min"] == 5, what="lookback applied")
+        log_text = service.log_path.read_text()
+        changes = [line for line in log_text.splitlines() if "lookback changed" in line]
+        assert [json.loads(line)["to"] for line in changes] == [5], changes
         eventually(
             lambda: any(e.interval == "5m" for e in events(redisdb, "cdb:market_data", MarketData)),
             what="market_data with the new window",

@@ -150,6 +150,12 @@ class BotWs(Service[BotWsSettings]):
         log.warning("malformed frame skipped", extra={"reason": reason[:300]})
 
     async def _on_control(self, event: Control) -> None:
+        own = self.settings.bot_name
+        if own is not None and event.bot != own:
+            # Another TradingBot's control (the stream is shared by the namespace): its
+            # lookback is not this screener's.
+            log.debug("control of another bot ignored", extra={"bot": event.bot, "own": own})
+            return
         lookback = event.settings.lookback_min
         if lookback is not None and lookback != self.lookback_min:
             log.info("lookback changed", extra={"from": self.lookback_min, "to": lookback})

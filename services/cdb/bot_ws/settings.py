@@ -26,6 +26,9 @@ class BotWsSettings(ServiceSettings):
     chunk_index: int | None = Field(default=None, ge=0)
     chunk_count: int = Field(default=1, ge=1)
     pod_name: str | None = None
+    bot_name: str | None = Field(
+        default=None, description="the TradingBot (set by the operator): control of others ignored"
+    )
 
     lookback_min: int = Field(default=15, gt=0, le=1440)
     publish_interval_s: float = Field(default=5.0, gt=0)
@@ -37,7 +40,7 @@ class BotWsSettings(ServiceSettings):
     rest_rate_per_2s: int = Field(default=20, ge=1, description="MEXC: klines 20 per 2 s")
     reconnect_max_s: float = Field(default=30.0, gt=0)
 
-    @field_validator("bot_rest_url", "pod_name", mode="before")
+    @field_validator("bot_rest_url", "pod_name", "bot_name", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -109,20 +109,35 @@ def test_deal_values_and_trade_id() -> None:
     [
         '{"symbol":"BTC_USDT","data":[{"p":1.0,"v":1,"T":1,"O":1,"M":2,"t":17',  # truncated
         "\x00not json{",
-        '{"symbol":"BTC_USDT","data":[{"p":"abc","v":null}],"channel":"push.deal","ts":1}',
-        '{"symbol":"BTC_USDT","data":[{"p":-5,"v":1,"t":1}],"channel":"push.deal","ts":1}',
-        '{"data":[{"p":5,"v":1,"t":1}],"channel":"push.deal","ts":1}',  # no symbol
+        '{"symbol":"BTC_USDT","data":[{"p":"abc","v":null}],"channel":"push.deal","ts":1758000000500}',
+        '{"symbol":"BTC_USDT","data":[{"p":-5,"v":1,"t":1}],"channel":"push.deal","ts":1758000000500}',
+        '{"data":[{"p":5,"v":1,"t":1}],"channel":"push.deal","ts":1758000000500}',  # no symbol
         '{"data":"success"}',  # no channel
         "[1, 2]",
-        '{"channel":"push.tickers","data":{},"ts":1}',
+        '{"channel":"push.tickers","data":{},"ts":1758000000500}',
         '{"channel":"push.deal","symbol":"BTC_USDT","data":[]}',  # no ts
         b"\x1f\x8b\x08\x00binary",
+        # times that would move the clock by years, or crash int()
+        '{"symbol":"BTC_USDT","data":[],"channel":"push.deal","ts":1e999}',
+        '{"symbol":"BTC_USDT","data":[],"channel":"push.deal","ts":1758000000500000}',  # µs
+        '{"symbol":"BTC_USDT","data":[],"channel":"push.deal","ts":1758000000}',  # s
+        '{"channel":"pong","data":1e999}',
+        '{"channel":"pong","data":"Infinity"}',
+        '{"channel":"rs.sub.deal","data":"success","ts":-1}',
     ],
 )
 def test_malformed_frames_raise_a_clear_error(payload: str | bytes) -> None:
     with pytest.raises(MalformedFrame) as caught:
         parse_frame(payload)
     assert str(caught.value)
+
+
+def test_a_trade_id_of_non_ascii_digits_is_no_sequence() -> None:
+    frame = parse_frame(
+        '{"symbol":"BTC_USDT","data":[{"p":1.5,"v":1,"T":1,"t":1758000000123,"i":"\u00b2"}],'
+        '"channel":"push.deal","ts":1758000000500}'
+    )
+    assert isinstance(frame, DealPush) and frame.deals[0].sequence() == 0
 
 
 def test_requests_are_mexc_shaped() -> None:

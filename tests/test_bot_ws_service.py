@@ -15,7 +15,9 @@ import pytest
 from redis import Redis
 
 from cdb.core.events import Candle, Control, ControlSettings, MarketData
+from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, ServiceProcess, scrape
+from tests.test_pipeline_support import RedisServer
 
 T = TypeVar("T")
 
@@ -266,3 +268,39 @@ def test_universe_and_backfill_through_bot_rest(
                 assert times == list(range(times[0], times[-1] + 60, 60))
             assert scrape(rest.url, "bot_rest_requests_total") >= 5 + 1  # klines + universe
             assert scrape(service.url, "bot_ws_backfilled_candles_total") >= 5 * 15
+
+
+@pytest.mark.slow
+def test_a_redis_outage_longer_than_the_publish_timeout_costs_no_candle(
+    sim_factory: Any, tmp_path: Path
+) -> None:
+    """Redis SIGKILLed for 40 s (past the bus's 30 s publish timeout) and restarted from
+    its AOF: bot_ws keeps running, holds the closed candles, and publishes every minute."""
+    server = RedisServer(tmp_path / "redis", REDIS_PASSWORD).start()
+    redis = Redis(port=server.port, password=REDIS_PASSWORD)
+    sim = sim_factory(["--symbols", "4", "--speed", "30", "--seed", "5"])
+    try:
+        with bot_ws(server.env(), sim, tmp_path, STALE_AFTER_S="3600") as service:
+            service.wait_healthy(timeout=60)
+            eventually(lambda: redis.xlen("cdb:candles") > 4 * 17, what="the first candles")
+            server.kill()
+            time.sleep(40)
+            assert service.proc is not None and service.proc.poll() is None, service.log()
+            server.start()
+            redis = Redis(port=server.port, password=REDIS_PASSWORD)
+            eventually(lambda: redis.xlen("cdb:candles") > 4 * (17 + 20), what="the held candles")
+            # publishes outlived the bus's timeout and were kept, not a crash
+            assert "redis unavailable" in service.log_path.read_text()
+            # An XADD whose reply died with Redis is sent again: a copy with the same
+            # event id, which consumers skip. Distinct candles: every minute, once.
+            seen: dict[str, Candle] = {}
+            for candle in events(redis, "cdb:candles", Candle):
+                assert seen.setdefault(candle.event_id, candle) == candle
+            by_symbol: dict[str, list[int]] = {}
+            for candle in seen.values():
+                by_symbol.setdefault(candle.symbol, []).append(candle.open_time)
+            assert len(by_symbol) == 4
+            for symbol, times in by_symbol.items():
+                assert times == list(range(times[0], times[-1] + 60, 60)), f"{symbol}: gap"
+    finally:
+        server.stop()

@@ -104,6 +104,10 @@ class ChunkConnection:
                 except MalformedFrame as error:
                     self.hooks.on_malformed(str(error))
                     continue
+                except Exception as error:  # a parser bug: one frame lost, not the socket
+                    log.exception("frame parser failed", extra={"chunk": self.index})
+                    self.hooks.on_malformed(f"parser failed: {type(error).__name__}")
+                    continue
                 if not announced:
                     server_ms = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
                     if isinstance(server_ms, int):

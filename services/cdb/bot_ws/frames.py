@@ -56,7 +56,7 @@ class DealRow(_Model):
         """The trade id as a number (tie-break for equal times); 0 when absent."""
         if isinstance(self.i, int):
             return self.i
-        return int(self.i) if self.i and self.i.isdigit() else 0
+        return int(self.i) if self.i and self.i.isascii() and self.i.isdecimal() else 0
 
 
 class TickerRow(_Model):
@@ -141,14 +141,27 @@ class OtherFrame(_Model):
 ServerFrame = Pong | Ack | ErrorReply | DealPush | TickerPush | TickersPush | KlinePush | OtherFrame
 
 
-def _ts(body: dict[str, Any]) -> int:
-    raw = body.get("ts")
+# Exchange times in ms from 2015 to 2100: a time in seconds or microseconds, or a
+# non-finite number, would move the screener's clock by years (and close a candle for
+# every minute in between), so it is a malformed frame, not a time.
+MIN_EXCHANGE_MS = 1_420_070_400_000
+MAX_EXCHANGE_MS = 4_102_444_800_000
+
+
+def _exchange_ms(raw: Any, what: str) -> int:
     if isinstance(raw, bool) or raw is None:
-        raise MalformedFrame("frame without ts")
+        raise MalformedFrame(f"frame without {what}")
     try:
-        return int(raw)  # the docs quote ts as a string, the wire sends an integer
-    except (TypeError, ValueError):
-        raise MalformedFrame(f"bad ts {raw!r}") from None
+        value = int(raw)  # the docs quote ts as a string, the wire sends an integer
+    except (TypeError, ValueError, OverflowError):
+        raise MalformedFrame(f"bad {what} {raw!r}") from None
+    if not MIN_EXCHANGE_MS <= value <= MAX_EXCHANGE_MS:
+        raise MalformedFrame(f"{what} {value} is not a time in ms between 2015 and 2100")
+    return value
+
+
+def _ts(body: dict[str, Any]) -> int:
+    return _exchange_ms(body.get("ts"), "ts")
 
 
 def parse_frame(payload: str | bytes) -> ServerFrame:
@@ -188,7 +201,7 @@ def parse_frame(payload: str | bytes) -> ServerFrame:
         if channel == "pong":
             if isinstance(data, bool) or not isinstance(data, int | str):
                 raise MalformedFrame("pong without server time")
-            return Pong(server_ms=int(data))
+            return Pong(server_ms=_exchange_ms(data, "pong server time"))
         if channel == "rs.error":
             return ErrorReply(message=str(data), ts=_ts(body))
         if channel.startswith("rs."):
@@ -197,7 +210,7 @@ def parse_frame(payload: str | bytes) -> ServerFrame:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise MalformedFrame(f"{channel}: {where}: {first['msg']}") from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise MalformedFrame(f"{channel}: {error}") from None
     ts = body.get("ts")
     return OtherFrame(channel=channel, ts=ts if isinstance(ts, int) else None)

@@ -17,7 +17,7 @@ from cdb.bot_ws.exchange import ContractInfo, ExchangeError, ExchangeRest
 from cdb.bot_ws.screener import Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.bot_ws.window import WindowStat, market_data_of
-from cdb.core.bus import Backoff, Consumer, sleep_unless
+from cdb.core.bus import Backoff, Consumer, TransientError, sleep_unless
 from cdb.core.events import Candle, Control, Stream, deterministic_id
 from cdb.core.service import Kernel, Service, public_config
 
@@ -185,17 +185,42 @@ class BotWs(Service[BotWsSettings]):
             if end and (end != self._last_window_end or due):
                 self._last_window_end = end
                 self._last_publish = time.monotonic()
-                await self._publish_movers()
+                try:
+                    await self._publish_movers()
+                except TransientError as error:  # movers are recomputed next round
+                    log.warning(
+                        "movers not published: redis unavailable", extra={"error": str(error)}
+                    )
             await sleep_unless(stop, TICK_S)
 
     async def _publish_candles(self) -> None:
+        """Closed candles in closing order; one Redis cannot take waits at the head of the
+        queue (a Redis outage costs time, not candles, and not the process)."""
         stop = self.kernel.stop
         while not (stop.is_set() and self._closed.empty()):
             try:
                 candle = await asyncio.wait_for(self._closed.get(), timeout=TICK_S)
             except TimeoutError:
                 continue
-            await self._publish_candle(candle)
+            backoff = Backoff(cap=10.0)
+            while True:
+                try:
+                    await self._publish_candle(candle)
+                    break
+                except TransientError as error:
+                    if stop.is_set():
+                        log.error(
+                            "stopping with candles unpublished: redis unavailable; the next"
+                            " start backfills the lookback from REST",
+                            extra={"unpublished": self._closed.qsize() + 1},
+                        )
+                        return
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "candle kept, redis unavailable",
+                        extra={"queued": self._closed.qsize() + 1, "error": str(error)},
+                    )
+                    await sleep_unless(stop, delay)
 
     async def _publish_candle(self, candle: ClosedCandle) -> None:
         await self.kernel.bus.publish(

@@ -75,6 +75,8 @@ def test_the_operators_screener_fits_the_chart(tmp_path: Path) -> None:
     assert refs == {("cdb-redis", "redis-password"), ("cdb-postgres", "postgres-password")}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MEXC_WS_URL"] == "ws://mexc-sim:8010/edge"
+    # Universe and backfill through the chart's bot_rest: one pacer for all screener pods.
+    assert env["BOT_REST_URL"] == "http://bot-rest:8004"
     assert env["REDIS_HOST"] == "redis" and env["POSTGRES_HOST"] == "postgres"
     path = tmp_path / "statefulset.yaml"
     path.write_text(yaml.safe_dump(statefulset))

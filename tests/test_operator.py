@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from cdb.core.events import Control, Stream
 from cdb_operator.handlers import build_registry, configure_kopf
 from cdb_operator.settings import OperatorEnv
-from tests.support import ROOT, ServiceProcess, free_port
+from tests.support import ROOT, ServiceProcess, free_port, scrape
 
 NAMESPACE = "cdb"
 BOTS = f"/apis/cdb.io/v1alpha1/namespaces/{NAMESPACE}/tradingbots"
@@ -247,6 +247,8 @@ async def test_created_bot_gets_its_config_map_and_one_screener_pod_per_chunk(
         "secretKeyRef": {"name": "postgres", "key": "postgres-password"}
     }
     assert env["LOOKBACK_MIN"] == "15" and env["MEXC_WS_URL"] == "ws://mexc-sim:8010/edge"
+    # The screener pods fetch through bot_rest (one pacer and cache for all of them).
+    assert env["BOT_REST_URL"] == operator_env["BOT_REST_URL"] and env["BOT_NAME"] == "momentum"
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "registry.local/cdb:test"
@@ -638,11 +640,13 @@ def pod_env(stateful_set: dict[str, Any], config_map: dict[str, Any], pod: str) 
 
 @pytest.mark.slow
 async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chunk(
-    cluster: Any, operator_env: dict[str, str], tmp_path: Path
+    cluster: Any, operator_env: dict[str, str], service_env: dict[str, str], tmp_path: Path
 ) -> None:
     sim = ServiceProcess("cdb.mexc_sim", {}, tmp_path)
-    with sim:
+    rest = ServiceProcess("cdb.bot_rest", {**service_env, "MEXC_REST_URL": sim.url}, tmp_path)
+    with sim, rest:
         await asyncio.to_thread(sim.wait_healthy, 30.0)
+        await asyncio.to_thread(rest.wait_healthy, 30.0)
         async with httpx.AsyncClient() as client:
             detail = (await client.get(f"{sim.url}/api/v1/contract/detail")).json()["data"]
         universe = sorted(row["symbol"] for row in detail if row["quoteCoin"] == "USDT")
@@ -650,6 +654,7 @@ async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chun
             **operator_env,
             "MEXC_WS_URL": sim.url.replace("http", "ws") + "/edge",
             "MEXC_REST_URL": sim.url,
+            "BOT_REST_URL": rest.url,
         }
         with running_operator(cluster, env):
             await create_bot(cluster, "momentum", {"symbols": universe, "chunkSize": 15})
@@ -670,11 +675,20 @@ async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chun
                     kind: (await client.get(container[kind]["httpGet"]["path"])).status_code
                     for kind in ("startupProbe", "livenessProbe", "readinessProbe")
                 }
+            # Universe and backfill went through bot_rest (its pacer and cache are shared
+            # by every screener pod), not to MEXC's REST API from each pod.
+            served = await eventually(lambda: _rest_requests(rest, "klines"), "klines via bot_rest")
+            universe_calls = await _rest_requests(rest, "universe")
 
     assert probes == {"startupProbe": 200, "livenessProbe": 200, "readinessProbe": 200}
+    assert served >= 1 and universe_calls >= 1
     assert status["pod_index"] == 2
     assert sum(chunk["symbols"] for chunk in status["chunks"]) == len(universe) - 30
     assert status["config"]["chunk_count"] == 3 and status["config"]["chunk_size"] == 15
+
+
+async def _rest_requests(rest: ServiceProcess, endpoint: str) -> float:
+    return await asyncio.to_thread(scrape, rest.url, "bot_rest_requests_total", endpoint=endpoint)
 
 
 async def _connected(screener: ServiceProcess) -> dict[str, Any] | None:

@@ -115,6 +115,9 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         "LOOKBACK_MIN": str(config.signal["lookbackMinutes"]),
         "MEXC_WS_URL": env.mexc_ws_url,
         "MEXC_REST_URL": env.mexc_rest_url,
+        # Universe and kline backfill through bot_rest: its pacer and cache are shared by
+        # every screener pod, where each pod alone would spend MEXC's per-IP request limit.
+        "BOT_REST_URL": env.bot_rest_url,
         "REDIS_HOST": env.redis_host,
         "REDIS_PORT": str(env.redis_port),
         "POSTGRES_HOST": env.postgres_host,

@@ -8,6 +8,9 @@ the bench's local Redis and PostgreSQL. Three figures, median of ``ROUNDS`` bots
 * threshold edit → control event: a spec edit until the ``control`` entry is on Redis;
 * replayed reconcile writes: API writes when the operator restarts over applied bots (0).
 
+Each bot has a namespace of its own: in one namespace only the oldest bot would drive the
+pipeline (docs/OPERATOR.md, "One bot per namespace").
+
 KMock answers in-process; a real API server adds its own round trips (etcd writes).
 """
 
@@ -32,7 +35,6 @@ from cdb_operator.settings import OperatorEnv
 
 ROUNDS = 10
 NAMESPACE = "bench"
-BOTS = f"/apis/cdb.io/v1alpha1/namespaces/{NAMESPACE}/tradingbots"
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -54,6 +56,11 @@ def declare(cluster: Any) -> None:
     cluster.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
 
 
+def bots_path(name: str) -> str:
+    """Each bench bot lives in a namespace named after it (one active bot per namespace)."""
+    return f"/apis/cdb.io/v1alpha1/namespaces/{name}/tradingbots"
+
+
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,7 +71,7 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> 
 
 
 async def status_of(cluster: Any, name: str) -> dict[str, Any]:
-    async with cluster.get(f"{BOTS}/{name}") as reply:
+    async with cluster.get(f"{bots_path(name)}/{name}") as reply:
         body = await reply.json() if reply.status == 200 else {}
     return dict(body.get("status") or {})
 
@@ -104,12 +111,13 @@ async def measure(stack: LocalStack) -> list[dict[str, Any]]:
         with KopfRunner(args, registry=registry, settings=kopf_settings, timeout=30):
             for i in range(ROUNDS):
                 name = f"bench-{run_id}-{i}"
+                cluster.objects["v1/namespaces", None, name] = {"metadata": {"name": name}}
                 body = {
                     "apiVersion": "cdb.io/v1alpha1",
                     "kind": "TradingBot",
                     "metadata": {
                         "name": name,
-                        "namespace": NAMESPACE,
+                        "namespace": name,
                         "uid": str(uuid.uuid4()),
                         "generation": 1,
                         "resourceVersion": "1",
@@ -117,7 +125,7 @@ async def measure(stack: LocalStack) -> list[dict[str, Any]]:
                     "spec": {"symbols": [f"C{n:04d}_USDT" for n in range(450)]},
                 }
                 started = time.perf_counter()
-                async with cluster.post(BOTS, json=body):
+                async with cluster.post(bots_path(name), json=body):
                     pass
                 await until(lambda name=name: _has(cluster, name, "configHash"))
                 created.append(time.perf_counter() - started)
@@ -125,7 +133,7 @@ async def measure(stack: LocalStack) -> list[dict[str, Any]]:
                 before = await _controls(redis, name)
                 started = time.perf_counter()
                 patch = {"metadata": {"generation": 2}, "spec": {"signal": {"thresholdPct": 4.5}}}
-                async with cluster.patch(f"{BOTS}/{name}", json=patch, headers=MERGE):
+                async with cluster.patch(f"{bots_path(name)}/{name}", json=patch, headers=MERGE):
                     pass
                 await until(lambda name=name, before=before: _more(redis, name, before))
                 edited.append(time.perf_counter() - started)

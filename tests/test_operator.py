@@ -43,15 +43,25 @@ def symbols(count: int) -> list[str]:
     return [f"C{i:04d}_USDT" for i in range(count)]
 
 
-def bot_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def bots_path(namespace: str = NAMESPACE) -> str:
+    return f"/apis/cdb.io/v1alpha1/namespaces/{namespace}/tradingbots"
+
+
+def bot_manifest(
+    name: str,
+    spec: dict[str, Any],
+    namespace: str = NAMESPACE,
+    created: str = "2026-11-25T05:00:00Z",
+) -> dict[str, Any]:
     """What ``kubectl apply`` sends, plus what the API server adds (uid, generation, …)."""
     return {
         "apiVersion": "cdb.io/v1alpha1",
         "kind": "TradingBot",
         "metadata": {
             "name": name,
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "uid": str(uuid.uuid4()),
+            "creationTimestamp": created,
             "generation": 1,
             "resourceVersion": "1",
             "managedFields": [managed_by("kubectl-client-side-apply", "2026-11-25T05:00:00Z")],
@@ -154,9 +164,15 @@ async def read(cluster: Any, path: str) -> dict[str, Any] | None:
         return await reply.json() if reply.status == 200 else None
 
 
-async def create_bot(cluster: Any, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    manifest = bot_manifest(name, spec)
-    async with cluster.post(BOTS, json=manifest) as reply:
+async def create_bot(
+    cluster: Any,
+    name: str,
+    spec: dict[str, Any],
+    namespace: str = NAMESPACE,
+    created: str = "2026-11-25T05:00:00Z",
+) -> dict[str, Any]:
+    manifest = bot_manifest(name, spec, namespace, created)
+    async with cluster.post(bots_path(namespace), json=manifest) as reply:
         assert reply.status in (200, 201), await reply.text()
     return manifest
 
@@ -300,9 +316,9 @@ async def test_created_bot_gets_its_config_map_and_one_screener_pod_per_chunk(
 
 
 async def _with_status(
-    cluster: Any, name: str, key: str, value: Any = None
+    cluster: Any, name: str, key: str, value: Any = None, namespace: str = NAMESPACE
 ) -> dict[str, Any] | None:
-    bot = await read(cluster, f"{BOTS}/{name}")
+    bot = await read(cluster, f"{bots_path(namespace)}/{name}")
     status = (bot or {}).get("status") or {}
     if key not in status or (value is not None and status[key] != value):
         return None
@@ -437,6 +453,93 @@ async def test_deleting_a_bot_pauses_trading_and_leaves_cleanup_to_owner_referen
 
 async def _gone(cluster: Any, path: str) -> bool:
     return await read(cluster, path) is None
+
+
+async def test_the_oldest_bot_of_a_namespace_drives_its_pipeline_alone(
+    cluster: Any, operator_env: dict[str, str], redis: Redis, postgresql: Any
+) -> None:
+    env = {**operator_env, "UNIVERSE_REFRESH_S": "1"}  # the timer hands over
+    zeta = bot_manifest("zeta", {"symbols": ["BTC_USDT"]}, created="2026-11-25T05:00:00Z")
+    alpha = bot_manifest(
+        "alpha",
+        {"symbols": ["ETH_USDT"], "signal": {"thresholdPct": 5.0}},
+        created="2026-11-25T05:01:00Z",
+    )
+    beta = bot_manifest("beta", {"symbols": ["SOL_USDT"]}, created="2026-11-25T05:02:00Z")
+    # alpha's screener from before bots were exclusive (an older operator created it).
+    old_screener = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": "alpha-bot-ws",
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "cdb-operator", "cdb.io/bot": "alpha"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "cdb.io/v1alpha1",
+                    "kind": "TradingBot",
+                    "name": "alpha",
+                    "uid": alpha["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"replicas": 1},
+    }
+    with running_operator(cluster, env):
+        async with cluster.post(STATEFULSETS, json=old_screener) as reply:
+            assert reply.status in (200, 201)
+        for manifest in (alpha, zeta, beta):  # the order of creation does not matter
+            async with cluster.post(BOTS, json=manifest) as reply:
+                assert reply.status in (200, 201)
+        await eventually(lambda: _with_status(cluster, "zeta", "configHash"), "zeta applied")
+        standby = {
+            name: await eventually(
+                lambda name=name: _degraded(cluster, name, "AnotherBotActive"), f"{name} stands by"
+            )
+            for name in ("alpha", "beta")
+        }
+        await eventually(lambda: _gone(cluster, f"{STATEFULSETS}/alpha-bot-ws"), "old screener")
+
+        # Deleting a bot that stands by leaves the pipeline alone.
+        async with cluster.delete(f"{BOTS}/beta") as reply:
+            assert reply.status == 200
+        await eventually(lambda: _gone(cluster, f"{BOTS}/beta"), "beta deleted")
+        # Deleting the active bot pauses the pipeline; the next oldest takes over.
+        async with cluster.delete(f"{BOTS}/zeta") as reply:
+            assert reply.status == 200
+        await eventually(lambda: _gone(cluster, f"{BOTS}/zeta"), "zeta deleted")
+        active = await eventually(lambda: _with_status(cluster, "alpha", "configHash"), "takeover")
+        screener = await eventually(lambda: read(cluster, f"{STATEFULSETS}/alpha-bot-ws"), "sts")
+        warnings = await _events(cluster, "alpha", "AnotherBotActive")
+
+    zeta_uid = zeta["metadata"]["uid"]
+    for bot in standby.values():
+        degraded = condition(bot, "Degraded")
+        assert "TradingBot zeta drives the pipeline of namespace cdb" in degraded["message"]
+        assert bot["status"]["standbyFor"] == f"zeta/{zeta_uid}"
+        assert condition(bot, "Ready")["reason"] == "Standby"
+        assert "configHash" not in bot["status"] and "liveConfigHash" not in bot["status"]
+    assert len(warnings) == 1  # on becoming standby, not on every timer tick
+    assert await read(cluster, f"{CONFIGMAPS}/beta-config") is None
+    assert await read(cluster, f"{STATEFULSETS}/beta-bot-ws") is None
+    assert [r[0] for r in audit_rows(postgresql, "beta")] == ["deleted"]
+
+    stream = [
+        Control.model_validate_json(fields[b"event"])
+        for _, fields in await redis.xrange(Stream.CONTROL.value)
+    ]
+    assert [(e.bot, e.settings.paused) for e in stream] == [
+        ("zeta", False),
+        ("zeta", True),  # its deletion paused the pipeline
+        ("alpha", False),  # then alpha took it over with its own settings
+    ]
+    assert stream[-1].settings.signal_threshold_pct == 5.0
+    assert stream[-1].bot_uid == alpha["metadata"]["uid"]
+    assert "standbyFor" not in active["status"]
+    assert condition(active, "Degraded")["status"] == "False"
+    assert screener["metadata"]["ownerReferences"][0]["uid"] == alpha["metadata"]["uid"]
+    assert audit_rows(postgresql, "alpha")[0][3] == "kubectl-client-side-apply"
 
 
 async def test_a_replayed_reconcile_writes_nothing(
@@ -705,11 +808,16 @@ async def test_every_symbol_list_example_is_reconciled(
     listed = [example for example in listed if example["spec"].get("symbols")]
     assert len(listed) >= 3
     with running_operator(cluster, operator_env):
+        # One namespace each: in one namespace only the oldest bot would drive the pipeline.
         for example in listed:
-            await create_bot(cluster, example["metadata"]["name"], example["spec"])
+            name = example["metadata"]["name"]
+            cluster.objects["v1/namespaces", None, name] = {"metadata": {"name": name}}
+            await create_bot(cluster, name, example["spec"], namespace=name)
         applied = [
             await eventually(
-                lambda name=example["metadata"]["name"]: _with_status(cluster, name, "configHash"),
+                lambda name=example["metadata"]["name"]: _with_status(
+                    cluster, name, "configHash", namespace=name
+                ),
                 example["metadata"]["name"],
             )
             for example in listed

@@ -15,6 +15,7 @@ import yaml
 
 from cdb_operator.audit import actor_of, diff_configs
 from cdb_operator.conditions import Problem, WorkloadState, merge_conditions, workload_conditions
+from cdb_operator.pipeline import active_bot
 from cdb_operator.resources import WORKLOAD_ANNOTATION, build_config_map, build_stateful_set
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.spec import ResolvedConfig, TradingBotSpec, chunk_count
@@ -91,6 +92,24 @@ def test_diff_lists_changed_leaves_only() -> None:
         "chunkSize",
         "risk.stopLossPct",
     }
+
+
+def bot(name: str, created: str | None, uid: str | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "uid": uid or f"uid-{name}"}
+    if created is not None:
+        metadata["creationTimestamp"] = created
+    return {"metadata": metadata}
+
+
+def test_the_oldest_bot_is_active_and_a_tie_goes_to_the_name() -> None:
+    zeta = bot("zeta", "2026-11-25T05:00:00Z")
+    alpha = bot("alpha", "2026-11-25T05:01:00Z")
+    beta = bot("beta", "2026-11-25T05:01:00Z")
+    assert active_bot(alpha, [beta, zeta, alpha]).name == "zeta"
+    assert active_bot(beta, [beta, alpha]).name == "alpha"
+    # The listing may not show the bot a watch event just brought: it still counts.
+    assert active_bot(alpha, [beta]).name == "alpha"
+    assert active_bot(alpha, []).name == "alpha"
 
 
 def spec_entry(manager: str, when: str, **extra: Any) -> dict[str, Any]:

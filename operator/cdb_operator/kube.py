@@ -54,7 +54,7 @@ class ObjectRef:
 
 
 class KubeClient:
-    """GET/POST/PATCH/DELETE on namespaced objects; errors become :class:`ApiError`."""
+    """GET/LIST/POST/PATCH/DELETE on namespaced objects; errors become :class:`ApiError`."""
 
     def __init__(self, connect: Callable[[], kopf.ConnectionInfo], timeout: float = 15.0) -> None:
         self._connect = connect
@@ -112,6 +112,11 @@ class KubeClient:
         if reply.status_code == 404:
             return None
         return self._check(reply)
+
+    async def list(self, ref: ObjectRef) -> list[dict[str, Any]]:
+        """The objects of ``ref``'s kind in ``ref``'s namespace (``ref.name`` is ignored)."""
+        items = self._check(await self._request("GET", ref.collection())).get("items")
+        return [dict(item) for item in items or [] if isinstance(item, dict)]
 
     async def create(self, ref: ObjectRef, body: dict[str, Any]) -> dict[str, Any]:
         return self._check(await self._request("POST", ref.collection(), json=body))

@@ -17,7 +17,7 @@ class OperatorMetrics:
         registry = self.kernel.registry
         self.reconciles = Counter(
             "cdb_operator_reconciles_total",
-            "TradingBot reconciliations (outcome: applied, unchanged, retry, invalid)",
+            "TradingBot reconciliations (outcome: applied, unchanged, retry, invalid, standby)",
             ["outcome"],
             registry=registry,
         )

@@ -1,7 +1,8 @@
 """Reconcile one TradingBot: resolve, audit, write the owned objects, publish, report.
 
-1. Parse the spec (pydantic, the CRD's defaults) and resolve its symbols (the list, or
-   the universe from bot_rest; on a bot_rest outage the last resolved set stays).
+1. Parse the spec (pydantic, the CRD's defaults). Only the namespace's active bot (the
+   oldest, :mod:`cdb_operator.pipeline`) goes on; any other stands by. Resolve the symbols
+   (the list, or the universe from bot_rest; on a bot_rest outage the last set stays).
 2. Diff the resolved config against the one in force (the ConfigMap) field by field and
    record the changes in ``config_audit`` *before* applying them: no unrecorded change.
 3. Write the ConfigMap and the StatefulSet, each only if its desired state
@@ -40,6 +41,7 @@ from cdb_operator.conditions import (
 )
 from cdb_operator.context import OperatorContext
 from cdb_operator.kube import ApiError, ObjectRef
+from cdb_operator.pipeline import STANDBY_REASON, BotIdentity, active_bot, standby_message
 from cdb_operator.resources import (
     HASH_ANNOTATION,
     build_config_map,
@@ -60,6 +62,7 @@ BUS_ERRORS = (TransientError, redis_errors.RedisError, OSError)
 MAX_EVENTS_PER_CHANGE = 10
 APPLIED_DESPITE = ("UniverseUnavailable",)
 PUBLISHED_TTL_S = 7 * 24 * 3600
+BOTS_API = "cdb.io/v1alpha1"
 
 
 def _now() -> str:
@@ -69,6 +72,21 @@ def _now() -> str:
 def _generation(body: kopf.Body) -> int | None:
     value = body.metadata.get("generation")
     return int(value) if value is not None else None
+
+
+def _owned_by(manifest: Mapping[str, Any], uid: str) -> bool:
+    references = (manifest.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(ref.get("uid") == uid for ref in references)
+
+
+async def _pipeline(
+    ctx: OperatorContext, namespace: str, me: Mapping[str, Any]
+) -> tuple[BotIdentity, Mapping[str, Any] | None]:
+    """The namespace's active bot, and ``me`` as just listed (None if not listed yet)."""
+    bots = await ctx.kube.list(ObjectRef(BOTS_API, "tradingbots", namespace, ""))
+    mine = BotIdentity.of(me)
+    listed = next((bot for bot in bots if BotIdentity.of(bot).same(mine)), None)
+    return active_bot(me, bots), listed
 
 
 def _describe(value: Any) -> str:
@@ -100,6 +118,8 @@ class Reconciler:
         self.namespace = str(body.metadata.namespace or ctx.env.operator_namespace)
         self.generation = _generation(body)
         self.status: Mapping[str, Any] = body.status
+        # The status as just listed: kopf's body can lag behind our own last status patch.
+        self.listed_status: Mapping[str, Any] = body.status
 
     def ref(self, api_version: str, plural: str, name: str) -> ObjectRef:
         return ObjectRef(api_version, plural, self.namespace, name)
@@ -115,6 +135,12 @@ class Reconciler:
             self.fail(Problem(reason="InvalidSpec", message=message[:1000]), "invalid")
             raise kopf.PermanentError(f"invalid spec: {message}") from None
         owner = owner_reference(self.body)
+        active, listed = await self.call(_pipeline, self.ctx, self.namespace, self.body)
+        if listed is not None:
+            self.listed_status = listed.get("status") or {}
+        if not active.same(BotIdentity.of(self.body)):
+            await self.stand_by(active)
+            return
 
         config_map = await self.call(
             self.ctx.kube.get, self.ref("v1", "configmaps", config_map_name(self.name))
@@ -135,6 +161,7 @@ class Reconciler:
             "chunks": config.chunks,
             "symbols": len(config.symbols),
             "configHash": config.config_hash,
+            "standbyFor": None,  # removed: this bot drives the pipeline now
         }
         if self.generation is not None:
             updates["observedGeneration"] = self.generation
@@ -155,6 +182,39 @@ class Reconciler:
             "paused": config.paused,
             "mode": config.mode,
             "degraded": problem.reason if problem else None,
+            "active": True,
+        }
+
+    async def stand_by(self, active: BotIdentity) -> None:
+        """Another bot drives the pipeline: no control events, no screener; say so."""
+        message = standby_message(active, self.namespace)
+        ref = self.ref("apps/v1", "statefulsets", workload_name(self.name))
+        current = await self.call(self.ctx.kube.get, ref)
+        if current is not None and _owned_by(current, self.body.metadata.uid or ""):
+            # It ran while this bot was active (or before bots were exclusive): stop it.
+            await self.call(self.ctx.kube.delete, ref)
+            self.logger.info(f"standing by for {active.name}: screener removed")
+        self.ctx.metrics.reconciles.labels("standby").inc()
+        updates: dict[str, Any] = {"standbyFor": active.describe(), "liveConfigHash": None}
+        if self.status.get("chunks"):
+            updates["chunks"] = 0
+        idle = f"no screener while {active.name} is active"
+        wanted = [
+            {"type": "Ready", "status": "False", "reason": "Standby", "message": message},
+            {"type": "Progressing", "status": "False", "reason": "Standby", "message": idle},
+            {"type": "Degraded", "status": "True", "reason": STANDBY_REASON, "message": message},
+        ]
+        conditions = self.listed_status.get("conditions") or []
+        degraded: Mapping[str, Any] = next(
+            (c for c in conditions if c.get("type") == "Degraded"), {}
+        )
+        self.write_status(updates, wanted)
+        if degraded.get("reason") != STANDBY_REASON:
+            kopf.warn(self.body, reason=STANDBY_REASON, message=message)
+        self.ctx.bots[f"{self.namespace}/{self.name}"] = {
+            "active": False,
+            "standby_for": active.name,
+            "degraded": STANDBY_REASON,
         }
 
     async def call(self, operation: Any, *args: Any) -> Any:
@@ -227,6 +287,9 @@ class Reconciler:
         previous = self.status.get("liveConfigHash")
         if previous == live_hash:
             return
+        # Taking over from another bot: a new event id, even if this bot published the
+        # same settings at this generation before it stood by.
+        previous = previous or self.status.get("standbyFor")
         uid = self.body.metadata.uid or ""
         event = Control(
             event_id=deterministic_id(
@@ -362,6 +425,8 @@ async def refresh_readiness(ctx: OperatorContext, stateful_set: Mapping[str, Any
             return  # not reconciled yet: the reconcile writes the conditions
         conditions = status.get("conditions") or []
         degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
+        if degraded is not None and degraded.get("reason") == STANDBY_REASON:
+            return  # standing by: its conditions say so, whatever its old screener does
         problem = None
         if degraded is not None and degraded.get("status") == "True":
             problem = Problem(
@@ -377,8 +442,9 @@ async def refresh_readiness(ctx: OperatorContext, stateful_set: Mapping[str, Any
 
 
 async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> None:
-    """The bot is being deleted: pause trading (its screener goes with it) and audit it.
+    """The bot is being deleted: pause trading if it drives the pipeline, and audit it.
 
+    A bot standing by for another publishes nothing: the pipeline is not its to pause.
     The owned objects are removed by Kubernetes' garbage collector (ownerReferences).
     """
     name = str(body.metadata.name)
@@ -395,8 +461,11 @@ async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> 
         timestamp=time.time(),
     )
     try:
-        await ctx.bus.publish(event)
-        ctx.metrics.control_events.inc()
+        active, _ = await _pipeline(ctx, namespace, body)
+        drives = active.same(BotIdentity.of(body))
+        if drives:
+            await ctx.bus.publish(event)
+            ctx.metrics.control_events.inc()
         await ctx.audit.record(
             name,
             _generation(body) or 0,
@@ -404,9 +473,12 @@ async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> 
             [FieldChange("deleted", config_hash, None)],
             actor_of(body.metadata),
         )
-    except (*BUS_ERRORS, *DB_ERRORS) as error:
+    except (*BUS_ERRORS, *DB_ERRORS, ApiError) as error:
         raise kopf.TemporaryError(
             f"retiring {name}: {error}", delay=ctx.env.retry_delay_s
         ) from error
     ctx.bots.pop(f"{namespace}/{name}", None)
-    logger.info("bot deleted: trading paused; owned objects go with it (ownerReferences)")
+    if drives:
+        logger.info("bot deleted: trading paused; owned objects go with it (ownerReferences)")
+    else:
+        logger.info("bot deleted while standing by: the pipeline is left as it is")

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 import kopf
 import pytest
 import yaml
+from aiohttp import web
 from kopf.testing import KopfRunner
 from redis.asyncio import Redis
 
@@ -453,6 +454,104 @@ async def test_deleting_a_bot_pauses_trading_and_leaves_cleanup_to_owner_referen
 
 async def _gone(cluster: Any, path: str) -> bool:
     return await read(cluster, path) is None
+
+
+async def test_every_change_is_audited_also_one_back_to_an_earlier_config(
+    cluster: Any, operator_env: dict[str, str], postgresql: Any
+) -> None:
+    with running_operator(cluster, operator_env):
+        first = await create_bot(cluster, "momentum", {"symbols": ["BTC_USDT"]})
+        await eventually(lambda: _with_status(cluster, "momentum", "configHash"), "applied")
+        edits = [
+            ({"trading": {"paused": True}}, "kubectl-patch"),
+            ({"trading": {"paused": False}}, "kubectl-patch"),  # back to the first config
+            ({"trading": {"paused": True}}, "kubectl-patch"),
+            ({"signal": {"thresholdPct": 4.5}}, "kubectl-edit"),
+            ({"signal": {"thresholdPct": 3.0}}, "kubectl-edit"),  # an undo
+        ]
+        for generation, (spec_patch, manager) in enumerate(edits, start=2):
+            await edit_bot(cluster, "momentum", spec_patch, manager)
+            await eventually(
+                lambda g=generation: _with_status(cluster, "momentum", "observedGeneration", g),
+                f"generation {generation}",
+            )
+        # Deleted, then created again with the same spec (a new uid). KMock has no garbage
+        # collector: the test removes the owned objects as Kubernetes' GC would.
+        async with cluster.delete(f"{BOTS}/momentum") as reply:
+            assert reply.status == 200
+        await eventually(lambda: _gone(cluster, f"{BOTS}/momentum"), "bot deleted")
+        for path in (f"{CONFIGMAPS}/momentum-config", f"{STATEFULSETS}/momentum-bot-ws"):
+            async with cluster.delete(path) as reply:
+                assert reply.status == 200
+        second = await create_bot(cluster, "momentum", {"symbols": ["BTC_USDT"]})
+        await eventually(lambda: _with_status(cluster, "momentum", "configHash"), "recreated")
+
+    rows = audit_rows(postgresql, "momentum")
+    assert [(r[1], r[2], r[3], r[4]) for r in rows if r[0] == "trading.paused"] == [
+        (None, False, "kubectl-client-side-apply", 1),
+        (False, True, "kubectl-patch", 2),
+        (True, False, "kubectl-patch", 3),
+        (False, True, "kubectl-patch", 4),
+        (None, False, "kubectl-client-side-apply", 1),  # the bot created again
+    ]
+    assert [(r[1], r[2]) for r in rows if r[0] == "signal.thresholdPct"] == [
+        (None, 3.0),
+        (3.0, 4.5),
+        (4.5, 3.0),
+        (None, 3.0),
+    ]
+    assert [r[0] for r in rows].count("deleted") == 1
+    with postgresql.cursor() as cur:
+        cur.execute("SELECT DISTINCT bot_uid FROM config_audit WHERE bot = 'momentum'")
+        uids = {row[0] for row in cur.fetchall()}
+    assert uids == {first["metadata"]["uid"], second["metadata"]["uid"]}
+
+
+@asynccontextmanager
+async def fake_bot_rest(universe: dict[str, list[str]]) -> AsyncIterator[str]:
+    """bot_rest's ``GET /universe``, answering whatever ``universe["symbols"]`` is now."""
+
+    async def answer(_: web.Request) -> web.Response:
+        return web.json_response({"symbols": universe["symbols"]})
+
+    app = web.Application()
+    app.add_routes([web.get("/universe", answer)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_each_universe_refresh_is_audited_as_such_also_a_flip_back(
+    cluster: Any, operator_env: dict[str, str], postgresql: Any
+) -> None:
+    two, three = ["A_USDT", "B_USDT"], ["A_USDT", "B_USDT", "C_USDT"]
+    universe = {"symbols": two}
+    async with fake_bot_rest(universe) as url:
+        env = {**operator_env, "BOT_REST_URL": url, "UNIVERSE_REFRESH_S": "1"}
+        with running_operator(cluster, env):
+            await create_bot(cluster, "universe", {"universe": "all-usdt-perpetuals"})
+            await eventually(lambda: _with_status(cluster, "universe", "symbols", 2), "2 symbols")
+            # A contract listed, delisted, listed again: no spec edit, generation 1 throughout.
+            for symbols in (three, two, three):
+                universe["symbols"] = symbols
+                count = len(symbols)
+                await eventually(
+                    lambda n=count: _with_status(cluster, "universe", "symbols", n),
+                    f"{count} symbols",
+                )
+
+    rows = [r for r in audit_rows(postgresql, "universe") if r[0] == "symbols"]
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
+        (None, two, "kubectl-client-side-apply", 1),
+        (two, three, "universe-refresh", 1),
+        (three, two, "universe-refresh", 1),
+        (two, three, "universe-refresh", 1),
+    ]
 
 
 async def test_the_oldest_bot_of_a_namespace_drives_its_pipeline_alone(

@@ -13,7 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from cdb_operator.audit import actor_of, diff_configs
+from cdb.core.config import ServiceSettings
+from cdb.core.db import Database, apply_migrations
+from cdb_operator.audit import AuditLog, FieldChange, Transition, actor_of, diff_configs
 from cdb_operator.conditions import Problem, WorkloadState, merge_conditions, workload_conditions
 from cdb_operator.pipeline import active_bot
 from cdb_operator.resources import WORKLOAD_ANNOTATION, build_config_map, build_stateful_set
@@ -92,6 +94,39 @@ def test_diff_lists_changed_leaves_only() -> None:
         "chunkSize",
         "risk.stopLossPct",
     }
+
+
+async def test_the_audit_skips_a_retried_transition_and_keeps_every_real_one(
+    settings: ServiceSettings, postgresql: Any
+) -> None:
+    await apply_migrations(settings)
+    db = Database(settings, min_size=0, max_size=1)
+    await db.open()
+    audit = AuditLog(db)
+    grow = [FieldChange("symbols", ["A_USDT"], ["A_USDT", "B_USDT"])]
+    shrink = [FieldChange("symbols", ["A_USDT", "B_USDT"], ["A_USDT"])]
+    listed = Transition("u", "uid-1", 1, "h1", "h2")
+    try:
+        assert await audit.record(listed, grow, "universe-refresh") == 1
+        assert await audit.record(listed, grow, "universe-refresh") == 0  # a retry
+        assert await audit.record(Transition("u", "uid-1", 1, "h2", "h1"), shrink, "r") == 1
+        assert await audit.record(listed, grow, "universe-refresh") == 1  # listed again
+        assert await audit.record(listed, grow, "universe-refresh") == 0  # its retry
+        assert await audit.record(Transition("u", "uid-2", 1, "h1", "h2"), grow, "k") == 1
+    finally:
+        await db.close()
+    postgresql.commit()
+    with postgresql.cursor() as cur:
+        cur.execute(
+            "SELECT bot_uid, previous_config_hash, config_hash FROM config_audit ORDER BY id"
+        )
+        rows = cur.fetchall()
+    assert rows == [
+        ("uid-1", "h1", "h2"),
+        ("uid-1", "h2", "h1"),
+        ("uid-1", "h1", "h2"),
+        ("uid-2", "h1", "h2"),
+    ]
 
 
 def bot(name: str, created: str | None, uid: str | None = None) -> dict[str, Any]:

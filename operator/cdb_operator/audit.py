@@ -1,8 +1,10 @@
 """Who changed what: field-level changes between two resolved configs, and their record.
 
-Every applied change becomes one row per field in ``config_audit`` (bot, generation,
-config hash, field, old and new value as JSON, actor). The row is keyed by
-``(bot, config_hash, field)``, so a replayed reconcile of the same config writes nothing.
+Every applied change becomes one row per field in ``config_audit`` (bot, its uid,
+generation, the config hash before and after, field, old and new value as JSON, actor).
+A row records a transition: a retry of the same reconcile (the latest row of the field is
+this very transition) writes nothing, while every real change is recorded, also one back
+to an earlier config (migrations/0007_config_audit_transitions.sql says why).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from psycopg.types.json import Jsonb
 
 from cdb.core.db import Database
 
-__all__ = ["AuditLog", "FieldChange", "actor_of", "diff_configs"]
+__all__ = ["AuditLog", "FieldChange", "Transition", "actor_of", "diff_configs"]
 
 ACTOR_ANNOTATION = "cdb.io/changed-by"
 UNKNOWN_ACTOR = "kubectl"
+UNIVERSE_ACTOR = "universe-refresh"  # the timer re-resolved a universe, no spec edit
+OPERATOR_ACTOR = "cdb-operator"  # re-applied without a spec edit (a lost ConfigMap)
 OWN_MANAGERS = ("kopf", "cdb-operator")
 
 
@@ -75,42 +79,71 @@ def actor_of(metadata: Mapping[str, Any]) -> str:
     return newest[1][:253] if newest else UNKNOWN_ACTOR
 
 
+@dataclass(frozen=True)
+class Transition:
+    """Which bot instance went from which config to which, at which generation."""
+
+    bot: str
+    bot_uid: str
+    generation: int
+    previous_hash: str  # "" when no config was in force
+    config_hash: str
+
+
 class AuditLog:
-    """Writes ``config_audit`` rows; idempotent on (bot, config_hash, field)."""
+    """Writes ``config_audit`` rows, one per changed field and transition."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def record(
-        self,
-        bot: str,
-        generation: int,
-        config_hash: str,
-        changes: Sequence[FieldChange],
-        actor: str,
+        self, transition: Transition, changes: Sequence[FieldChange], actor: str
     ) -> int:
-        """Insert what is not recorded yet; returns how many rows were new."""
+        """Insert what is not recorded yet; returns how many rows were new.
+
+        A change is skipped only when the latest row of its field for this bot instance is
+        the same transition: that is a retry of the same reconcile, never a real change.
+        """
         if not changes:
             return 0
+        t = transition
         written = 0
         async with self.db.connection() as conn, conn.transaction():
+            # One writer per bot decides at a time (an operator restart can overlap).
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"config_audit/{t.bot}",)
+            )
             for change in changes:
                 cursor = await conn.execute(
                     """
                     INSERT INTO config_audit
-                        (bot, generation, config_hash, field, old_value, new_value, actor)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s)
-                    ON CONFLICT (bot, config_hash, field) DO NOTHING
+                        (bot, bot_uid, generation, previous_config_hash, config_hash, field,
+                         old_value, new_value, actor)
+                    SELECT %(bot)s, %(uid)s, %(generation)s, %(previous)s, %(hash)s, %(field)s,
+                           %(old)s, %(new)s, %(actor)s
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM (
+                            SELECT generation, previous_config_hash, config_hash
+                            FROM config_audit
+                            WHERE bot = %(bot)s AND bot_uid = %(uid)s AND field = %(field)s
+                            ORDER BY id DESC LIMIT 1
+                        ) latest
+                        WHERE latest.generation = %(generation)s
+                          AND latest.previous_config_hash = %(previous)s
+                          AND latest.config_hash = %(hash)s
+                    )
                     """,
-                    (
-                        bot,
-                        generation,
-                        config_hash,
-                        change.field,
-                        Jsonb(change.old),
-                        Jsonb(change.new),
-                        actor,
-                    ),
+                    {
+                        "bot": t.bot,
+                        "uid": t.bot_uid,
+                        "generation": t.generation,
+                        "previous": t.previous_hash,
+                        "hash": t.config_hash,
+                        "field": change.field,
+                        "old": Jsonb(change.old),
+                        "new": Jsonb(change.new),
+                        "actor": actor,
+                    },
                 )
                 written += cursor.rowcount
         return written

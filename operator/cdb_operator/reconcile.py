@@ -31,7 +31,14 @@ from redis import exceptions as redis_errors
 
 from cdb.core.bus import TransientError
 from cdb.core.events import Control, ControlSettings, deterministic_id
-from cdb_operator.audit import FieldChange, actor_of, diff_configs
+from cdb_operator.audit import (
+    OPERATOR_ACTOR,
+    UNIVERSE_ACTOR,
+    FieldChange,
+    Transition,
+    actor_of,
+    diff_configs,
+)
 from cdb_operator.conditions import (
     Problem,
     WorkloadState,
@@ -62,6 +69,7 @@ BUS_ERRORS = (TransientError, redis_errors.RedisError, OSError)
 MAX_EVENTS_PER_CHANGE = 10
 APPLIED_DESPITE = ("UniverseUnavailable",)
 PUBLISHED_TTL_S = 7 * 24 * 3600
+UNIVERSE_FIELDS = {"symbols", "chunks"}
 BOTS_API = "cdb.io/v1alpha1"
 
 
@@ -149,9 +157,10 @@ class Reconciler:
         problem, symbols, resolved_at = await self.resolve_symbols(spec, applied)
         config = ResolvedConfig.build(spec, symbols)
         changes = diff_configs(applied, config.document())
-        actor = actor_of(self.body.metadata)
+        actor = self.actor(spec, applied, changes)
 
-        await self.record(config, changes, actor)
+        previous_hash = _applied_hash(config_map, applied)
+        await self.record(previous_hash, config, changes, actor)
         stateful_set = await self.write_objects(owner, config)
         await self.publish(spec, config)
 
@@ -184,6 +193,24 @@ class Reconciler:
             "degraded": problem.reason if problem else None,
             "active": True,
         }
+
+    def actor(
+        self,
+        spec: TradingBotSpec,
+        applied: Mapping[str, Any] | None,
+        changes: Sequence[FieldChange],
+    ) -> str:
+        """Who made the change: the spec's last editor, unless the spec did not change.
+
+        With the generation already applied, a change comes from the operator itself: the
+        timer's universe refresh, or re-applying a lost ConfigMap.
+        """
+        observed = self.listed_status.get("observedGeneration")
+        if not changes or self.generation is None or observed != self.generation:
+            return actor_of(self.body.metadata)
+        if spec.universe and applied is not None and {c.field for c in changes} <= UNIVERSE_FIELDS:
+            return UNIVERSE_ACTOR
+        return OPERATOR_ACTOR
 
     async def stand_by(self, active: BotIdentity) -> None:
         """Another bot drives the pipeline: no control events, no screener; say so."""
@@ -243,12 +270,21 @@ class Reconciler:
             raise kopf.TemporaryError(str(error), delay=self.ctx.env.retry_delay_s) from error
 
     async def record(
-        self, config: ResolvedConfig, changes: Sequence[FieldChange], actor: str
+        self,
+        previous_hash: str,
+        config: ResolvedConfig,
+        changes: Sequence[FieldChange],
+        actor: str,
     ) -> None:
+        transition = Transition(
+            bot=self.name,
+            bot_uid=self.body.metadata.uid or "",
+            generation=self.generation or 0,
+            previous_hash=previous_hash,
+            config_hash=config.config_hash,
+        )
         try:
-            written = await self.ctx.audit.record(
-                self.name, self.generation or 0, config.config_hash, changes, actor
-            )
+            written = await self.ctx.audit.record(transition, changes, actor)
         except DB_ERRORS as error:
             message = f"config_audit not writable: {type(error).__name__}: {error}"[:1000]
             self.fail(Problem(reason="AuditUnavailable", message=message))
@@ -387,6 +423,14 @@ class Reconciler:
             )
 
 
+def _applied_hash(config_map: Mapping[str, Any] | None, applied: Mapping[str, Any] | None) -> str:
+    """The hash of the config in force ("" when none is)."""
+    if applied is None:
+        return ""
+    written = ((config_map or {}).get("data") or {}).get("config-hash")
+    return str(written) if written else stable_hash(applied)
+
+
 def _applied_document(config_map: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not config_map:
         return None
@@ -460,6 +504,13 @@ async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> 
         settings=ControlSettings(paused=True),
         timestamp=time.time(),
     )
+    transition = Transition(
+        bot=name,
+        bot_uid=uid,
+        generation=_generation(body) or 0,
+        previous_hash=str(body.status.get("configHash") or ""),
+        config_hash=f"deleted-{uid}",
+    )
     try:
         active, _ = await _pipeline(ctx, namespace, body)
         drives = active.same(BotIdentity.of(body))
@@ -467,11 +518,7 @@ async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> 
             await ctx.bus.publish(event)
             ctx.metrics.control_events.inc()
         await ctx.audit.record(
-            name,
-            _generation(body) or 0,
-            f"deleted-{uid}",
-            [FieldChange("deleted", config_hash, None)],
-            actor_of(body.metadata),
+            transition, [FieldChange("deleted", config_hash, None)], actor_of(body.metadata)
         )
     except (*BUS_ERRORS, *DB_ERRORS, ApiError) as error:
         raise kopf.TemporaryError(

@@ -641,6 +641,43 @@ async def test_the_oldest_bot_of_a_namespace_drives_its_pipeline_alone(
     assert audit_rows(postgresql, "alpha")[0][3] == "kubectl-client-side-apply"
 
 
+async def test_a_deletion_waits_through_a_database_outage_instead_of_giving_up(
+    cluster: Any, operator_env: dict[str, str], redis: Redis, postgresql: Any
+) -> None:
+    env = {**operator_env, "RETRY_DELAY_S": "0.1"}  # backoff 0.1, 0.2, 0.4, … s
+    with running_operator(cluster, env):
+        await create_bot(cluster, "momentum", {"symbols": ["BTC_USDT"]})
+        await eventually(lambda: _with_status(cluster, "momentum", "configHash"), "applied")
+        # config_audit unwritable: as good as PostgreSQL down, for this one table.
+        postgresql.execute("ALTER TABLE config_audit RENAME TO config_audit_away")
+        postgresql.commit()
+        async with cluster.delete(f"{BOTS}/momentum") as reply:
+            assert reply.status == 200
+        # Well past kopf's former limit of five tries, the bot still waits with its finalizer.
+        blocked = await eventually(lambda: _deletion_attempts(cluster, "momentum", 7), "7 tries")
+        postgresql.execute("ALTER TABLE config_audit_away RENAME TO config_audit")
+        postgresql.commit()
+        await eventually(lambda: _gone(cluster, f"{BOTS}/momentum"), "bot deleted")
+        warnings = await _events(cluster, "momentum", "DeletionBlocked")
+
+    assert blocked["metadata"]["finalizers"] == ["cdb.io/tradingbot"]
+    message = condition(blocked, "Degraded")["message"]
+    assert "writing the deleted audit row failed: UndefinedTable" in message
+    assert len(warnings) >= 7 and warnings[0]["type"] == "Warning"
+    assert [r[0] for r in audit_rows(postgresql, "momentum")].count("deleted") == 1
+    # The pause went out once, not once per attempt.
+    assert [e.settings.paused for e in await controls(redis, "momentum")] == [False, True]
+
+
+async def _deletion_attempts(cluster: Any, name: str, attempts: int) -> dict[str, Any] | None:
+    bot = await read(cluster, f"{BOTS}/{name}")
+    degraded = condition(bot, "Degraded")
+    if degraded.get("reason") != "DeletionBlocked":
+        return None
+    seen = int(degraded["message"].split("; attempt ")[1].split(",")[0])
+    return bot if seen >= attempts else None
+
+
 async def test_a_replayed_reconcile_writes_nothing(
     cluster: Any, operator_env: dict[str, str], redis: Redis, postgresql: Any
 ) -> None:

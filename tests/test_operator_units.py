@@ -18,6 +18,7 @@ from cdb.core.db import Database, apply_migrations
 from cdb_operator.audit import AuditLog, FieldChange, Transition, actor_of, diff_configs
 from cdb_operator.conditions import Problem, WorkloadState, merge_conditions, workload_conditions
 from cdb_operator.pipeline import active_bot
+from cdb_operator.reconcile import retire_delay
 from cdb_operator.resources import WORKLOAD_ANNOTATION, build_config_map, build_stateful_set
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.spec import ResolvedConfig, TradingBotSpec, chunk_count
@@ -145,6 +146,12 @@ def test_the_oldest_bot_is_active_and_a_tie_goes_to_the_name() -> None:
     # The listing may not show the bot a watch event just brought: it still counts.
     assert active_bot(alpha, [beta]).name == "alpha"
     assert active_bot(alpha, []).name == "alpha"
+
+
+def test_a_waiting_deletion_backs_off_to_five_minutes() -> None:
+    assert [retire_delay(10.0, retry) for retry in range(6)] == [10, 20, 40, 80, 160, 300]
+    assert retire_delay(10.0, 10_000) == 300.0
+    assert retire_delay(0.1, 0) == 0.1
 
 
 def spec_entry(manager: str, when: str, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,8 @@ to :class:`kopf.testing.KopfRunner`; nothing is registered at import time.
 * a timer re-reconciles every bot each ``UNIVERSE_REFRESH_S``: universe bots re-resolve
   their symbols, and an owned object deleted by hand is recreated (drift repair).
 * events of the screener StatefulSets → the owning bot's Ready/Progressing.
-* delete → pause trading and audit; Kubernetes' GC removes the owned objects.
+* delete → pause trading (if the bot drives the pipeline) and audit, retried until both
+  succeed; Kubernetes' GC removes the owned objects.
 """
 
 from __future__ import annotations
@@ -155,8 +156,18 @@ def build_registry(
         if type in (None, "ADDED", "MODIFIED"):
             await refresh_readiness(context_of(memo), body)
 
-    @kopf.on.delete(*bots, registry=registry, id="retire", retries=5)
-    async def on_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
-        await retire(context_of(memo), body, logger)
+    # No retry limit: after the last try kopf would drop the finalizer, and an outage of
+    # Redis or PostgreSQL would lose the pause and the audit row. retire() backs off itself
+    # (TemporaryError delays); `backoff` covers an unexpected exception.
+    @kopf.on.delete(*bots, registry=registry, id="retire", retries=None, backoff=env.retry_delay_s)
+    async def on_delete(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        logger: kopf.Logger,
+        memo: kopf.Memo,
+        retry: int,
+        **_: Any,
+    ) -> None:
+        await retire(context_of(memo), body, patch, logger, retry)
 
     return registry

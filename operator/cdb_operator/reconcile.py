@@ -70,6 +70,8 @@ MAX_EVENTS_PER_CHANGE = 10
 APPLIED_DESPITE = ("UniverseUnavailable",)
 PUBLISHED_TTL_S = 7 * 24 * 3600
 UNIVERSE_FIELDS = {"symbols", "chunks"}
+RETIRE_REASON = "DeletionBlocked"
+RETIRE_MAX_DELAY_S = 300.0
 BOTS_API = "cdb.io/v1alpha1"
 
 
@@ -485,10 +487,23 @@ async def refresh_readiness(ctx: OperatorContext, stateful_set: Mapping[str, Any
             await ctx.kube.patch(ref, {"status": {"conditions": merged}}, subresource="status")
 
 
-async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> None:
+def retire_delay(base_s: float, retry: int) -> float:
+    """Exponential backoff for a deletion that waits: base, 2 x base, … up to 5 minutes."""
+    return float(min(base_s * 2 ** min(retry, 16), max(base_s, RETIRE_MAX_DELAY_S)))
+
+
+async def retire(
+    ctx: OperatorContext,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    retry: int = 0,
+) -> None:
     """The bot is being deleted: pause trading if it drives the pipeline, and audit it.
 
-    A bot standing by for another publishes nothing: the pipeline is not its to pause.
+    Until both are done the finalizer stays (kopf retries without limit, backing off), so
+    an outage of Redis or PostgreSQL delays the deletion instead of losing the pause. A
+    bot standing by for another publishes nothing: the pipeline is not its to pause.
     The owned objects are removed by Kubernetes' garbage collector (ownerReferences).
     """
     name = str(body.metadata.name)
@@ -511,19 +526,37 @@ async def retire(ctx: OperatorContext, body: kopf.Body, logger: kopf.Logger) -> 
         previous_hash=str(body.status.get("configHash") or ""),
         config_hash=f"deleted-{uid}",
     )
+    step = "listing the namespace's bots"
     try:
         active, _ = await _pipeline(ctx, namespace, body)
         drives = active.same(BotIdentity.of(body))
         if drives:
-            await ctx.bus.publish(event)
-            ctx.metrics.control_events.inc()
+            step = "publishing paused=true"
+            published_key = f"cdb:operator:published:{event.event_id}"
+            if not await ctx.bus.redis.exists(published_key):  # once, not once per attempt
+                await ctx.bus.publish(event)
+                await ctx.bus.redis.set(published_key, b"1", ex=PUBLISHED_TTL_S)
+                ctx.metrics.control_events.inc()
+        step = "writing the deleted audit row"
         await ctx.audit.record(
             transition, [FieldChange("deleted", config_hash, None)], actor_of(body.metadata)
         )
     except (*BUS_ERRORS, *DB_ERRORS, ApiError) as error:
-        raise kopf.TemporaryError(
-            f"retiring {name}: {error}", delay=ctx.env.retry_delay_s
-        ) from error
+        delay = retire_delay(ctx.env.retry_delay_s, retry)
+        message = (
+            f"deletion waits, {step} failed: {type(error).__name__}: {error}; "
+            f"attempt {retry + 1}, next in {delay:g} s (the finalizer stays until it succeeds)"
+        )[:1000]
+        logger.warning(message)
+        conditions = [{"type": "Degraded", "status": "True", "reason": RETIRE_REASON,
+                       "message": message}]  # fmt: skip
+        current = body.status.get("conditions") or []
+        kept = [dict(c) for c in current if c.get("type") != "Degraded"]
+        patch.status["conditions"] = kept + merge_conditions(
+            [c for c in current if c.get("type") == "Degraded"], conditions, _generation(body)
+        )
+        kopf.warn(body, reason=RETIRE_REASON, message=message)
+        raise kopf.TemporaryError(message, delay=delay) from error
     ctx.bots.pop(f"{namespace}/{name}", None)
     if drives:
         logger.info("bot deleted: trading paused; owned objects go with it (ownerReferences)")

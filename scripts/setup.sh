@@ -9,6 +9,21 @@ TOOLS=.tools
 mkdir -p "$TOOLS/bin"
 
 say() { printf 'setup: %s\n' "$*"; }
+go_tool() {
+  # go_tool NAME WHAT: build scripts/setup.d/NAME/ (go.mod, go.sum, main.go: pinned modules
+  # from the Go module proxy) into .tools/bin/NAME, again only when its sources change.
+  local src="scripts/setup.d/$1"
+  local stamp="$TOOLS/.$1-$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)"
+  if [ -x "$TOOLS/bin/$1" ] && [ -f "$stamp" ]; then return; fi
+  if ! command -v go >/dev/null; then
+    say "missing: go (to build $1). Install Go 1.26+ (apt: golang-go; macOS: brew install go)" >&2
+    exit 1
+  fi
+  say "building $1 ($2)"
+  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go build -trimpath -o "$OLDPWD/$TOOLS/bin/$1" .)
+  rm -f "$TOOLS/.$1-"*
+  touch "$stamp"
+}
 as_root() { [ "$(id -u)" = 0 ]; }
 apt_install() {
   # apt_install <package...>: install Debian packages as root, or print what to install.

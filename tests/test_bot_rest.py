@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ServiceProcess
-from tests.test_bot_ws_service import SimProcess, metric, sim_factory
+from tests.support import ServiceProcess, scrape
+from tests.test_bot_ws_service import SimProcess, sim_factory
 
 __all__ = ["sim_factory"]  # the fixture, shared with the bot_ws tests
 
@@ -34,7 +34,7 @@ def test_universe_tickers_and_paged_klines_with_cache(
         again = httpx.get(f"{service.url}/universe", timeout=10).json()
         assert again == universe
         assert sim.sim_status()["rest_requests"] == requests_before  # served from cache
-        assert metric(service, "bot_rest_cache_hits_total") == 1.0
+        assert scrape(service.url, "bot_rest_cache_hits_total") == 1.0
 
         tickers = httpx.get(f"{service.url}/tickers", timeout=10).json()
         assert tickers["count"] == 5 and tickers["tickers"][0]["last_price"] > 0

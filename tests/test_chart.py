@@ -522,9 +522,11 @@ def test_operator_rbac_is_least_privilege_and_env_is_complete(rendered: dict[str
     assert all("*" not in part for item in granted for part in item)
     resources = {(g, r) for g, r, _ in granted}
     assert resources == {
-        ("cdb.io", "tradingbots"), ("cdb.io", "tradingbots/status"), ("", "configmaps"),
+        ("cdb.io", "tradingbots"), ("cdb.io", "tradingbots/status"),
+        ("cdb.io", "tradingbots/finalizers"), ("", "configmaps"),
         ("apps", "statefulsets"), ("", "events"), ("events.k8s.io", "events"),
     }  # fmt: skip
+    assert {v for g, r, v in granted if r == "tradingbots/finalizers"} == {"update"}
     assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     binding = find(objs, "RoleBinding", "cdb-operator")
     assert binding["subjects"] == [

@@ -87,16 +87,6 @@ class LiveExecutor:
         except MexcError as error:  # accepted, but not readable now: reconciled later
             return LiveOutcome("open", reason=f"submitted; lookup refused: {error}")
 
-    async def send(self, order: Order) -> LiveOutcome:
-        """A first send: prepare, submit; a refusal by MEXC is a rejection."""
-        body = await self.prepare(order)
-        if isinstance(body, LiveOutcome):
-            return body
-        try:
-            return await self.submit(order, body)
-        except MexcError as error:
-            return LiveOutcome("rejected", reason=f"{error} ({MAINTENANCE_NOTE})")
-
     async def lookup(self, order: Order) -> LiveOutcome:
         """What MEXC knows of the order, by its external id."""
         try:

@@ -9,11 +9,13 @@ transaction. Live: see :mod:`cdb.execution_service.live`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
+import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, sleep_unless
@@ -202,16 +204,23 @@ class ExecutionService(Service[ExecutionSettings]):
     async def _drive_live(self, order: Order) -> None:
         """One step towards a known outcome under the order's advisory lock, so replicas,
         redeliveries and housekeeping never send or settle one order at the same time.
-        Busy elsewhere: left to that worker (housekeeping looks again if it dies)."""
+        Busy elsewhere: left to that worker (housekeeping looks again if it dies). The lock's
+        connection runs in autocommit, so each store call below is durable when it returns
+        (a submit is counted before the POST)."""
         async with self.kernel.database.connection() as conn:
-            if not await store.lock_order(conn, order.order_id):
-                return
+            await conn.set_autocommit(True)
             try:
-                outcome = await self._live_step(conn, order)
-                if outcome is not None:
-                    await self._settle_live(order, outcome)
+                if not await store.lock_order(conn, order.order_id):
+                    return
+                try:
+                    outcome = await self._live_step(conn, order)
+                    if outcome is not None:
+                        await self._settle_live(order, outcome)
+                finally:
+                    await store.unlock_order(conn, order.order_id)
             finally:
-                await store.unlock_order(conn, order.order_id)
+                with contextlib.suppress(psycopg.Error):  # a broken connection is discarded
+                    await conn.set_autocommit(False)
 
     async def _live_step(self, conn: store.Conn, order: Order) -> LiveOutcome | None:
         """Never submitted: send it (paused: reject it). Submitted before, or unknown: look
@@ -222,18 +231,11 @@ class ExecutionService(Service[ExecutionSettings]):
         if state is None or state.status not in ("pending", "unknown"):
             return None
         self._adopt(await current_control(conn, self.name))
-        await conn.commit()
         if state.submit_attempts == 0:
             if self.paused:
                 return LiveOutcome("rejected", reason="trading is paused")
-            body = await self.live.prepare(order)
-            if isinstance(body, LiveOutcome):
-                return body
-            await store.count_submit(conn, order.order_id)
-            try:
-                return await self.live.submit(order, body)
-            except MexcError as error:  # MEXC had never seen this id: a refusal
-                return LiveOutcome("rejected", reason=f"{error} ({MAINTENANCE_NOTE})")
+            # MEXC has never seen this id: whatever stops the send is a rejection
+            return await self._submit(conn, order, refused="rejected")
         try:
             found = await self.live.lookup(order)
         except MexcError as error:  # e.g. a revoked key: say so, keep the order as it is
@@ -244,14 +246,23 @@ class ExecutionService(Service[ExecutionSettings]):
             return None
         if found.kind != "unknown" or state.submit_attempts >= MAX_SUBMITS or self.paused:
             return found  # unknown stays unknown until proven; looked up every round
+        # sent before, and MEXC cannot find it: the earlier submit may still surface
+        return await self._submit(conn, order, refused="unknown")
+
+    async def _submit(
+        self, conn: store.Conn, order: Order, refused: Literal["rejected", "unknown"]
+    ) -> LiveOutcome:
+        """Count the submit, then send; what stops the send becomes a ``refused`` outcome."""
+        assert self.live is not None
+        context = "" if refused == "rejected" else "sent before, not found at MEXC; resend: "
         body = await self.live.prepare(order)
         if isinstance(body, LiveOutcome):
-            return LiveOutcome("unknown", reason=f"not found; not sent again: {body.reason}")
+            return LiveOutcome(refused, reason=context + body.reason)
         await store.count_submit(conn, order.order_id)
         try:
             return await self.live.submit(order, body)
-        except MexcError as error:  # the earlier submit may still surface: not a rejection
-            return LiveOutcome("unknown", reason=f"not found; a resend was refused: {error}")
+        except MexcError as error:
+            return LiveOutcome(refused, reason=f"{context}{error} ({MAINTENANCE_NOTE})")
 
     async def _settle_live(self, order: Order, outcome: LiveOutcome) -> None:
         if outcome.kind == "open":

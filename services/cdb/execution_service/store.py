@@ -3,6 +3,7 @@ transaction, keyed by ``order_id`` (a primary key, so a redelivery cannot write 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -188,17 +189,12 @@ async def lock_order(conn: Conn, order_id: str) -> bool:
         "SELECT pg_try_advisory_lock(hashtext(%s))", (_order_lock_key(order_id),)
     )
     row = await cursor.fetchone()
-    await conn.commit()  # end the implicit transaction; the session lock stays
     return bool(row and row[0])
 
 
 async def unlock_order(conn: Conn, order_id: str) -> None:
-    try:
-        await conn.rollback()
+    with contextlib.suppress(psycopg.Error):  # the connection is gone, and its lock with it
         await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_order_lock_key(order_id),))
-        await conn.commit()
-    except psycopg.Error:  # the connection is gone, and its lock with it
-        pass
 
 
 async def live_state(conn: Conn, order_id: str) -> LiveState | None:
@@ -206,15 +202,14 @@ async def live_state(conn: Conn, order_id: str) -> LiveState | None:
         "SELECT status, submit_attempts FROM orders WHERE order_id = %s", (order_id,)
     )
     row = await cursor.fetchone()
-    await conn.commit()
     return None if row is None else LiveState(str(row[0]), int(row[1]))
 
 
 async def count_submit(conn: Conn, order_id: str) -> None:
-    """Committed before the POST: after a crash, the order is known to have maybe been sent."""
+    """On an autocommit connection, so it is durable before the POST: after a crash, the
+    order is known to have maybe been sent."""
     await conn.execute(
         "UPDATE orders SET submit_attempts = submit_attempts + 1, updated_at = now()"
         " WHERE order_id = %s",
         (order_id,),
     )
-    await conn.commit()

@@ -552,9 +552,7 @@ async def retire(
                        "message": message}]  # fmt: skip
         current = body.status.get("conditions") or []
         kept = [dict(c) for c in current if c.get("type") != "Degraded"]
-        patch.status["conditions"] = kept + merge_conditions(
-            [c for c in current if c.get("type") == "Degraded"], conditions, _generation(body)
-        )
+        patch.status["conditions"] = kept + merge_conditions(current, conditions, _generation(body))
         kopf.warn(body, reason=RETIRE_REASON, message=message)
         raise kopf.TemporaryError(message, delay=delay) from error
     ctx.bots.pop(f"{namespace}/{name}", None)

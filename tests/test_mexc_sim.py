@@ -152,6 +152,40 @@ async def test_faults_pause_drop_and_malformed(sim: RunningSimulator) -> None:
         assert sim.sim.stats["frames_pushed"] == pushed  # nothing pushed while paused
 
 
+async def test_a_frame_time_never_runs_ahead_of_a_deal_still_to_come() -> None:
+    """At 600x a 0.1 s push round spans a minute boundary: every deal of a minute, for
+    every symbol, comes before any frame stamped in the next minute (a client closing
+    minutes by the frames' time would close them short otherwise)."""
+    # unbounded client queue: the frames left unread at the end must not hold back the close
+    # handshake (a full queue stops the client reading, so it never sees the close frame)
+    async with (
+        running_simulator(config(speed=600)) as running,
+        websockets.connect(running.ws_url, ping_interval=None, max_queue=None) as ws,
+    ):
+        symbols = running.sim.market.order
+        for symbol in symbols:
+            await ws.send(json.dumps({"method": "sub.deal", "param": {"symbol": symbol}}))
+        clock = 0
+        crossings: set[int] = set()
+        received = 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline or len(crossings) < 3:
+            frame = parse_frame(await asyncio.wait_for(ws.recv(), timeout=10))
+            if not isinstance(frame, DealPush):
+                continue
+            for deal in frame.deals:
+                assert deal.t <= frame.ts, "a frame stamped before its own deal"
+                assert deal.t // 60_000 >= clock // 60_000, (
+                    f"{frame.symbol}: a deal at {deal.t} after a frame stamped {clock}"
+                )
+                received += 1
+            if frame.ts // 60_000 > clock // 60_000 and clock:
+                crossings.add(frame.ts // 60_000)
+            clock = max(clock, frame.ts)
+    # each 0.1 s round spans 60 sim seconds at 600x: every minute boundary fell inside one
+    assert received > 100 and len(crossings) >= 3
+
+
 async def test_rest_envelope_layouts_and_errors(sim: RunningSimulator) -> None:
     base = f"{sim.rest_url}/api/v1/contract"
     async with httpx.AsyncClient() as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -172,18 +173,42 @@ class Simulator:
             asyncio.get_running_loop().create_task(session.websocket.close(code=1008))
 
     def _push_deals(self, new: dict[str, list[Deal]], now: int) -> None:
-        frames: dict[str, str] = {}
-        for session in list(self.sessions):
-            for symbol in session.symbols("deal"):
-                deals = new.get(symbol)
-                if not deals:
-                    continue
-                text = frames.get(symbol)
-                if text is None:
-                    text = frame("push.deal", [d.wire() for d in deals], now, symbol)
-                    frames[symbol] = text
-                self._deliver(session, text)
-                self.stats["deals_pushed"] += len(deals)
+        """Push the round's deals minute by minute, each frame stamped in its minute.
+
+        A round can span several sim seconds (at ``--speed 60`` a 0.1 s round is 6 s), so
+        stamping every frame ``now`` would let a frame of one symbol carry a time past a
+        minute's end while another symbol's deals of that minute are still queued behind
+        it; a client closing minutes by the exchange clock (as MEXC's ``ts`` allows, the
+        feed being in time order) would then close them short. So every deal of minute
+        ``m`` (all symbols) goes out before any of ``m + 1``, in frames whose ``ts`` is the
+        round's time capped at the minute's last millisecond: never before its deals,
+        never ahead of a deal still to come.
+        """
+        minutes: dict[int, dict[str, list[Deal]]] = {}
+        for symbol, deals in new.items():
+            if not deals:
+                continue
+            first, last = deals[0].t // 60_000, deals[-1].t // 60_000
+            if first == last:  # the usual round: one minute
+                minutes.setdefault(first, {})[symbol] = deals
+                continue
+            for minute, run in itertools.groupby(deals, key=lambda d: d.t // 60_000):
+                minutes.setdefault(minute, {})[symbol] = list(run)
+        for minute in sorted(minutes):
+            batch = minutes[minute]
+            ts = min(now, (minute + 1) * 60_000 - 1)
+            frames: dict[str, str] = {}
+            for session in list(self.sessions):
+                for symbol in session.symbols("deal"):
+                    group = batch.get(symbol)
+                    if not group:
+                        continue
+                    text = frames.get(symbol)
+                    if text is None:
+                        text = frame("push.deal", [d.wire() for d in group], ts, symbol)
+                        frames[symbol] = text
+                    self._deliver(session, text)
+                    self.stats["deals_pushed"] += len(group)
 
     def _push_klines(self, changed: Iterable[str], now: int) -> None:
         changed_set = set(changed)

@@ -11,19 +11,23 @@ from hypothesis import strategies as st
 
 from cdb.bot_ws.candles import ClosedCandle, SymbolCandles
 from cdb.bot_ws.chunks import chunk_symbols, index_from_name, pod_chunks
+from cdb.bot_ws.connection import Subscribing
 from cdb.bot_ws.frames import (
     Ack,
     DealPush,
+    DealRow,
     ErrorReply,
     KlinePush,
     MalformedFrame,
     OtherFrame,
     Pong,
+    ServerFrame,
     TickerPush,
     TickersPush,
     parse_frame,
     sub_request,
 )
+from cdb.bot_ws.screener import Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.bot_ws.window import WindowStat, top_movers, window_stat
 from cdb.core.config import ConfigError, load_settings
@@ -387,3 +391,37 @@ def test_a_reconnect_takes_the_gap_from_backfill_with_no_minute_missing(
     assert times == list(range(T0, reconnect_minute + 120, 60))
     assert all(c.source == "rest" for c in closed if span[0] <= c.open_time <= span[1])
     assert closed[-1].close == 200.0
+
+
+def test_a_chunk_goes_live_at_its_last_subscription_reply() -> None:
+    """Acks straddle a minute: the minute of the last ack is the newest one a symbol may
+    have seen only in part, so it comes from REST, and deals count from the next."""
+    subscribing = Subscribing(pending=3)
+    first_ack = (T0 + 59) * 1000 + 900  # minute T0
+    last_ack = (T0 + 60) * 1000 + 300  # minute T0 + 60: a push round came between
+    replies: list[ServerFrame] = [
+        Ack(method="sub.deal", ts=first_ack),
+        Pong(server_ms=first_ack + 50),  # not a reply to a subscription
+        ErrorReply(message="more than 60 seconds no response", ts=first_ack + 60),  # nor this
+        ErrorReply(message="Contract [NOPE_USDT] not exists", ts=first_ack + 70),
+        Ack(method="sub.deal", ts=last_ack),
+    ]
+    assert [subscribing.live_at(f) for f in replies] == [None, None, None, None, last_ack]
+
+    screener = Screener({"A_USDT": 1.0, "B_USDT": 1.0}, lookback_min=1, grace_ms=GRACE)
+    screener.connected(["A_USDT", "B_USDT"], last_ack)
+    # B was subscribed at the last ack: its deals of minute T0 + 60 before it never came
+    late_part = DealPush(
+        symbol="B_USDT", ts=last_ack + 100, deals=(DealRow(p=2.0, v=1, t=last_ack + 50),)
+    )
+    screener.on_frame(late_part)
+    assert screener.deals_ignored == 1
+    assert screener.backfill_range("B_USDT") is None  # not closed yet
+    screener.observe_clock((T0 + 120) * 1000 + GRACE)
+    assert screener.backfill_range("B_USDT") == (T0, T0 + 60)  # lookback 1: from T0
+
+
+def test_an_empty_chunk_goes_live_at_its_first_timed_frame() -> None:
+    subscribing = Subscribing(pending=0)
+    assert subscribing.live_at(OtherFrame(channel="push.personal", ts=None)) is None
+    assert subscribing.live_at(Pong(server_ms=T0 * 1000)) == T0 * 1000

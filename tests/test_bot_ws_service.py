@@ -181,7 +181,8 @@ def test_candles_survive_malformed_frames_and_a_dropped_connection(
             }
             for c in series:
                 assert (c.open, c.high, c.low, c.close, c.volume) == truth[c.open_time], (
-                    f"{symbol} {c.open_time}"
+                    f"{symbol} {c.open_time} (bot_ws refused {service.status()['deals_ignored']}"
+                    " deals as late or before its subscriptions)"
                 )
 
         movers = events(redisdb, "cdb:market_data", MarketData)

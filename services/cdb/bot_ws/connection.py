@@ -13,10 +13,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from cdb.bot_ws.frames import (
+    Ack,
     DealPush,
     ErrorReply,
     MalformedFrame,
     Pong,
+    ServerFrame,
     parse_frame,
     ping_request,
     sub_request,
@@ -25,7 +27,7 @@ from cdb.bot_ws.screener import Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.core.bus import Backoff, sleep_unless
 
-__all__ = ["ChunkConnection", "ConnectionHooks"]
+__all__ = ["ChunkConnection", "ConnectionHooks", "Subscribing"]
 
 log = logging.getLogger("cdb.bot_ws.connection")
 
@@ -39,6 +41,34 @@ class ConnectionHooks:
     on_open: Callable[[], None] = lambda: None
     on_close: Callable[[], None] = lambda: None
     on_reconnect: Callable[[], None] = lambda: None
+
+
+@dataclass
+class Subscribing:
+    """A fresh socket goes live once every ``sub.deal`` sent on it has its reply.
+
+    MEXC answers requests in order and its ack names no symbol, so the replies are
+    counted. The chunk goes live at the time of the *last* reply: a symbol subscribed
+    after a push round has missed that round's deals, so the minute of the last reply
+    is the newest one any of the chunk's symbols may have seen only in part (it comes
+    from REST). Going live at the first reply trusted a minute the later symbols had
+    not been subscribed for when it began.
+    """
+
+    pending: int
+
+    def live_at(self, frame: ServerFrame) -> int | None:
+        """The exchange time (ms) the chunk went live, when ``frame`` completes it."""
+        if isinstance(frame, Ack) and frame.method == "sub.deal":
+            self.pending -= 1
+        elif isinstance(frame, ErrorReply) and "no response" not in frame.message:
+            self.pending -= 1  # a refused subscription (limit, unknown contract) is a reply
+        elif self.pending > 0:
+            return None
+        if self.pending > 0:
+            return None
+        server_ms = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
+        return server_ms if isinstance(server_ms, int) else None
 
 
 @dataclass
@@ -92,6 +122,7 @@ class ChunkConnection:
         self.connected = True
         self.hooks.on_open()
         self.last_data_at = time.monotonic()
+        subscribing = Subscribing(pending=len(self.symbols))
         for symbol in self.symbols:
             await ws.send(sub_request("deal", symbol))
         keeper = asyncio.create_task(self._keepalive(ws), name=f"bot-ws-ping-{self.index}")
@@ -109,9 +140,9 @@ class ChunkConnection:
                     self.hooks.on_malformed(f"parser failed: {type(error).__name__}")
                     continue
                 if not announced:
-                    server_ms = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
-                    if isinstance(server_ms, int):
-                        self.screener.connected(self.symbols, server_ms, self.index)
+                    live_ms = subscribing.live_at(frame)
+                    if live_ms is not None:
+                        self.screener.connected(self.symbols, live_ms, self.index)
                         announced = True
                 if isinstance(frame, DealPush):
                     if not announced:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdb.bot_ws.candles import ClosedCandle, SymbolCandles
-from cdb.bot_ws.chunks import chunk_symbols, index_from_name, pod_chunks
+from cdb.bot_ws.chunks import chunk_symbols, index_from_name, pod_chunks, served_chunks
 from cdb.bot_ws.connection import Subscribing
 from cdb.bot_ws.frames import (
     Ack,
@@ -170,6 +170,20 @@ def test_450_symbols_at_200_make_three_chunks() -> None:
         chunk_symbols(symbols, 201)
     with pytest.raises(ValueError, match="chunk index"):
         pod_chunks(chunks, 3, 3)
+
+
+def test_pods_whose_contract_snapshots_differ_still_split_the_list_alike() -> None:
+    """C0001 was delisted between the start-ups of pod 0 and pod 1: pod 0 still serves it,
+    pod 1 (which no longer sees it) does not shift its own chunk by one."""
+    listed = [f"C{i:04d}_USDT" for i in range(6)]
+    before = set(listed)
+    after = before - {"C0001_USDT"}
+    pod0 = served_chunks(listed, before, 3, 0, 2)
+    pod1 = served_chunks(listed, after, 3, 1, 2)
+    assert pod0 == [listed[0:3]]
+    assert pod1 == [listed[3:6]]  # filtering first gave pod 1 C0004, C0005: C0003 unserved
+    assert served_chunks(listed, after, 3, 0, 2) == [["C0000_USDT", "C0002_USDT"]]
+    assert served_chunks(listed, {"C0000_USDT"}, 3, 1, 2) == []  # no empty socket
 
 
 def test_pod_index_from_statefulset_name() -> None:

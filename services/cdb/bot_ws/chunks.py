@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
-__all__ = ["MAX_CHUNK_SIZE", "chunk_symbols", "index_from_name", "pod_chunks"]
+__all__ = ["MAX_CHUNK_SIZE", "chunk_symbols", "index_from_name", "pod_chunks", "served_chunks"]
 
 MAX_CHUNK_SIZE = 200
 
@@ -29,6 +29,21 @@ def pod_chunks(chunks: Sequence[list[str]], index: int, count: int) -> list[list
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"chunk index {index} is not in 0..{count - 1}")
     return [chunk for j, chunk in enumerate(chunks) if j % count == index]
+
+
+def served_chunks(
+    symbols: Sequence[str], tradable: Container[str], chunk_size: int, index: int, count: int
+) -> list[list[str]]:
+    """Pod ``index``'s chunks of ``symbols``, each keeping only the ``tradable`` symbols.
+
+    The chunks are cut from the whole list *before* anything is dropped: pods whose own
+    contract snapshots differ (a symbol delisted between two pods' start-ups) still agree
+    on which chunk holds which symbol, so a symbol is served by one pod, never by two
+    while another is missed. A chunk left empty opens no socket.
+    """
+    mine = pod_chunks(chunk_symbols(symbols, chunk_size), index, count)
+    kept = [[s for s in chunk if s in tradable] for chunk in mine]
+    return [chunk for chunk in kept if chunk]
 
 
 def index_from_name(name: str | None = None) -> int:

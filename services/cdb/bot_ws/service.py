@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from cdb.bot_ws.candles import ClosedCandle
-from cdb.bot_ws.chunks import chunk_symbols, pod_chunks
+from cdb.bot_ws.chunks import served_chunks
 from cdb.bot_ws.connection import ChunkConnection, ConnectionHooks
 from cdb.bot_ws.exchange import ContractInfo, ExchangeError, ExchangeRest
 from cdb.bot_ws.screener import Screener
@@ -88,12 +88,13 @@ class BotWs(Service[BotWsSettings]):
                 log.error(
                     "symbols not tradable on the exchange, skipped", extra={"symbols": unknown}
                 )
-            symbols = [s for s in wanted if s in sizes]
         else:
-            symbols = [c.symbol for c in contracts]
-        self.universe_size = len(symbols)
-        mine = pod_chunks(
-            chunk_symbols(symbols, self.settings.chunk_size),
+            wanted = [c.symbol for c in contracts]
+        self.universe_size = sum(1 for s in dict.fromkeys(wanted) if s in sizes)
+        mine = served_chunks(
+            wanted,
+            sizes,
+            self.settings.chunk_size,
             self.settings.pod_index(),
             self.settings.chunk_count,
         )
@@ -119,7 +120,7 @@ class BotWs(Service[BotWsSettings]):
         self.metrics.symbols.set(len(served))
         log.info(
             "universe split",
-            extra={"symbols": len(symbols), "served": len(served), "chunks": len(mine)},
+            extra={"symbols": self.universe_size, "served": len(served), "chunks": len(mine)},
         )
 
     async def _load_universe(self) -> list[ContractInfo]:

@@ -106,6 +106,7 @@ BAD_VALUES = [
     ("risk.maxDailyLossPct=150", "/risk/maxDailyLossPct"),
     ("strategy.signalThresholdPct=0", "/strategy/signalThresholdPct"),
     ("botWs.chunkSize=201", "/botWs/chunkSize"),
+    ("mlAdvisor.replicas=2", "/mlAdvisor/replicas"),  # one consumer would split a symbol
     ("postgres.user=postgres", "/postgres/user"),
     ("postgres.database=cdb", "/postgres/database"),
     ("storage.mode=nfs", "/storage/mode"),

@@ -29,7 +29,9 @@ from redis.asyncio import Redis
 from cdb.core.events import Control, Stream
 from cdb_operator.handlers import build_registry, configure_kopf
 from cdb_operator.settings import OperatorEnv
+from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, ServiceProcess, free_port, scrape
+from tests.test_pipeline_support import RedisServer
 
 NAMESPACE = "cdb"
 BOTS = f"/apis/cdb.io/v1alpha1/namespaces/{NAMESPACE}/tradingbots"
@@ -755,6 +757,48 @@ async def test_an_unreachable_bus_shows_as_degraded_and_is_retried(
     assert 'cdb_operator_reconciles_total{outcome="retry"}' in metrics
     # The audit went first: the change is recorded even though it is not live yet.
     assert {r[0] for r in audit_rows(postgresql, "momentum")} >= {"symbols", "chunkSize"}
+
+
+async def test_a_change_cut_off_after_its_audit_keeps_its_event_and_last_change(
+    cluster: Any, operator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Redis is down when a threshold edit is to be published: the audit row and the
+    ConfigMap are written, then the publish fails. The retry diffs against the ConfigMap
+    already written and finds nothing left, yet the change keeps its one ConfigChanged
+    Event and status.lastChange (they go out once the audit row is durable)."""
+    server = RedisServer(tmp_path / "redis", REDIS_PASSWORD).start()
+    try:
+        with running_operator(cluster, {**operator_env, **server.env()}):
+            await create_bot(cluster, "momentum", {"symbols": ["BTC_USDT"]})
+            await eventually(
+                lambda: _with_status(cluster, "momentum", "liveConfigHash"), "first publish"
+            )
+            server.kill()
+            await edit_bot(cluster, "momentum", {"signal": {"thresholdPct": 4.5}}, "kubectl-edit")
+            # the edit's own attempt failed (a reconcile of generation 1 on a stale body can
+            # also meet the dead Redis first; that is not the case under test)
+            await eventually(lambda: _publish_failed_at(cluster, "momentum", 2), "gen 2 failed")
+            server.start()
+            bot = await eventually(lambda: _applied(cluster, "momentum", 2), "applied after it")
+            changed = await eventually(
+                lambda: _events(cluster, "momentum", "ConfigChanged"), "ConfigChanged Event"
+            )
+    finally:
+        server.stop()
+
+    assert [e["message"] for e in changed] == ["signal.thresholdPct: 3.0 -> 4.5 by kubectl-edit"]
+    assert bot["status"]["lastChange"]["fields"] == ["signal.thresholdPct"]
+    assert bot["status"]["lastChange"]["actor"] == "kubectl-edit"
+
+
+async def _publish_failed_at(cluster: Any, name: str, generation: int) -> dict[str, Any] | None:
+    bot = await _degraded(cluster, name, "BusUnreachable")
+    return bot if condition(bot, "Degraded").get("observedGeneration") == generation else None
+
+
+async def _applied(cluster: Any, name: str, generation: int) -> dict[str, Any] | None:
+    bot = await _with_status(cluster, name, "observedGeneration", generation)
+    return bot if bot is not None and condition(bot, "Degraded")["status"] == "False" else None
 
 
 async def _degraded(cluster: Any, name: str, reason: str) -> dict[str, Any] | None:

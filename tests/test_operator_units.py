@@ -108,12 +108,12 @@ async def test_the_audit_skips_a_retried_transition_and_keeps_every_real_one(
     shrink = [FieldChange("symbols", ["A_USDT", "B_USDT"], ["A_USDT"])]
     listed = Transition("u", "uid-1", 1, "h1", "h2")
     try:
-        assert await audit.record(listed, grow, "universe-refresh") == 1
-        assert await audit.record(listed, grow, "universe-refresh") == 0  # a retry
-        assert await audit.record(Transition("u", "uid-1", 1, "h2", "h1"), shrink, "r") == 1
-        assert await audit.record(listed, grow, "universe-refresh") == 1  # listed again
-        assert await audit.record(listed, grow, "universe-refresh") == 0  # its retry
-        assert await audit.record(Transition("u", "uid-2", 1, "h1", "h2"), grow, "k") == 1
+        assert await audit.record(listed, grow, "universe-refresh") == grow
+        assert await audit.record(listed, grow, "universe-refresh") == []  # a retry
+        assert await audit.record(Transition("u", "uid-1", 1, "h2", "h1"), shrink, "r") == shrink
+        assert await audit.record(listed, grow, "universe-refresh") == grow  # listed again
+        assert await audit.record(listed, grow, "universe-refresh") == []  # its retry
+        assert await audit.record(Transition("u", "uid-2", 1, "h1", "h2"), grow, "k") == grow
     finally:
         await db.close()
     postgresql.commit()

@@ -98,16 +98,16 @@ class AuditLog:
 
     async def record(
         self, transition: Transition, changes: Sequence[FieldChange], actor: str
-    ) -> int:
-        """Insert what is not recorded yet; returns how many rows were new.
+    ) -> list[FieldChange]:
+        """Insert what is not recorded yet; returns the changes that were new.
 
         A change is skipped only when the latest row of its field for this bot instance is
         the same transition: that is a retry of the same reconcile, never a real change.
         """
         if not changes:
-            return 0
+            return []
         t = transition
-        written = 0
+        written: list[FieldChange] = []
         async with self.db.connection() as conn, conn.transaction():
             # One writer per bot decides at a time (an operator restart can overlap).
             await conn.execute(
@@ -145,5 +145,6 @@ class AuditLog:
                         "actor": actor,
                     },
                 )
-                written += cursor.rowcount
+                if cursor.rowcount:
+                    written.append(change)
         return written

@@ -162,7 +162,11 @@ class Reconciler:
         actor = self.actor(spec, applied, changes)
 
         previous_hash = _applied_hash(config_map, applied)
-        await self.record(previous_hash, config, changes, actor)
+        recorded = await self.record(previous_hash, config, changes, actor)
+        # The change is durable in config_audit: its Events and status.lastChange go out
+        # now, once per recorded row. A step failing after this is retried against the
+        # ConfigMap already written, which shows no change left to announce.
+        self.announce(recorded, actor, first=applied is None, config=config)
         stateful_set = await self.write_objects(owner, config)
         await self.publish(spec, config)
 
@@ -178,14 +182,7 @@ class Reconciler:
             updates["observedGeneration"] = self.generation
         if resolved_at is not None:
             updates["universeResolvedAt"] = resolved_at
-        if changes:
-            updates["lastChange"] = {
-                "actor": actor,
-                "fields": [c.field for c in changes][:20],
-                "at": _now(),
-            }
         self.write_status(updates, workload_conditions(workload, True, problem))
-        self.post_events(changes, actor, first=applied is None, config=config)
         self.ctx.bots[f"{self.namespace}/{self.name}"] = {
             "config_hash": config.config_hash,
             "chunks": config.chunks,
@@ -277,7 +274,7 @@ class Reconciler:
         config: ResolvedConfig,
         changes: Sequence[FieldChange],
         actor: str,
-    ) -> None:
+    ) -> list[FieldChange]:
         transition = Transition(
             bot=self.name,
             bot_uid=self.body.metadata.uid or "",
@@ -291,7 +288,8 @@ class Reconciler:
             message = f"config_audit not writable: {type(error).__name__}: {error}"[:1000]
             self.fail(Problem(reason="AuditUnavailable", message=message))
             raise kopf.TemporaryError(message, delay=self.ctx.env.retry_delay_s) from error
-        self.ctx.metrics.audit_rows.inc(written)
+        self.ctx.metrics.audit_rows.inc(len(written))
+        return written
 
     async def write_objects(
         self, owner: dict[str, Any], config: ResolvedConfig
@@ -391,11 +389,18 @@ class Reconciler:
         if not same_conditions(self.status.get("conditions"), merged):
             self.patch.status["conditions"] = merged
 
-    def post_events(
+    def announce(
         self, changes: Sequence[FieldChange], actor: str, *, first: bool, config: ResolvedConfig
     ) -> None:
+        """status.lastChange and one Event per recorded change (kopf applies the status
+        patch even when a later step raises)."""
         if not changes:
             return
+        self.patch.status["lastChange"] = {
+            "actor": actor,
+            "fields": [c.field for c in changes][:20],
+            "at": _now(),
+        }
         if first:
             kopf.event(
                 self.body,

@@ -19,6 +19,7 @@ from cdb.bot_ws.frames import (
     MalformedFrame,
     Pong,
     ServerFrame,
+    exchange_time,
     parse_frame,
     ping_request,
     sub_request,
@@ -63,12 +64,7 @@ class Subscribing:
             self.pending -= 1
         elif isinstance(frame, ErrorReply) and "no response" not in frame.message:
             self.pending -= 1  # a refused subscription (limit, unknown contract) is a reply
-        elif self.pending > 0:
-            return None
-        if self.pending > 0:
-            return None
-        server_ms = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
-        return server_ms if isinstance(server_ms, int) else None
+        return exchange_time(frame) if self.pending <= 0 else None
 
 
 @dataclass

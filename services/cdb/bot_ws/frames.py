@@ -26,6 +26,7 @@ __all__ = [
     "TickerPush",
     "TickerRow",
     "TickersPush",
+    "exchange_time",
     "parse_frame",
     "ping_request",
     "sub_request",
@@ -139,6 +140,11 @@ class OtherFrame(_Model):
 
 
 ServerFrame = Pong | Ack | ErrorReply | DealPush | TickerPush | TickersPush | KlinePush | OtherFrame
+
+
+def exchange_time(frame: ServerFrame) -> int | None:
+    """The exchange time (ms) a frame carries: its ``ts``, or a pong's server time."""
+    return frame.server_ms if isinstance(frame, Pong) else frame.ts
 
 
 # Exchange times in ms from 2015 to 2100: a time in seconds or microseconds, or a

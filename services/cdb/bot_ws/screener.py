@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from cdb.bot_ws.candles import ClosedCandle, SymbolCandles, minute_of
-from cdb.bot_ws.frames import DealPush, ServerFrame
+from cdb.bot_ws.frames import DealPush, ServerFrame, exchange_time
 from cdb.bot_ws.window import WindowStat, top_movers, window_stat
 
 __all__ = ["Screener"]
@@ -59,8 +59,8 @@ class Screener:
 
     def on_frame(self, frame: ServerFrame, chunk: int = 0) -> int:
         """Take one parsed frame from connection ``chunk``; returns the deals it carried."""
-        ts = getattr(frame, "ts", None) or getattr(frame, "server_ms", None)
-        if isinstance(ts, int):
+        ts = exchange_time(frame)
+        if ts is not None:
             self.observe_clock(ts, chunk)
         if not isinstance(frame, DealPush):
             return 0

@@ -194,12 +194,13 @@ class Simulator:
                 continue
             for minute, run in itertools.groupby(deals, key=lambda d: d.t // 60_000):
                 minutes.setdefault(minute, {})[symbol] = list(run)
+        subscribed = [(session, session.symbols("deal")) for session in self.sessions]
         for minute in sorted(minutes):
             batch = minutes[minute]
             ts = min(now, (minute + 1) * 60_000 - 1)
             frames: dict[str, str] = {}
-            for session in list(self.sessions):
-                for symbol in session.symbols("deal"):
+            for session, symbols in subscribed:
+                for symbol in symbols:
                     group = batch.get(symbol)
                     if not group:
                         continue

@@ -9,6 +9,7 @@ transaction. Live: see :mod:`cdb.execution_service.live`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -77,6 +78,9 @@ class ExecutionService(Service[ExecutionSettings]):
         self.outbox = Outbox(self.name, kernel.database, kernel.bus)
         self.prices: dict[str, float] = {}
         self.positions: dict[str, dict[str, OpenPosition]] = {}
+        # held by a reload from its read to its swap, and by every open and close of a
+        # position in memory: a snapshot read before a fill (or a stop) never undoes it
+        self.positions_lock = asyncio.Lock()
         self.control: AppliedControl | None = None
         self.paused = False
         self.realized = 0.0
@@ -179,7 +183,7 @@ class ExecutionService(Service[ExecutionSettings]):
                     Stream.ORDER_RESULTS,
                 )
                 status = "filled"
-        self._count(order, status, fill)
+        await self._count(order, status, fill)
 
     async def _live_order(self, order: Order) -> None:
         async with self.kernel.database.connection() as conn, conn.transaction():
@@ -292,16 +296,16 @@ class ExecutionService(Service[ExecutionSettings]):
             log.error(
                 "live order refused", extra={"order_id": order.order_id, "reason": outcome.reason}
             )
-        self._count(order, kind, outcome.fill)
+        await self._count(order, kind, outcome.fill)
 
-    def _count(self, order: Order, status: str, fill: Fill | None) -> None:
+    async def _count(self, order: Order, status: str, fill: Fill | None) -> None:
         self.metrics.orders.labels(status).inc()
         if fill is None or status != "filled":
             return
         self.metrics.fills.inc()
         self.metrics.fees.inc(fill.fee)
         self.metrics.latency.observe(max(0.0, time.time() - order.timestamp))
-        self.positions.setdefault(order.symbol, {})[order.order_id] = OpenPosition(
+        position = OpenPosition(
             order.order_id,
             order.symbol,
             order.side,
@@ -310,6 +314,8 @@ class ExecutionService(Service[ExecutionSettings]):
             order.stop_loss,
             time.time(),
         )
+        async with self.positions_lock:
+            self.positions.setdefault(order.symbol, {})[order.order_id] = position
         self._show_positions()
 
     # -- prices and stops ----------------------------------------------------------
@@ -368,13 +374,16 @@ class ExecutionService(Service[ExecutionSettings]):
             if closed:
                 result = closed_result(position, fill, time.time())
                 await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
-        self.positions.get(position.symbol, {}).pop(position.order_id, None)
+        async with self.positions_lock:
+            self.positions.get(position.symbol, {}).pop(position.order_id, None)
+            if closed:  # read, not added: a reload may have read this close already
+                async with self.kernel.database.connection() as conn:
+                    self.realized = await store.realized_pnl(conn)
         self._show_positions()
         if closed:
             self.metrics.fills.inc()
             self.metrics.fees.inc(fill.fee)
             self.metrics.stop_closes.inc()
-            self.realized += fill.realized_pnl
             self.metrics.realized.set(self.realized)
             log.info(
                 "stop-loss close",
@@ -383,18 +392,18 @@ class ExecutionService(Service[ExecutionSettings]):
         await self.outbox.flush()
 
     async def _reload_positions(self) -> None:
-        async with self.kernel.database.connection() as conn:
-            positions = await store.load_open_positions(conn)
-            cursor = await conn.execute(
-                "SELECT coalesce(sum(realized_pnl), 0) FROM positions WHERE status = 'closed'"
-            )
-            row = await cursor.fetchone()
-        self.realized = float(row[0]) if row else 0.0
+        """Positions from the store (a replica's fills and stops too). Under the lock from
+        read to swap: a fill or stop that commits meanwhile lands in memory after the swap,
+        so a snapshot taken before it cannot drop a new position from the stop watch."""
+        async with self.positions_lock:
+            async with self.kernel.database.connection() as conn:
+                positions = await store.load_open_positions(conn)
+                self.realized = await store.realized_pnl(conn)
+            fresh: dict[str, dict[str, OpenPosition]] = {}
+            for p in positions:
+                fresh.setdefault(p.symbol, {})[p.order_id] = p
+            self.positions = fresh
         self.metrics.realized.set(self.realized)
-        fresh: dict[str, dict[str, OpenPosition]] = {}
-        for p in positions:
-            fresh.setdefault(p.symbol, {})[p.order_id] = p
-        self.positions = fresh
         self._show_positions()
 
     def _show_positions(self) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "lock_order",
     "open_position",
     "order_status",
+    "realized_pnl",
     "set_order_status",
     "unlock_order",
 ]
@@ -142,6 +143,15 @@ async def load_open_positions(conn: Conn) -> list[OpenPosition]:
         OpenPosition(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[5]), float(r[6]))
         for r in await cursor.fetchall()
     ]
+
+
+async def realized_pnl(conn: Conn) -> float:
+    """Realised PnL of every closed position (fees apart)."""
+    cursor = await conn.execute(
+        "SELECT coalesce(sum(realized_pnl), 0) FROM positions WHERE status = 'closed'"
+    )
+    row = await cursor.fetchone()
+    return float(row[0]) if row else 0.0
 
 
 async def live_orders_to_reconcile(conn: Conn) -> list[Order]:

@@ -196,6 +196,10 @@ async def test_replay_and_live_services_make_the_same_orders(
                 "SELECT order_id FROM positions WHERE status = 'closed' ORDER BY order_id"
             )
             live_closed = [row[0] for row in await cursor.fetchall()]
+            cursor = await conn.execute(
+                "SELECT order_id, kind, price, fee, realized_pnl FROM fills ORDER BY order_id, kind"
+            )
+            live_fills = await cursor.fetchall()
         finally:
             await conn.close()
     finally:
@@ -207,6 +211,17 @@ async def test_replay_and_live_services_make_the_same_orders(
     assert len(replayed) >= 3, "the scenario must trade to prove anything"
     assert live_signals == sorted(s.signal_id for s in result.signals)
     assert [row[:3] for row in live_orders] == [row[:3] for row in replayed]
+    replay_fills = sorted(
+        (f.order_id, f.kind, f.price, f.fee, f.realized_pnl) for f in result.books.fills
+    )
+    # every fill at the same price with the same fee and PnL: a difference here is the
+    # first place live and replay part (a later order is sized from the equity they make)
+    assert [row[:2] for row in live_fills] == [row[:2] for row in replay_fills]
+    for live_fill, replay_fill in zip(live_fills, replay_fills, strict=True):
+        assert all(
+            math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+            for a, b in zip(live_fill[2:], replay_fill[2:], strict=True)
+        ), (live_fill, replay_fill)
     for (_, _, _, live_qty, status), (_, _, _, replay_qty) in zip(
         live_orders, replayed, strict=True
     ):

@@ -35,6 +35,12 @@ async def test_controls_merge_survive_a_reload_and_ignore_older_generations(
         recreated = await apply_control(db, "svc", control(1, uid="uid-2", paused=False))
         assert recreated is not None and recreated.settings.paused is False
         assert recreated.generation == 1 and recreated.bot_uid == "uid-2"
+        # what a service adopts in memory: never an older generation of the same bot
+        first = await apply_control(db, "mem", control(1, paused=True))
+        second = await apply_control(db, "mem", control(2, paused=False))
+        assert first is not None and second is not None
+        assert first.older_than(second) and not second.older_than(first)
+        assert not first.older_than(None) and not recreated.older_than(applied)
         assert await apply_control(db, "other", control(1)) is not None  # per service
     finally:
         await db.close()

@@ -35,6 +35,16 @@ class AppliedControl:
     config_hash: str
     settings: ControlSettings
 
+    def older_than(self, other: AppliedControl | None) -> bool:
+        """True when ``other`` is a later generation of the same bot. A handler that read
+        the stored config just before a newer one was applied must not put it back."""
+        return (
+            other is not None
+            and self.bot == other.bot
+            and self.bot_uid == other.bot_uid
+            and self.generation < other.generation
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "bot": self.bot,

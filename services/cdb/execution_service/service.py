@@ -419,7 +419,7 @@ class ExecutionService(Service[ExecutionSettings]):
 
     def _adopt(self, control: AppliedControl | None) -> None:
         """``paused`` from the stored live config (not paused where none was applied)."""
-        if control is None or control == self.control:
+        if control is None or control == self.control or control.older_than(self.control):
             return
         self.control = control
         self.paused = bool(control.settings.paused)

@@ -104,12 +104,16 @@ async def test_sigterm_finishes_and_acknowledges_the_entry_in_flight(
 async def test_health_status_and_metrics_endpoints(
     bus: Bus, service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**service_env, "STALE_AFTER_S": "1.5", "SIGNAL_THRESHOLD_PCT": "3"}
+    # 4 s: wide enough that a loaded machine still sees "ok" between readiness and staleness
+    env = {**service_env, "STALE_AFTER_S": "4", "SIGNAL_THRESHOLD_PCT": "3"}
     with ServiceProcess(WORKER, env, tmp_path) as worker:
         assert worker.wait_healthy() == {"status": "ok"}
+        # ready means its consumer groups exist: nothing published from now on is missed
+        groups = await bus.redis.xinfo_groups(Stream.MARKET_DATA.value)
+        assert [g["name"] for g in groups] == [b"kernel_worker"]
         await wait_for(lambda: httpx.get(f"{worker.url}/health").status_code == 503)
         stale = httpx.get(f"{worker.url}/health")
-        assert stale.json()["status"] == "stale" and stale.json()["last_event_age_s"] > 1.5
+        assert stale.json()["status"] == "stale" and stale.json()["last_event_age_s"] > 4
         # a quiet input neither fails liveness nor readiness (no restart, still scraped)
         assert httpx.get(f"{worker.url}/livez").json() == {"status": "alive"}
         assert httpx.get(f"{worker.url}/readyz").status_code == 200

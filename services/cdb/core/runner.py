@@ -15,13 +15,21 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
 from redis import exceptions as redis_errors
 
-from cdb.core.bus import Backoff, Bus, TransientError, connect_redis, is_transient, sleep_unless
+from cdb.core.bus import (
+    Backoff,
+    Bus,
+    Consumer,
+    TransientError,
+    connect_redis,
+    is_transient,
+    sleep_unless,
+)
 from cdb.core.config import ServiceSettings, load_settings_or_exit
 from cdb.core.db import Database, apply_migrations
 from cdb.core.http import HttpState, create_app
@@ -127,7 +135,9 @@ async def serve(
             return 2
         if stop.is_set() or not await _start_service(service, stop):
             return 0
-        for consumer in service.consumers():
+        consumers = service.consumers()
+        await _create_groups(bus, consumers)
+        for consumer in consumers:
             workers.append(
                 asyncio.create_task(
                     consumer.run(bus, settings.consumer_name, stop, health),
@@ -169,6 +179,20 @@ async def serve(
         with contextlib.suppress(Exception):
             await bus.close()
         log.info("stopped")
+
+
+async def _create_groups(bus: Bus, consumers: Sequence[Consumer[Any]]) -> None:
+    """Every consumer group exists before the service says it is ready: a group that reads
+    from ``$`` would otherwise miss what is published between readiness and its creation.
+    If Redis drops meanwhile, each consumer creates its own group when it comes back."""
+    for consumer in consumers:
+        try:
+            await bus.ensure_group(consumer.stream, consumer.group, consumer.start)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
+            log.warning(
+                "consumer group not created before readiness",
+                extra={"stream": consumer.stream.value, "error": str(error)},
+            )
 
 
 async def _start_service(service: Service[Any], stop: asyncio.Event) -> bool:

@@ -35,9 +35,9 @@ class MexcRest:
 
     async def get(self, family: str, path: str, params: dict[str, Any] | None = None) -> Any:
         """``data`` of a successful MEXC reply; raises :class:`UpstreamError`/``Timeout``."""
-        await self.pacers[family].slot()
         try:
-            reply = await self.client.get(f"{self.base_url}{path}", params=params)
+            async with self.pacers[family].request():
+                reply = await self.client.get(f"{self.base_url}{path}", params=params)
         except httpx.TimeoutException:
             raise UpstreamTimeout(f"MEXC did not answer {path} in time") from None
         except httpx.TransportError as error:

@@ -90,8 +90,8 @@ class ExchangeRest:
             return sorted(
                 (ContractInfo.model_validate(row) for row in rows), key=lambda c: c.symbol
             )
-        await self.pacer.slot()
-        reply = await self.client.get(f"{self.settings.mexc_rest_url}/api/v1/contract/detail")
+        async with self.pacer.request():
+            reply = await self.client.get(f"{self.settings.mexc_rest_url}/api/v1/contract/detail")
         rows = _mexc_data(reply)
         contracts = [
             ContractInfo(symbol=row["symbol"], contract_size=row["contractSize"])
@@ -116,10 +116,10 @@ class ExchangeRest:
                 )
             rows = reply.json()["bars"]
         else:
-            await self.pacer.slot()
-            reply = await self.client.get(
-                f"{self.settings.mexc_rest_url}/api/v1/contract/kline/{symbol}",
-                params={"interval": "Min1", "start": start_s, "end": end_s},
-            )
+            async with self.pacer.request():
+                reply = await self.client.get(
+                    f"{self.settings.mexc_rest_url}/api/v1/contract/kline/{symbol}",
+                    params={"interval": "Min1", "start": start_s, "end": end_s},
+                )
             rows = rows_from_columns(_mexc_data(reply))
         return [c for c in candles_from_rows(symbol, rows) if start_s <= c.open_time <= end_s]

@@ -235,15 +235,17 @@ async def test_a_slow_live_consumer_keeps_its_batch_from_a_peer(bus: Bus) -> Non
     def slow(name: str) -> Callable[[MarketData], Awaitable[None]]:
         async def handle(e: MarketData) -> None:
             handled.append((name, e.symbol))
-            await asyncio.sleep(0.25)  # six of these: 1.5 s against a 0.3 s claim idle
+            # six of these: 3.6 s against a 1.5 s claim idle; leases renew every 0.5 s, so
+            # a stall of under 1 s on a loaded machine cannot let the peer claim
+            await asyncio.sleep(0.6)
 
         return handle
 
     stop = asyncio.Event()
-    first = asyncio.create_task(consumer_of(slow("a"), claim_idle_ms=300).run(bus, "a", stop))
+    first = asyncio.create_task(consumer_of(slow("a"), claim_idle_ms=1500).run(bus, "a", stop))
     while not handled:  # "a" read the whole batch and is on its first entry
         await asyncio.sleep(0.01)
-    second = asyncio.create_task(consumer_of(slow("b"), claim_idle_ms=300).run(bus, "b", stop))
+    second = asyncio.create_task(consumer_of(slow("b"), claim_idle_ms=1500).run(bus, "b", stop))
     deadline = time.monotonic() + 20
     while len(handled) < 6 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

@@ -154,6 +154,10 @@ async def test_exposure_cap_holds_with_two_replicas_deciding_concurrently(
         signals = [signal(f"C{i:02d}_USDT", price=10.0 + i) for i in range(30)]
         await asyncio.gather(*(bus.publish(s) for s in signals))
         await wait_until(lambda: scalar(service_env, "SELECT count(*) FROM risk_decisions") == 30)
+        # a decision commits before its order is published and its signal acknowledged
+        await wait_until(
+            lambda: sum(consumed(replicas, Stream.SIGNALS)) == 30, what="every signal acked"
+        )
         approved = query(service_env, "SELECT notional FROM risk_positions")
         assert len(approved) == 5  # 5 x 10 % = the 50 % cap
         assert {round(n[0], 6) for n in approved} == {1_000.0}  # each 10 % of 10 000 USDT
@@ -167,14 +171,16 @@ async def test_exposure_cap_holds_with_two_replicas_deciding_concurrently(
         }
         assert len(orders) == 5
         # both replicas decided: the cap held across processes, not inside one
-        per_replica = [
-            scrape(proc.url, "cdb_events_consumed_total", stream=Stream.SIGNALS.value)
-            for proc in replicas
-        ]
+        per_replica = consumed(replicas, Stream.SIGNALS)
         assert all(n > 0 for n in per_replica) and sum(per_replica) == 30, per_replica
     finally:
         for proc in replicas:
             proc.__exit__()
+
+
+def consumed(replicas: list[ServiceProcess], stream: Stream) -> list[float]:
+    """Each replica's count of events of ``stream`` handled and acknowledged."""
+    return [scrape(p.url, "cdb_events_consumed_total", stream=stream.value) for p in replicas]
 
 
 async def test_a_pause_applied_by_one_replica_holds_in_every_replica(
@@ -199,18 +205,18 @@ async def test_a_pause_applied_by_one_replica_holds_in_every_replica(
             lambda: scalar(service_env, "SELECT count(*) FROM control_state") == 1,
             what="the pause stored by one replica",
         )
-        applied = [
-            scrape(proc.url, "cdb_events_consumed_total", stream=Stream.CONTROL.value)
-            for proc in replicas
-        ]
+        await wait_until(
+            lambda: sum(consumed(replicas, Stream.CONTROL)) == 1, what="the pause acked"
+        )
+        applied = consumed(replicas, Stream.CONTROL)
         assert sorted(applied) == [0, 1], applied  # only one replica got the event
         signals = [signal(f"P{i:02d}_USDT") for i in range(20)]
         await asyncio.gather(*(bus.publish(s) for s in signals))
         await wait_until(lambda: scalar(service_env, "SELECT count(*) FROM risk_decisions") == 20)
-        per_replica = [
-            scrape(proc.url, "cdb_events_consumed_total", stream=Stream.SIGNALS.value)
-            for proc in replicas
-        ]
+        await wait_until(
+            lambda: sum(consumed(replicas, Stream.SIGNALS)) == 20, what="every signal acked"
+        )
+        per_replica = consumed(replicas, Stream.SIGNALS)
         assert all(n > 0 for n in per_replica), per_replica  # both decided
         assert query(service_env, "SELECT DISTINCT reason FROM risk_decisions") == [("paused",)]
         assert await bus.redis.xlen(Stream.ORDERS.value) == 0

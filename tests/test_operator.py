@@ -238,6 +238,25 @@ def writes_to(cluster: Any, plural: str) -> list[Any]:
     ]
 
 
+def is_request(request: Any, method: str, plural: str) -> bool:
+    resource = request.resource
+    return resource is not None and resource.plural == plural and request.method.value == method
+
+
+def first_request(
+    log: list[Any], method: str, plural: str, matches: Callable[[dict[str, Any]], bool]
+) -> int:
+    """The index in KMock's request log of the first such request whose body matches."""
+    for index, request in enumerate(log):
+        if is_request(request, method, plural) and isinstance(request.data, dict):
+            try:
+                if matches(request.data):
+                    return index
+            except (KeyError, TypeError):
+                continue
+    raise AssertionError(f"no {method} {plural} request matched")
+
+
 def env_of(stateful_set: dict[str, Any]) -> dict[str, Any]:
     container = stateful_set["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
@@ -361,6 +380,23 @@ async def test_editing_chunk_size_rescales_the_screener_and_audits_who_did_it(
 
     assert sts is not None and sts["spec"]["replicas"] == 5
     assert env_of(sts)["CHUNK_COUNT"] == "5" and env_of(sts)["CHUNK_SIZE"] == "100"
+    # The rescale's StatefulSet event makes the operator refresh the bot's conditions. kopf
+    # writes the edit's status after the reconcile; a refresh patch before it would be
+    # computed from generation 1's status and land over the new one.
+    log = list(cluster)
+    rescale = first_request(log, "PATCH", "statefulsets", lambda d: d["spec"]["replicas"] == 5)
+    written = first_request(
+        log, "PATCH", "tradingbots", lambda d: d["status"]["observedGeneration"] == 2
+    )
+    refreshes = [
+        i
+        for i, r in enumerate(log)
+        if i > rescale
+        and is_request(r, "PATCH", "tradingbots")
+        and isinstance(r.data, dict)
+        and set(r.data.get("status") or {}) == {"conditions"}
+    ]
+    assert all(written < i for i in refreshes), (written, refreshes)
     assert bot["status"]["observedGeneration"] == 2
     assert bot["status"]["lastChange"]["actor"] == "kubectl-edit"
     assert bot["status"]["lastChange"]["fields"] == ["chunkSize", "chunks"]
@@ -852,6 +888,90 @@ async def test_ready_follows_the_screener_rollout(
     assert condition(bot, "Ready")["reason"] == "Running"
     assert condition(bot, "Ready")["message"] == "3/3 screener chunks ready"
     assert condition(bot, "Progressing")["status"] == "False"
+
+
+async def test_a_screener_event_waits_for_the_status_of_the_new_spec(
+    cluster: Any, operator_env: dict[str, str]
+) -> None:
+    """kopf writes a reconcile's status after the handler returns. A StatefulSet event
+    handled before that lands must not compute conditions from the previous spec's status:
+    here generation 2 rescaled 3 chunks to 5 while 3 pods are ready, and conditions from
+    generation 1's status (3 chunks) would say Ready. The refresh waits for generation 2."""
+    from cdb.core.bus import Bus, connect_redis
+    from cdb.core.db import Database
+    from cdb_operator.audit import AuditLog
+    from cdb_operator.context import OperatorContext
+    from cdb_operator.kube import KubeClient
+    from cdb_operator.metrics import OperatorMetrics
+    from cdb_operator.reconcile import refresh_readiness
+    from cdb_operator.universe import UniverseClient
+
+    env = OperatorEnv(_env_file=None, **{k.lower(): v for k, v in operator_env.items()})
+    server = str(cluster.url).rstrip("/")
+    database = Database(env)  # never opened: a refresh touches only the API
+    ctx = OperatorContext(
+        env=env,
+        kube=KubeClient(lambda: kopf.ConnectionInfo(server=server)),
+        bus=Bus(connect_redis(env)),
+        db=database,
+        audit=AuditLog(database),
+        universe=UniverseClient(env.bot_rest_url, 1.0),
+        metrics=OperatorMetrics(),
+    )
+    manifest = bot_manifest("momentum", {"symbols": symbols(450), "chunkSize": 100})
+    manifest["metadata"]["generation"] = 2
+    async with cluster.post(BOTS, json=manifest) as reply:
+        assert reply.status in (200, 201)
+    generation_1 = [
+        {"type": "Ready", "status": "True", "reason": "Running",
+         "message": "3/3 screener chunks ready", "observedGeneration": 1},
+        {"type": "Progressing", "status": "False", "reason": "RolledOut",
+         "message": "", "observedGeneration": 1},
+        {"type": "Degraded", "status": "False", "reason": "AsExpected",
+         "message": "", "observedGeneration": 1},
+    ]  # fmt: skip
+    old_status = {"status": {"observedGeneration": 1, "chunks": 3, "conditions": generation_1}}
+    async with cluster.patch(f"{BOTS}/momentum/status", json=old_status, headers=MERGE) as reply:
+        assert reply.status == 200
+    stateful_set = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "momentum-bot-ws", "namespace": NAMESPACE,
+                     "labels": {"cdb.io/bot": "momentum"}},
+        "spec": {"replicas": 5},
+        "status": {"replicas": 5, "readyReplicas": 3, "updatedReplicas": 3,
+                   "currentRevision": "r1", "updateRevision": "r1"},
+    }  # fmt: skip
+    async with cluster.post(STATEFULSETS, json=stateful_set) as reply:
+        assert reply.status in (200, 201)
+
+    def condition_patches() -> list[Any]:
+        return [
+            r
+            for r in list(cluster)
+            if is_request(r, "PATCH", "tradingbots")
+            and r.headers.get("User-Agent") == "cdb-operator"
+        ]
+
+    try:
+        refresh = asyncio.create_task(refresh_readiness(ctx, stateful_set))
+        done, _ = await asyncio.wait({refresh}, timeout=1.0)
+        assert not done and condition_patches() == [], "computed from generation 1's status"
+        # what kopf writes once the generation-2 reconcile has returned
+        new_status = {"status": {"observedGeneration": 2, "chunks": 5}}
+        async with cluster.patch(
+            f"{BOTS}/momentum/status", json=new_status, headers=MERGE
+        ) as reply:
+            assert reply.status == 200
+        await asyncio.wait_for(refresh, 15)
+    finally:
+        await ctx.kube.close()
+        await ctx.bus.close()
+    bot = await read(cluster, f"{BOTS}/momentum")
+    assert len(condition_patches()) == 1
+    assert condition(bot, "Ready")["status"] == "False", condition(bot, "Ready")
+    assert condition(bot, "Progressing")["status"] == "True"
+    assert condition(bot, "Ready")["observedGeneration"] == 2
 
 
 async def _ready(cluster: Any, name: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ raise :class:`kopf.TemporaryError`: kopf retries with a delay; the operator neve
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -72,7 +73,8 @@ PUBLISHED_TTL_S = 7 * 24 * 3600
 UNIVERSE_FIELDS = {"symbols", "chunks"}
 RETIRE_REASON = "DeletionBlocked"
 RETIRE_MAX_DELAY_S = 300.0
-BOTS_API = "cdb.io/v1alpha1"
+BOTS_API, BOTS_PLURAL = "cdb.io/v1alpha1", "tradingbots"
+READINESS_ROUNDS, READINESS_ROUND_S = 40, 0.25  # a status landing late: up to 10 s
 
 
 def _now() -> str:
@@ -93,7 +95,7 @@ async def _pipeline(
     ctx: OperatorContext, namespace: str, me: Mapping[str, Any]
 ) -> tuple[BotIdentity, Mapping[str, Any] | None]:
     """The namespace's active bot, and ``me`` as just listed (None if not listed yet)."""
-    bots = await ctx.kube.list(ObjectRef(BOTS_API, "tradingbots", namespace, ""))
+    bots = await ctx.kube.list(ObjectRef(BOTS_API, BOTS_PLURAL, namespace, ""))
     mine = BotIdentity.of(me)
     listed = next((bot for bot in bots if BotIdentity.of(bot).same(mine)), None)
     return active_bot(me, bots), listed
@@ -459,37 +461,59 @@ async def reconcile(
 
 
 async def refresh_readiness(ctx: OperatorContext, stateful_set: Mapping[str, Any]) -> None:
-    """A screener StatefulSet changed: bring its bot's Ready/Progressing up to date."""
+    """A screener StatefulSet changed: bring its bot's Ready/Progressing up to date.
+
+    kopf writes a reconcile's status after the handler returns, outside the bot's lock.
+    Until it lands (``observedGeneration`` behind ``generation``) the bot's conditions are
+    the previous generation's: computing from them would write stale conditions over the
+    new ones. So the refresh waits for it, a bounded number of short rounds, and reads the
+    StatefulSet afresh each round (a newer event's state, never an older one's)."""
     metadata = stateful_set.get("metadata") or {}
     bot = (metadata.get("labels") or {}).get("cdb.io/bot")
     namespace = metadata.get("namespace") or ctx.env.operator_namespace
-    if not bot:
+    if not bot or not metadata.get("name"):
         return
-    ref = ObjectRef("cdb.io/v1alpha1", "tradingbots", namespace, bot)
-    async with ctx.lock(namespace, bot):
-        current = await ctx.kube.get(ref)
-        if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        status = current.get("status") or {}
-        chunks = status.get("chunks")
-        if not chunks:
-            return  # not reconciled yet: the reconcile writes the conditions
-        conditions = status.get("conditions") or []
-        degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
-        if degraded is not None and degraded.get("reason") == STANDBY_REASON:
-            return  # standing by: its conditions say so, whatever its old screener does
-        problem = None
-        if degraded is not None and degraded.get("status") == "True":
-            problem = Problem(
-                reason=str(degraded.get("reason")), message=str(degraded.get("message", ""))
-            )
-        applied = problem is None or problem.reason in APPLIED_DESPITE
-        wanted = workload_conditions(WorkloadState.of(stateful_set, int(chunks)), applied, problem)
-        meta_generation = (current.get("metadata") or {}).get("generation")
-        generation = int(meta_generation) if meta_generation is not None else None
-        merged = merge_conditions(conditions, wanted, status.get("observedGeneration", generation))
-        if not same_conditions(conditions, merged):
-            await ctx.kube.patch(ref, {"status": {"conditions": merged}}, subresource="status")
+    ref = ObjectRef(BOTS_API, BOTS_PLURAL, namespace, bot)
+    workload = ObjectRef("apps/v1", "statefulsets", namespace, str(metadata["name"]))
+    for _ in range(READINESS_ROUNDS):
+        async with ctx.lock(namespace, bot):
+            if not await _refresh_once(ctx, ref, workload):
+                return
+        await asyncio.sleep(READINESS_ROUND_S)
+
+
+async def _refresh_once(ctx: OperatorContext, ref: ObjectRef, workload: ObjectRef) -> bool:
+    """One refresh; True when the bot's status still lags behind its spec (try again)."""
+    current = await ctx.kube.get(ref)
+    if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = current.get("status") or {}
+    chunks = status.get("chunks")
+    if not chunks:
+        return False  # not reconciled yet: the reconcile writes the conditions
+    conditions = status.get("conditions") or []
+    degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
+    if degraded is not None and degraded.get("reason") == STANDBY_REASON:
+        return False  # standing by: its conditions say so, whatever its old screener does
+    meta_generation = (current.get("metadata") or {}).get("generation")
+    generation = int(meta_generation) if meta_generation is not None else None
+    observed = status.get("observedGeneration", generation)
+    if observed != generation:
+        return True  # the reconcile's status for this spec has not landed yet
+    stateful_set = await ctx.kube.get(workload)
+    if stateful_set is None:
+        return False
+    problem = None
+    if degraded is not None and degraded.get("status") == "True":
+        problem = Problem(
+            reason=str(degraded.get("reason")), message=str(degraded.get("message", ""))
+        )
+    applied = problem is None or problem.reason in APPLIED_DESPITE
+    wanted = workload_conditions(WorkloadState.of(stateful_set, int(chunks)), applied, problem)
+    merged = merge_conditions(conditions, wanted, observed)
+    if not same_conditions(conditions, merged):
+        await ctx.kube.patch(ref, {"status": {"conditions": merged}}, subresource="status")
+    return False
 
 
 def retire_delay(base_s: float, retry: int) -> float:

@@ -140,6 +140,18 @@ async def test_a_fill_during_a_reload_stays_under_the_stop_watch(
     assert await row(service, closed)
 
 
+async def test_the_watch_measures_bars_from_the_stored_opening_time(
+    service: ExecutionService,
+) -> None:
+    """In memory as in the store: a bar opening between the two must not count fully
+    before a reload and only with its close after it."""
+    order = an_order("ord-3")
+    await service.on_order(order)
+    in_memory = service.positions[SYMBOL][order.order_id].opened_at
+    await service._reload_positions()
+    assert service.positions[SYMBOL][order.order_id].opened_at == in_memory
+
+
 async def test_a_stop_during_a_reload_is_not_undone_by_it(
     service: ExecutionService, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -159,6 +159,7 @@ class ExecutionService(Service[ExecutionSettings]):
 
     async def _paper_order(self, order: Order) -> None:
         mode: Literal["paper", "live"] = "paper"
+        opened_at: float | None = None
         async with self.kernel.database.connection() as conn, conn.transaction():
             if await store.order_status(conn, order.order_id) is not None:
                 return  # already executed: its result is in the outbox
@@ -176,14 +177,14 @@ class ExecutionService(Service[ExecutionSettings]):
                 fill = self.model.fill_open(order, self.prices.get(order.symbol))
                 if not await store.insert_order(conn, order, "filled", mode):
                     return  # a replica executed it in the meantime
-                await store.open_position(conn, order, fill)
+                opened_at = await store.open_position(conn, order, fill)
                 await self.outbox.add(
                     conn,
                     order_result(order, "filled", fill, "", mode, time.time()),
                     Stream.ORDER_RESULTS,
                 )
                 status = "filled"
-        await self._count(order, status, fill)
+        await self._count(order, status, fill, opened_at)
 
     async def _live_order(self, order: Order) -> None:
         async with self.kernel.database.connection() as conn, conn.transaction():
@@ -279,9 +280,10 @@ class ExecutionService(Service[ExecutionSettings]):
             if current not in ("pending", "unknown") or current == kind:
                 return
             await store.set_order_status(conn, order.order_id, kind, outcome.reason)
+            opened_at = None
             if kind == "filled":
                 assert outcome.fill is not None
-                await store.open_position(conn, order, outcome.fill)
+                opened_at = await store.open_position(conn, order, outcome.fill)
             await self.outbox.add(
                 conn,
                 order_result(order, kind, outcome.fill, outcome.reason, "live", time.time()),
@@ -296,15 +298,19 @@ class ExecutionService(Service[ExecutionSettings]):
             log.error(
                 "live order refused", extra={"order_id": order.order_id, "reason": outcome.reason}
             )
-        await self._count(order, kind, outcome.fill)
+        await self._count(order, kind, outcome.fill, opened_at)
 
-    async def _count(self, order: Order, status: str, fill: Fill | None) -> None:
+    async def _count(
+        self, order: Order, status: str, fill: Fill | None, opened_at: float | None = None
+    ) -> None:
         self.metrics.orders.labels(status).inc()
         if fill is None or status != "filled":
             return
         self.metrics.fills.inc()
         self.metrics.fees.inc(fill.fee)
         self.metrics.latency.observe(max(0.0, time.time() - order.timestamp))
+        if opened_at is None:
+            return  # no position was written with it
         position = OpenPosition(
             order.order_id,
             order.symbol,
@@ -312,7 +318,7 @@ class ExecutionService(Service[ExecutionSettings]):
             fill.quantity,
             fill.price,
             order.stop_loss,
-            time.time(),
+            opened_at,
         )
         async with self.positions_lock:
             self.positions.setdefault(order.symbol, {})[order.order_id] = position

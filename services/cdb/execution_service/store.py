@@ -78,8 +78,9 @@ async def set_order_status(conn: Conn, order_id: str, status: str, reason: str =
     )
 
 
-async def open_position(conn: Conn, order: Order, fill: Fill) -> None:
-    """The entry fill and the open position of a filled order."""
+async def open_position(conn: Conn, order: Order, fill: Fill) -> float:
+    """The entry fill and the open position of a filled order; returns its ``opened_at``
+    (epoch seconds), the time the stop watch measures bars against, in memory as stored."""
     await conn.execute(
         "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee)"
         " VALUES (%s, %s, %s, %s, 'open', %s, %s, %s)",
@@ -93,9 +94,10 @@ async def open_position(conn: Conn, order: Order, fill: Fill) -> None:
             fill.fee,
         ),
     )
-    await conn.execute(
+    cursor = await conn.execute(
         "INSERT INTO positions (position_id, order_id, symbol, side, quantity, entry_price,"
-        " stop_loss, status) VALUES (%s, %s, %s, %s, %s, %s, %s, 'open')",
+        " stop_loss, status) VALUES (%s, %s, %s, %s, %s, %s, %s, 'open')"
+        " RETURNING extract(epoch FROM opened_at)",
         (
             order.order_id,
             order.order_id,
@@ -106,6 +108,9 @@ async def open_position(conn: Conn, order: Order, fill: Fill) -> None:
             order.stop_loss,
         ),
     )
+    row = await cursor.fetchone()
+    assert row is not None  # an INSERT … RETURNING returns its row
+    return float(row[0])
 
 
 async def close_position(conn: Conn, position: OpenPosition, fill: Fill) -> bool:

@@ -623,12 +623,14 @@ async def test_the_oldest_bot_of_a_namespace_drives_its_pipeline_alone(
         },
         "spec": {"replicas": 1},
     }
-    with running_operator(cluster, env):
-        async with cluster.post(STATEFULSETS, json=old_screener) as reply:
+    # All there before the operator starts: which bot is oldest must not depend on whether
+    # a reconcile's LIST ran before or after the next POST.
+    async with cluster.post(STATEFULSETS, json=old_screener) as reply:
+        assert reply.status in (200, 201)
+    for manifest in (alpha, zeta, beta):  # the order of creation does not matter
+        async with cluster.post(BOTS, json=manifest) as reply:
             assert reply.status in (200, 201)
-        for manifest in (alpha, zeta, beta):  # the order of creation does not matter
-            async with cluster.post(BOTS, json=manifest) as reply:
-                assert reply.status in (200, 201)
+    with running_operator(cluster, env):
         await eventually(lambda: _with_status(cluster, "zeta", "configHash"), "zeta applied")
         standby = {
             name: await eventually(

@@ -93,6 +93,10 @@ def test_movers_board_uses_the_snapshot_of_the_bar() -> None:
     assert board.rank("B_USDT", 1000) == 1.0
     assert board.rank("A_USDT", 1000) == pytest.approx(0.8)
     assert board.rank("A_USDT", 5000) == 0.0  # snapshot too old for that bar
+    # the next minute's movers (A on top now) are not this bar's: no look-ahead
+    board.add(MarketData(symbol="A_USDT", price=1.0, volume=1.0, pct_change=9.0, timestamp=1120))
+    assert board.rank("A_USDT", 1000) == pytest.approx(0.8)
+    assert board.rank("A_USDT", 1060) == 1.0
 
 
 def test_window_fills_short_gaps_restarts_after_long_ones_and_skips_stale_bars() -> None:

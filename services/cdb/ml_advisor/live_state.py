@@ -103,11 +103,13 @@ class MoversBoard:
             del self.snapshots[old]
 
     def snapshot_for(self, open_time: int) -> dict[str, float] | None:
-        """The newest snapshot that can describe the bar opened at ``open_time``."""
+        """The newest snapshot that can describe the bar opened at ``open_time``: its own
+        (stamped at the bar's end, as training ranks it) or an older one, never a later
+        minute's, which training could not have seen for this bar."""
         usable = [
             ts
             for ts in self.snapshots
-            if open_time - self.max_age_s <= ts <= open_time + 2 * BAR_SECONDS
+            if open_time - self.max_age_s <= ts <= open_time + BAR_SECONDS
         ]
         return self.snapshots[max(usable)] if usable else None
 

@@ -213,7 +213,7 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
 ) -> None:
     sim = sim_factory(["--symbols", "4", "--speed", "60"])
     with bot_ws(
-        redis_only_env, sim, tmp_path, STALE_AFTER_S="1.5", BOT_NAME="mexc-momentum"
+        redis_only_env, sim, tmp_path, STALE_AFTER_S="3", BOT_NAME="mexc-momentum"
     ) as service:
         service.wait_healthy(timeout=60)
         sim.fault(paused=True)

@@ -124,14 +124,20 @@ def mover(n: int, tag: str) -> MarketData:
     )
 
 
-async def sequential(bus: Bus, watcher: ResultWatcher, n: int) -> list[float]:
+async def sequential(bus: Bus, watcher: ResultWatcher, n: int, tag: str) -> list[float]:
+    """``n`` movers one at a time, each of a symbol not seen before (``tag``): a symbol
+    seen within the cooldown makes no signal, and one seen in the same second makes the
+    same signal id, which would arrive at once."""
     samples = []
     for i in range(n):
-        md = mover(i, "S")
+        md = mover(i, tag)
         sid = signal_id_for(md, "long")
         started = time.perf_counter()
         await bus.publish(md)
+        deadline = started + 30
         while sid not in watcher.arrived:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"no fill for {md.symbol} within 30 s")
             await asyncio.sleep(0.0005)
         samples.append(watcher.arrived[sid] - started)
     return samples
@@ -171,8 +177,8 @@ async def measure(env: dict[str, str]) -> list[dict[str, Any]]:
     watcher = ResultWatcher(connect_redis(settings))
     reader = asyncio.create_task(watcher.run())
     await asyncio.sleep(0.3)
-    await sequential(bus, watcher, 20)  # warm-up
-    tick = await sequential(bus, watcher, SEQUENTIAL)
+    await sequential(bus, watcher, 20, "W")  # warm-up
+    tick = await sequential(bus, watcher, SEQUENTIAL, "S")
     base_p50, base_p99 = percentile(tick, 0.5), percentile(tick, 0.99)
     sustained, levels = 0, []
     for rate in RATES:

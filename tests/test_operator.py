@@ -26,9 +26,17 @@ from aiohttp import web
 from kopf.testing import KopfRunner
 from redis.asyncio import Redis
 
+from cdb.core.bus import Bus, connect_redis
+from cdb.core.db import Database
 from cdb.core.events import Control, Stream
+from cdb_operator.audit import AuditLog
+from cdb_operator.context import OperatorContext
 from cdb_operator.handlers import build_registry, configure_kopf
+from cdb_operator.kube import KubeClient
+from cdb_operator.metrics import OperatorMetrics
+from cdb_operator.reconcile import refresh_readiness
 from cdb_operator.settings import OperatorEnv
+from cdb_operator.universe import UniverseClient
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, ServiceProcess, free_port, scrape
 from tests.test_pipeline_support import RedisServer
@@ -899,15 +907,6 @@ async def test_a_screener_event_waits_for_the_status_of_the_new_spec(
     handled before that lands must not compute conditions from the previous spec's status:
     here generation 2 rescaled 3 chunks to 5 while 3 pods are ready, and conditions from
     generation 1's status (3 chunks) would say Ready. The refresh waits for generation 2."""
-    from cdb.core.bus import Bus, connect_redis
-    from cdb.core.db import Database
-    from cdb_operator.audit import AuditLog
-    from cdb_operator.context import OperatorContext
-    from cdb_operator.kube import KubeClient
-    from cdb_operator.metrics import OperatorMetrics
-    from cdb_operator.reconcile import refresh_readiness
-    from cdb_operator.universe import UniverseClient
-
     env = OperatorEnv(_env_file=None, **{k.lower(): v for k, v in operator_env.items()})
     server = str(cluster.url).rstrip("/")
     database = Database(env)  # never opened: a refresh touches only the API

@@ -45,6 +45,11 @@ class AppliedControl:
             and self.generation < other.generation
         )
 
+    def supersedes(self, current: AppliedControl | None) -> bool:
+        """Whether a service should adopt this over ``current``: different, and not an
+        older generation of the same bot."""
+        return self != current and not self.older_than(current)
+
     def describe(self) -> dict[str, Any]:
         return {
             "bot": self.bot,

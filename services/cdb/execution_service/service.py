@@ -301,7 +301,7 @@ class ExecutionService(Service[ExecutionSettings]):
         await self._count(order, kind, outcome.fill, opened_at)
 
     async def _count(
-        self, order: Order, status: str, fill: Fill | None, opened_at: float | None = None
+        self, order: Order, status: str, fill: Fill | None, opened_at: float | None
     ) -> None:
         self.metrics.orders.labels(status).inc()
         if fill is None or status != "filled":
@@ -425,7 +425,7 @@ class ExecutionService(Service[ExecutionSettings]):
 
     def _adopt(self, control: AppliedControl | None) -> None:
         """``paused`` from the stored live config (not paused where none was applied)."""
-        if control is None or control == self.control or control.older_than(self.control):
+        if control is None or not control.supersedes(self.control):
             return
         self.control = control
         self.paused = bool(control.settings.paused)

@@ -207,7 +207,7 @@ class RiskManager(Service[RiskManagerSettings]):
 
     def _adopt(self, control: AppliedControl | None) -> None:
         """Limits from the stored live config (settings where none was applied)."""
-        if control is None or control == self.control or control.older_than(self.control):
+        if control is None or not control.supersedes(self.control):
             return
         self.control = control
         self.limits = limits_from(self.settings).with_control(control.settings)

@@ -104,7 +104,7 @@ class SignalEngine(Service[SignalEngineSettings]):
 
     def _adopt(self, control: AppliedControl | None) -> None:
         """Strategy parameters from the stored live config (settings where none was applied)."""
-        if control is None or control == self.control or control.older_than(self.control):
+        if control is None or not control.supersedes(self.control):
             return
         self.control = control
         self.strategy = MomentumStrategy(params_from(self.settings).with_control(control.settings))

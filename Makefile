@@ -36,7 +36,7 @@ clean:
 	rm -rf .cdb bench/results/*.json .pytest_cache .mypy_cache .ruff_cache
 
 # --- Kubernetes: the chart rendered, the image, the kind end-to-end run ---------------
-.PHONY: image kind-e2e
+.PHONY: image kind-e2e cluster
 IMAGE ?= claire-de-binare
 IMAGE_TAG ?= 0.1.0
 
@@ -48,3 +48,8 @@ image:
 
 kind-e2e: setup
 	IMAGE=$(IMAGE) bash scripts/kind-e2e.sh
+
+# A real control plane on loopback (etcd, kube-apiserver, controllers, scheduler, a kwok
+# node) from .tools/bin; prints the KUBECONFIG for kubectl, helm and the operator.
+cluster: setup
+	$(RUN) python -m tests.cluster

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
 from cdb.core.metrics import Health, ServiceMetrics
+from tests.cluster import ControlPlane, binaries_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_PASSWORD = "test-only-redis-password"
@@ -130,3 +132,31 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     basetemp = getattr(config, "_cdb_basetemp", None)
     if basetemp:
         shutil.rmtree(basetemp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real control plane (tests/cluster.py) for the whole session; tests isolate by
+    namespace. Its logs stay in pytest's temporary directory for a failure to be read."""
+    missing = binaries_missing()
+    assert not missing, f"control plane not built ({', '.join(missing)}): run `make setup`"
+    plane = ControlPlane(tmp_path_factory.mktemp("kube")).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace under the restricted Pod Security profile, deleted afterwards."""
+    stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    name = f"t-{stem.strip('-')}-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl(
+        "label", "namespace", name,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )  # fmt: skip
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
 STAGES = ROOT / ".tools" / "kwok-stages"
@@ -355,6 +357,39 @@ class ControlPlane:
         out = self.kubectl("get", *args, "-o", "json")
         result: dict[str, Any] = json.loads(out)
         return result
+
+    def operator_kubeconfig(self, namespace: str, path: Path) -> Path:
+        """The chart's operator ServiceAccount, Role and RoleBinding applied in ``namespace``
+        and a kubeconfig at ``path`` with a token of that ServiceAccount: what the operator
+        pod logs in with (its projected token), for an operator run as a process."""
+        rendered = self.run([str(BIN / "helm"), "template", "cdb", str(ROOT / "charts" / "cdb"),
+                             "-n", namespace, "--show-only", "templates/operator.yaml",
+                             "--show-only", "templates/serviceaccount.yaml"]).stdout  # fmt: skip
+        rbac = [
+            doc
+            for doc in yaml.safe_load_all(rendered)
+            if doc
+            and doc["kind"] in ("ServiceAccount", "Role", "RoleBinding")
+            and doc["metadata"]["name"] == "cdb-operator"
+        ]
+        if {d["kind"] for d in rbac} != {"ServiceAccount", "Role", "RoleBinding"}:
+            raise RuntimeError(f"the chart's operator RBAC is incomplete: {rbac}")
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                         "items": rbac}))  # fmt: skip
+        token = self.kubectl("create", "token", "cdb-operator", "-n", namespace, "--duration=4h")
+        cluster = {"server": self.server, "certificate-authority": str(self.ca_path)}
+        context = {"cluster": "c", "user": "cdb-operator", "namespace": namespace}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "cdb-operator", "user": {"token": token.strip()}}],
+            "contexts": [{"name": "c", "context": context}],
+            "current-context": "c",
+        }
+        path.write_text(json.dumps(config))
+        os.chmod(path, 0o600)
+        return path
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.workdir / f"{name}.log"

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,25 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def eventually(
+    check: Callable[[], Any], what: str, timeout: float = 30.0, every: float = 0.1
+) -> Any:
+    """Call ``check`` until it returns something truthy (and return that); an
+    AssertionError or HTTP error counts as not yet. Fails naming ``what`` and the last
+    result after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (AssertionError, httpx.HTTPError, KeyError) as error:
+            last = error
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
 def sample_sum(text: str, name: str, **labels: str) -> float:

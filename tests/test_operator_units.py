@@ -201,10 +201,16 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
         "Ready": "False",
         "Progressing": "True",
         "Degraded": "False",
+        "Reconciling": "True",  # kstatus: InProgress while the screener rolls out
+        "Stalled": "False",
     }
     problem = Problem(reason="BusUnreachable", message="redis down")
     degraded = workload_conditions(WorkloadState(replicas=3, ready=3, updated=3), True, problem)
     assert [c["reason"] for c in degraded] == ["Running", "RolloutComplete", "BusUnreachable"]
+    merged = {c["type"]: c for c in merge_conditions(first, degraded, 5)}
+    assert (merged["Stalled"]["status"], merged["Stalled"]["reason"]) == ("True", "BusUnreachable")
+    assert merged["Reconciling"]["status"] == "False"
+    assert all(c["observedGeneration"] == 5 for c in merged.values())
 
 
 def test_a_bad_environment_stops_the_operator_with_one_line_per_variable() -> None:

@@ -5,6 +5,11 @@
 * Progressing: the screener StatefulSet is rolling out (new pods, rescale).
 * Degraded: something the operator needs is failing — the reason says what
   (UniverseUnavailable, BusUnreachable, AuditUnavailable, ApiError, InvalidSpec).
+
+Beside them, the two conditions of kstatus (sigs.k8s.io/cli-utils), which Flux, Argo CD
+and ``kpt live status`` read for any custom resource: ``Reconciling`` mirrors Progressing
+and ``Stalled`` mirrors Degraded, with the same reason and message. Together with
+``status.observedGeneration`` they say InProgress, Failed or Current.
 """
 
 from __future__ import annotations
@@ -16,12 +21,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "KSTATUS",
     "Problem",
     "WorkloadState",
     "merge_conditions",
     "same_conditions",
     "workload_conditions",
 ]
+
+
+# kstatus condition ← the condition it mirrors
+KSTATUS = {"Reconciling": "Progressing", "Stalled": "Degraded"}
 
 
 class Problem(BaseModel):
@@ -96,10 +106,15 @@ def merge_conditions(
     wanted: Sequence[Mapping[str, str]],
     generation: int | None,
 ) -> list[dict[str, Any]]:
-    """``wanted`` with ``lastTransitionTime`` kept unless the status flipped."""
+    """``wanted`` plus its kstatus mirrors, with ``lastTransitionTime`` kept unless the
+    status flipped."""
     previous = {str(c.get("type")): c for c in current or [] if isinstance(c, Mapping)}
+    by_type = {c["type"]: c for c in wanted if c["type"] not in KSTATUS}
+    mirrors = [
+        {**by_type[source], "type": kind} for kind, source in KSTATUS.items() if source in by_type
+    ]
     merged: list[dict[str, Any]] = []
-    for condition in wanted:
+    for condition in [*by_type.values(), *mirrors]:
         before = previous.get(condition["type"])
         flipped = before is None or before.get("status") != condition["status"]
         entry: dict[str, Any] = dict(condition)

@@ -32,5 +32,11 @@ class OperatorMetrics:
             registry=registry,
         )
 
+        self.status_conflicts = Counter(
+            "cdb_operator_status_conflicts_total",
+            "readiness writes refused with 409 (a newer status landed first) and computed again",
+            registry=registry,
+        )
+
     def render(self) -> bytes:
         return self.kernel.render()

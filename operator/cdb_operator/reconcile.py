@@ -511,8 +511,20 @@ async def _refresh_once(ctx: OperatorContext, ref: ObjectRef, workload: ObjectRe
     applied = problem is None or problem.reason in APPLIED_DESPITE
     wanted = workload_conditions(WorkloadState.of(stateful_set, int(chunks)), applied, problem)
     merged = merge_conditions(conditions, wanted, observed)
-    if not same_conditions(conditions, merged):
-        await ctx.kube.patch(ref, {"status": {"conditions": merged}}, subresource="status")
+    if same_conditions(conditions, merged):
+        return False
+    # Conditions computed from this read may only replace this read's: the resourceVersion
+    # makes the API server refuse (409) a write over a newer status, and the next round
+    # computes again from a fresh read.
+    version = (current.get("metadata") or {}).get("resourceVersion")
+    patch = {"status": {"conditions": merged}, "metadata": {"resourceVersion": version}}
+    try:
+        await ctx.kube.patch(ref, patch, subresource="status")
+    except ApiError as error:
+        if error.status != 409:
+            raise
+        ctx.metrics.status_conflicts.inc()
+        return True
     return False
 
 
@@ -580,7 +592,7 @@ async def retire(
         conditions = [{"type": "Degraded", "status": "True", "reason": RETIRE_REASON,
                        "message": message}]  # fmt: skip
         current = body.status.get("conditions") or []
-        kept = [dict(c) for c in current if c.get("type") != "Degraded"]
+        kept = [dict(c) for c in current if c.get("type") not in ("Degraded", "Stalled")]
         patch.status["conditions"] = kept + merge_conditions(current, conditions, _generation(body))
         kopf.warn(body, reason=RETIRE_REASON, message=message)
         raise kopf.TemporaryError(message, delay=delay) from error

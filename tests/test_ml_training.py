@@ -3,6 +3,7 @@ TreeSHAP contributions that add up to the model's margin, PSI drift."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,9 @@ def test_the_artifact_holds_model_features_hash_and_metrics(
     np.testing.assert_array_equal(
         Predictor(loaded).confidences(row), Predictor(in_memory).confidences(row)
     )
+    # Inference runs on one thread (no OpenMP pool fighting the other services for cores).
+    config = json.loads(loaded.booster.save_config())
+    assert config["learner"]["generic_param"]["nthread"] == "1"
     with pytest.raises(ModelStoreError, match="already exists"):
         save_artifact(tmp_path, trained.manifest, trained.booster)
     newer = trained.manifest.model_copy(

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 MODEL_NAME = "xgboost-momentum"
+INFERENCE_THREADS = 1  # per-candle inference: one row at a time, pinned to one thread
 MODEL_FILE = "model.json"
 MANIFEST_FILE = "manifest.json"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -172,4 +173,7 @@ def load_model(model_dir: Path, version: str | None = None) -> LoadedModel:
     except xgb.core.XGBoostError as error:
         raise ModelStoreError(f"{directory / MODEL_FILE}: unreadable model: {error}") from None
     booster.feature_names = list(manifest.features)
+    # One prediction is one row: a thread pool only adds hand-offs, and with the other
+    # services busy OpenMP's default (a thread per core) made inference 17x slower.
+    booster.set_param({"nthread": INFERENCE_THREADS})
     return LoadedModel(manifest=manifest, booster=booster, path=directory)

@@ -29,7 +29,8 @@ KINDS = {
     "cdb.io/v1alpha1/tradingbots": "TradingBot",
 }
 SECRETS = {"cdb-redis": "redis-password", "cdb-postgres": "postgres-password",
-           "cdb-grafana": "admin-password"}  # fmt: skip
+           "cdb-grafana": "admin-password",
+           "cdb-notifier-vapid": "vapid-private-key"}  # the notifier's WebPush key  # fmt: skip
 
 
 def serve_cluster(kmock: Any) -> None:
@@ -95,7 +96,10 @@ async def test_generated_passwords_survive_helm_upgrade(kmock: Any, tmp_path: Pa
     installed = await render_against(kmock, tmp_path)
     assert set(installed) == set(SECRETS)
     first = {name: password(secret) for name, secret in installed.items()}
+    vapid = first.pop("cdb-notifier-vapid")
+    assert vapid.startswith("-----BEGIN EC PRIVATE KEY-----")  # generated once, then kept
     assert all(len(value) == 32 for value in first.values())
+    first["cdb-notifier-vapid"] = vapid
 
     # What `helm install` leaves in the cluster: the Secrets, owned by the release.
     for name, secret in installed.items():

@@ -76,7 +76,7 @@ class Receiver:
 
     def accepted(self, path: str = "") -> list[Request]:
         with self.lock:
-            return [r for r in self.requests if r.status == 200 and r.path.startswith(path)]
+            return [r for r in self.requests if 200 <= r.status < 300 and r.path.startswith(path)]
 
     def all(self, path: str = "") -> list[Request]:
         with self.lock:

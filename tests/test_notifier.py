@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from cdb import cli
 from cdb.core.bus import Bus
 from cdb.core.events import Alert, Control, ControlSettings, OrderResult, Stream
 from cdb.notifier.delivery import TokenBucket, in_quiet_hours, release_time
@@ -272,15 +274,20 @@ async def test_a_flood_of_alerts_goes_out_as_one_message_and_resolved_as_another
         proc.__exit__()
 
 
-async def test_notify_test_endpoint_sends_to_every_channel(
+async def test_cdb_notify_test_reports_each_channel_and_fails_when_one_fails(
     service_env: dict[str, str], receiver: Receiver, tmp_path: Path
 ) -> None:
-    proc = start(notifier_env(service_env, receiver), tmp_path)
+    runner = CliRunner()
+    proc = start(notifier_env(service_env, receiver, NOTIFY_MAX_ATTEMPTS="2"), tmp_path)
     try:
-        reply = httpx.post(f"{proc.url}/notify/test").json()
-        assert reply["channels"] == ["json-1"]
-        await wait_until(lambda: len(receiver.accepted()) == 1)
+        result = runner.invoke(cli.app, ["notify", "test", "--url", proc.url])
+        assert result.exit_code == 0, result.output
+        assert "json-1: sent after 1 attempt(s)" in result.output
         assert bodies(receiver)[0]["title"] == "cdb test notification"
+        receiver.answer = lambda request: 500
+        result = runner.invoke(cli.app, ["notify", "test", "--url", proc.url])
+        assert result.exit_code == 1
+        assert "json-1: failed after 2 attempt(s)" in result.output and SECRET not in result.output
     finally:
         proc.__exit__()
 

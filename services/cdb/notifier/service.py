@@ -42,6 +42,14 @@ from cdb.notifier.messages import (
     from_order_result,
 )
 from cdb.notifier.settings import NotifierSettings
+from cdb.notifier.webpush import (
+    Subscription,
+    WebPushChannel,
+    application_server_key,
+    delete_subscription,
+    load_vapid,
+    save_subscription,
+)
 
 log = logging.getLogger("cdb.notifier")
 
@@ -57,6 +65,9 @@ class Notifier(Service[NotifierSettings]):
         self.channels: list[Channel] = list(
             apprise_channels(settings.apprise_urls(), settings.notify_send_timeout_s)
         )
+        self.vapid = load_vapid(settings)
+        if self.vapid is not None:
+            self.channels.append(WebPushChannel(settings, kernel.database, self.vapid))
         self.delivery_metrics = DeliveryMetrics(
             kernel.metrics.registry, [channel.name for channel in self.channels]
         )
@@ -112,6 +123,10 @@ class Notifier(Service[NotifierSettings]):
         return [self.deliver, self.watch_dead_letters, self.summarise_daily, self.refresh_status]
 
     async def deliver(self) -> None:
+        if not self.channels:  # recorded and shown in /status, sent nowhere
+            log.warning("no channel configured: set NOTIFY_URLS or a VAPID key")
+            await self.kernel.stop.wait()
+            return
         deliverer = Deliverer(
             self.settings, self.kernel.database, self.channels, self.delivery_metrics,
             self.kernel.stop,
@@ -218,11 +233,35 @@ class Notifier(Service[NotifierSettings]):
             )
             return {"key": key, "channels": [channel.name for channel in self.channels]}
 
+        @router.get("/webpush/key")
+        def webpush_key() -> dict[str, str]:
+            """What a browser needs to subscribe (``applicationServerKey``)."""
+            if self.vapid is None:
+                raise HTTPException(404, "WebPush is off: set VAPID_PRIVATE_KEY or VAPID_KEY_DIR")
+            return {
+                "applicationServerKey": application_server_key(self.vapid),
+                "subscribe": "POST /webpush/subscriptions with PushSubscription.toJSON()",
+            }
+
+        @router.post("/webpush/subscriptions", status_code=201)
+        async def subscribe(subscription: Subscription) -> dict[str, bool]:
+            if self.vapid is None:
+                raise HTTPException(404, "WebPush is off: set VAPID_PRIVATE_KEY or VAPID_KEY_DIR")
+            await save_subscription(self.kernel.database, subscription)
+            return {"subscribed": True}
+
+        @router.delete("/webpush/subscriptions")
+        async def unsubscribe(subscription: Subscription) -> dict[str, bool]:
+            return {
+                "removed": await delete_subscription(self.kernel.database, subscription.endpoint)
+            }
+
         return router
 
     def status(self) -> dict[str, Any]:
         return {
             "config": public_config(self.settings),
             "channels": [channel.name for channel in self.channels],
+            "webpush": self.vapid is not None,
             **self.snapshot,
         }

@@ -268,6 +268,10 @@ async def test_a_flood_of_alerts_goes_out_as_one_message_and_resolved_as_another
         resolved = bodies(receiver)[1]
         assert resolved["title"].startswith("40x Resolved: Symbol stale")
         assert resolved["type"] == "info"
+        breaker = alertmanager_payload("firing", ["X_USDT"])
+        breaker["alerts"][0]["labels"]["alertname"] = "CdbCircuitBreakerTripped"
+        skipped = httpx.post(f"{proc.url}/alertmanager", json=breaker)
+        assert skipped.json() == {"alerts": 1, "new": 0}  # told from the bus instead
         bad = httpx.post(f"{proc.url}/alertmanager", json={"alerts": "nope"})
         assert bad.status_code == 422
     finally:

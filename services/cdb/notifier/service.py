@@ -95,22 +95,29 @@ class Notifier(Service[NotifierSettings]):
 
     async def record(self, notification: Notification, *, at_once: bool = False) -> bool:
         """Store it with a delivery per channel; False if its cause was recorded before."""
-        not_before = release_time(
-            datetime.now(UTC),
-            "critical" if at_once else notification.severity,
-            self.settings.quiet_hours(),
-            0.0 if at_once else self.settings.notify_group_wait_s,
-        )
+        return await self.record_all([notification], at_once=at_once) == 1
+
+    async def record_all(self, notifications: list[Notification], *, at_once: bool = False) -> int:
+        """Store them in one transaction, due together (so they group); returns how many
+        were new."""
+        now = datetime.now(UTC)
+        quiet = self.settings.quiet_hours()
+        wait = 0.0 if at_once else self.settings.notify_group_wait_s
         names = [channel.name for channel in self.channels]
+        created = []
         async with self.kernel.database.connection() as conn, conn.transaction():
-            created = await store.record(conn, notification, names, not_before)
-        if created:
+            for notification in notifications:
+                severity = "critical" if at_once else notification.severity
+                not_before = release_time(now, severity, quiet, wait)
+                if await store.record(conn, notification, names, not_before):
+                    created.append(notification)
+        for notification in created:
             log.info(
                 "notification recorded",
                 extra={"key": notification.key, "kind": notification.kind,
                        "severity": notification.severity},
             )  # fmt: skip
-        return created
+        return len(created)
 
     # -- background work ----------------------------------------------------------------
     async def start(self) -> None:
@@ -206,10 +213,14 @@ class Notifier(Service[NotifierSettings]):
         @router.post("/alertmanager")
         async def alertmanager(payload: AlertmanagerPayload) -> dict[str, int]:
             """Alertmanager's webhook receiver: 200 once every alert is stored."""
-            created = 0
+            skipped = self.settings.skipped_alerts()
+            wanted = [
+                notification
+                for notification in from_alertmanager(payload)
+                if notification.kind.removeprefix("prometheus:") not in skipped
+            ]
             try:
-                for notification in from_alertmanager(payload):
-                    created += await self.record(notification)
+                created = await self.record_all(wanted)
             except Exception as error:
                 if is_transient(error):  # Alertmanager sends it again
                     raise HTTPException(503, "database unavailable, retry") from error

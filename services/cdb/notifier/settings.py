@@ -43,6 +43,11 @@ class NotifierSettings(ServiceSettings):
         "json://, ...), separated by whitespace or commas; from a Secret only",
     )
     notify_fills: Literal["all", "closes", "none"] = "closes"
+    notify_skip_alerts: str = Field(
+        default="CdbCircuitBreakerTripped",
+        description="Alertmanager alert names not told (comma-separated): the breaker is "
+        "told from the bus, with its reason and exactly once",
+    )
     notify_quiet_hours: str = Field(default="", description="HH:MM-HH:MM UTC; '' for none")
     notify_max_attempts: int = Field(default=8, gt=0, le=100)
     notify_retry_base_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
@@ -74,6 +79,9 @@ class NotifierSettings(ServiceSettings):
 
     def quiet_hours(self) -> QuietHours | None:
         return parse_quiet_hours(self.notify_quiet_hours)
+
+    def skipped_alerts(self) -> set[str]:
+        return {name.strip() for name in self.notify_skip_alerts.split(",") if name.strip()}
 
     def apprise_urls(self) -> list[str]:
         raw = self.notify_urls.get_secret_value()

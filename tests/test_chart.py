@@ -671,3 +671,13 @@ def test_notes_print_the_next_commands() -> None:
     for command in ("port-forward svc/grafana 3000:3000", "kubectl -n cdb get tb",
                     "apply -f", "create job --from=cronjob/cdb-backup"):  # fmt: skip
         assert command in notes, command
+
+
+def test_a_crash_looping_screener_pod_stays_visible_to_prometheus(
+    rendered: dict[str, Path],
+) -> None:
+    """Prometheus finds screener pods through the headless Service's DNS records; a pod that
+    is not ready (crash-looping) must stay listed so its scrape fails and CdbServiceDown fires."""
+    service = find(objects(rendered["defaults"]), "Service", "bot-ws")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"].get("publishNotReadyAddresses") is True

@@ -205,7 +205,11 @@ class Demo:
         source = DashboardSource(
             SourceConfig.from_settings(
                 self.settings,
-                {child.name: child.spec.url for child in self.supervisor.children},
+                {
+                    child.name: child.spec.url
+                    for child in self.supervisor.children
+                    if child.spec.health_path == "/health"  # cdb services, not Prometheus
+                },
             )
         )
         app = DashboardApp(source)

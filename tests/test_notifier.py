@@ -20,7 +20,7 @@ from cdb.core.bus import Bus
 from cdb.core.events import Alert, Control, ControlSettings, OrderResult, Stream
 from cdb.notifier.delivery import TokenBucket, in_quiet_hours, release_time
 from cdb.notifier.settings import parse_quiet_hours
-from tests.notify_receiver import Receiver
+from tests.notify_receiver import Receiver, Request
 from tests.support import ServiceProcess, scrape
 from tests.test_pipeline_support import FAST_BUS, scalar, wait_until
 
@@ -151,8 +151,13 @@ async def test_every_cause_is_sent_once_and_a_redelivery_sends_nothing(
 async def test_a_channel_answering_500_for_a_while_gets_the_message_once_it_recovers(
     bus: Bus, service_env: dict[str, str], receiver: Receiver, tmp_path: Path
 ) -> None:
-    broken_until = time.time() + 6.0
-    receiver.answer = lambda request: 500 if request.at < broken_until else 200
+    first: list[float] = []  # the channel is broken for 6 s from the first send it sees
+
+    def answer(request: Request) -> int:
+        first.append(first[0] if first else request.at)
+        return 500 if request.at < first[0] + 6.0 else 200
+
+    receiver.answer = answer
     proc = start(notifier_env(service_env, receiver), tmp_path)
     try:
         await bus.publish(breaker())

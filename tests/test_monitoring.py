@@ -81,7 +81,7 @@ def test_promtool_checks_the_rendered_config(prometheus_dir: Path) -> None:
 def test_promtool_checks_the_rules(prometheus_dir: Path) -> None:
     result = run(promtool(), "check", "rules", str(prometheus_dir / "alerts.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_promtool_rule_tests_prove_each_alert_fires(prometheus_dir: Path) -> None:
@@ -93,7 +93,7 @@ def test_promtool_rule_tests_prove_each_alert_fires(prometheus_dir: Path) -> Non
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert alerts == {
         "CdbCircuitBreakerTripped", "CdbScreenerStale", "CdbServiceDown", "CdbDeadLetterGrowing",
-        "CdbSignalEngineStale", "CdbMlAdvisorStale",
+        "CdbSignalEngineStale", "CdbMlAdvisorStale", "CdbNotificationsFailing",
     }  # fmt: skip
     cases = yaml.safe_load(RULES_TEST.read_text())["tests"]
     fired = {c["alertname"] for t in cases for c in t["alert_rule_test"] if c["exp_alerts"]}

@@ -333,3 +333,45 @@ def test_the_rate_limit_lets_a_burst_through_then_one_per_interval() -> None:
     assert not bucket.take()
     now[0] += 1.0
     assert bucket.take() and not bucket.take()
+
+
+async def test_the_daily_summary_reads_the_books(settings: Any, postgresql: Any) -> None:
+    from cdb.core.config import ServiceSettings
+    from cdb.core.db import Database, apply_migrations
+    from cdb.notifier import store
+    from cdb.notifier.messages import daily_summary
+
+    assert isinstance(settings, ServiceSettings)
+    await apply_migrations(settings)
+    db = Database(settings)
+    await db.open()
+    try:
+        async with db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+                " stop_loss, mode, status) VALUES ('o1', 's1', 'BTC_USDT', 'long', 1, 100, 100,"
+                " 98, 'paper', 'filled')"
+            )
+            await conn.execute(
+                "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee,"
+                " realized_pnl) VALUES ('f1', 'o1', 'BTC_USDT', 'long', 'open', 100, 1, 0.05, 0),"
+                " ('f2', 'o1', 'BTC_USDT', 'long', 'close', 98, 1, 0.05, -2)"
+            )
+            await conn.execute(
+                "INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity, notional,"
+                " entry_price, stop_loss, status) VALUES"
+                " ('o2', 's2', 'ETH_USDT', 'long', 1, 250, 250, 245, 'open')"
+            )
+            await conn.execute(
+                "INSERT INTO risk_days (day, opening_equity, breaker_tripped_at, breaker_reason)"
+                " VALUES (current_date, 10000, now(), 'daily loss')"
+            )
+            figures = await store.day_summary(conn, datetime.now(UTC))
+    finally:
+        await db.close()
+    assert (figures.trades, figures.closes, figures.open_positions) == (1, 1, 1)
+    assert figures.realized_pnl == -2 and figures.fees == pytest.approx(0.1)
+    assert figures.exposure == 250 and figures.breaker_active is True
+    message = daily_summary(**vars(figures))
+    assert message.key == f"daily:{datetime.now(UTC).date().isoformat()}"
+    assert "TRIPPED" in message.body and "exposure 250.00 USDT" in message.body

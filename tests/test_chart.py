@@ -334,7 +334,7 @@ def test_python_services_run_their_module_on_their_port_with_the_right_probes(
 ) -> None:
     ports = {"bot_ws": 8000, "signal_engine": 8001, "risk_manager": 8002,
              "execution_service": 8003, "bot_rest": 8004, "ml_advisor": 8005,
-             "mexc_sim": 8010, "cdb_operator": 8080}  # fmt: skip
+             "notifier": 8006, "mexc_sim": 8010, "cdb_operator": 8080}  # fmt: skip
     seen = set()
     for _, name, spec in all_pods(rendered):
         for c in spec["containers"]:
@@ -460,8 +460,10 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
 ) -> None:
     defaults = objects(rendered["defaults"])
     secrets = {o["metadata"]["name"]: o for o in defaults if o["kind"] == "Secret"}
-    assert set(secrets) == {"cdb-redis", "cdb-postgres", "cdb-grafana"}
+    assert set(secrets) == {"cdb-redis", "cdb-postgres", "cdb-grafana", "cdb-notifier-vapid"}
     assert set(secrets["cdb-redis"]["data"]) == {"redis-password"}
+    vapid = base64.b64decode(secrets["cdb-notifier-vapid"]["data"]["vapid-private-key"])
+    assert vapid.startswith(b"-----BEGIN EC PRIVATE KEY-----")  # P-256, generated per install
     assert set(secrets["cdb-postgres"]["data"]) == {"postgres-password"}
     for secret in secrets.values():
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -482,7 +484,8 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
     assert refs == {
         ("cdb-redis-auth", "redis-password"), ("cdb-postgres-auth", "postgres-password"),
         ("cdb-grafana-auth", "admin-password"), ("mexc-keys", "mexc-api-key"),
-        ("mexc-keys", "mexc-api-secret"),
+        ("mexc-keys", "mexc-api-secret"), ("notifier-channels", "urls"),
+        ("notifier-vapid", "vapid-private-key"),
     }  # fmt: skip
 
 
@@ -596,6 +599,9 @@ def test_network_policies_allow_the_design_flows_and_nothing_else(
         ("execution-service", "mexc-sim", 8010), ("prometheus", "signal-engine", 8001),
         ("prometheus", "bot-ws", 8000), ("grafana", "prometheus", 9090),
         ("cdb-backup", "postgres", 5432), ("cdb-backup", "redis", 6379),
+        ("prometheus", "alertmanager", 9093), ("alertmanager", "notifier", 8006),
+        ("notifier", "postgres", 5432), ("notifier", "redis", 6379),
+        ("prometheus", "notifier", 8006),
     ]  # fmt: skip
     for flow in flows:
         assert allowed(objs, *flow), f"flow {flow} is blocked"
@@ -603,7 +609,8 @@ def test_network_policies_allow_the_design_flows_and_nothing_else(
         ("grafana", "redis", 6379), ("grafana", "postgres", 5432),
         ("prometheus", "postgres", 5432), ("mexc-sim", "redis", 6379),
         ("signal-engine", "mexc-sim", 8010), ("risk-manager", "execution-service", 8003),
-        ("bot-ws", "postgres", 5433),
+        ("bot-ws", "postgres", 5433), ("alertmanager", "redis", 6379),
+        ("notifier", "execution-service", 8003), ("bot-ws", "notifier", 8006),
     ]  # fmt: skip
     for flow in forbidden:
         assert not allowed(objs, *flow), f"flow {flow} should be blocked"
@@ -664,3 +671,13 @@ def test_notes_print_the_next_commands() -> None:
     for command in ("port-forward svc/grafana 3000:3000", "kubectl -n cdb get tb",
                     "apply -f", "create job --from=cronjob/cdb-backup"):  # fmt: skip
         assert command in notes, command
+
+
+def test_a_crash_looping_screener_pod_stays_visible_to_prometheus(
+    rendered: dict[str, Path],
+) -> None:
+    """Prometheus finds screener pods through the headless Service's DNS records; a pod that
+    is not ready (crash-looping) must stay listed so its scrape fails and CdbServiceDown fires."""
+    service = find(objects(rendered["defaults"]), "Service", "bot-ws")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"].get("publishNotReadyAddresses") is True

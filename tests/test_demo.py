@@ -27,7 +27,7 @@ STACK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1", "REDIS_PASSWORD": "x"}
 def test_plan_follows_the_seed_order_with_offset_ports() -> None:
     options = DemoOptions(port_offset=100, symbols=12, seed=3)
     every = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
-             "execution_service", "ml_advisor")  # fmt: skip
+             "execution_service", "notifier", "ml_advisor")  # fmt: skip
     plan = demo_plan(options, STACK, available=every)
     assert [s.name for s in plan] == list(every)
     assert [s.port for s in plan] == [DEFAULT_PORTS[name] + 100 for name in every]
@@ -45,7 +45,7 @@ def test_plan_follows_the_seed_order_with_offset_ports() -> None:
 
 def test_plan_leaves_out_an_absent_or_unwanted_ml_advisor() -> None:
     core = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
-            "execution_service")  # fmt: skip
+            "execution_service", "notifier")  # fmt: skip
     assert [s.name for s in demo_plan(DemoOptions(), STACK, available=core)] == list(core)
     with_ml = (*core, "ml_advisor")
     plan = demo_plan(DemoOptions(with_ml=False), STACK, available=with_ml)

@@ -26,7 +26,8 @@ CHART = ROOT / "charts" / "cdb"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 PV_FILE = ROOT / "k8s" / "pv-hostpath.yaml"
 GENERATED = {"cdb-redis": "redis-password", "cdb-postgres": "postgres-password",
-             "cdb-grafana": "admin-password"}  # fmt: skip
+             "cdb-grafana": "admin-password",
+             "cdb-notifier-vapid": "vapid-private-key"}  # the notifier's WebPush key  # fmt: skip
 
 
 def hostpath_volumes(kube: ControlPlane, namespace: str) -> None:

@@ -81,7 +81,7 @@ def test_promtool_checks_the_rendered_config(prometheus_dir: Path) -> None:
 def test_promtool_checks_the_rules(prometheus_dir: Path) -> None:
     result = run(promtool(), "check", "rules", str(prometheus_dir / "alerts.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_promtool_rule_tests_prove_each_alert_fires(prometheus_dir: Path) -> None:
@@ -93,6 +93,7 @@ def test_promtool_rule_tests_prove_each_alert_fires(prometheus_dir: Path) -> Non
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert alerts == {
         "CdbCircuitBreakerTripped", "CdbScreenerStale", "CdbServiceDown", "CdbDeadLetterGrowing",
+        "CdbSignalEngineStale", "CdbMlAdvisorStale", "CdbNotificationsFailing",
     }  # fmt: skip
     cases = yaml.safe_load(RULES_TEST.read_text())["tests"]
     fired = {c["alertname"] for t in cases for c in t["alert_rule_test"] if c["exp_alerts"]}
@@ -140,6 +141,11 @@ def test_dashboard_is_provisioned_and_well_formed() -> None:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24 and grid["w"] > 0 and grid["h"] > 0, panel["title"]
         assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+    movers = next(panel for panel in board["panels"] if "movers" in panel["title"].lower())
+    (target,) = movers["targets"]
+    # The current top movers only: an instant query (a range query lists every symbol that
+    # was a mover at any moment of the dashboard's time range).
+    assert target.get("instant") is True and target.get("range") is False, target
     titles = " ".join(panel["title"].lower() for panel in board["panels"])
     for topic in ("movers", "signals", "orders", "equity", "pnl", "exposure",
                   "circuit breaker", "health", "ticks per second", "latency"):  # fmt: skip

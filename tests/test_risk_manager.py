@@ -142,6 +142,11 @@ async def test_breaker_trips_at_exactly_five_percent_and_stays_tripped_across_a_
             scalar(service_env, "SELECT count(*) FROM risk_events WHERE kind = 'breaker_reset'")
             == 1
         )
+        alerts = await bus.redis.xrange(Stream.ALERTS.value)  # the reset is told as well
+        assert [json.loads(a[1][b"event"])["kind"] for a in alerts] == [
+            "circuit_breaker",
+            "breaker_reset",
+        ]
     finally:
         proc.__exit__()
 

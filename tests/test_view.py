@@ -69,6 +69,15 @@ async def test_view_renders_real_books_bus_and_service_health(
     try:
         await seed_books(conn)
         await open_position(conn)
+        await conn.execute(
+            "INSERT INTO notifications (key, kind, severity, group_key, title, body) VALUES"
+            " ('event:x', 'circuit_breaker', 'critical', 'g', 'Circuit breaker tripped', '')"
+        )
+        await conn.execute(
+            "INSERT INTO notification_deliveries (key, channel, status) VALUES"
+            " ('event:x', 'tgram-1', 'sent')"
+        )
+        await conn.commit()
     finally:
         await conn.close()
     now = int(time.time())
@@ -133,5 +142,6 @@ async def test_view_renders_real_books_bus_and_service_health(
     assert "armed" in account  # risk_circuit_breaker_active = 0 from risk_manager's /metrics
     assert "10,000.00 USDT" in account  # risk_equity_usdt: its starting equity
     assert "rejected: max exposure" in account  # the newest risk event from PostgreSQL
+    assert "last told   Circuit breaker tripped (tgram-1 sent)" in account  # the notifier
     text = html.unescape(re.sub(r"<[^>]+>", "", screen)).replace("\xa0", " ")
     assert "PEPE_USDT" in text and "Open positions" in text and "Top 5 gainers" in text

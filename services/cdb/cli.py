@@ -13,6 +13,7 @@ from cdb.core.schemas import schema_drift, write_schemas
 from cdb.demo.commands import demo, status
 from cdb.ml_advisor.cli import build_app as build_ml_app
 from cdb.ml_advisor.rules import MarketDataRule
+from cdb.notifier.cli import build_app as build_notify_app
 from cdb.replay.command import replay
 from cdb.report.command import report
 from cdb.signal_engine.strategy import CooldownState, MomentumStrategy, StrategyParams
@@ -65,6 +66,7 @@ def momentum_rule(threshold_pct: float, min_volume: float) -> MarketDataRule:
 
 
 app.add_typer(build_ml_app(momentum_rule), name="ml")
+app.add_typer(build_notify_app(), name="notify")
 
 
 def main() -> None:

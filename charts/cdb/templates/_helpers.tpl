@@ -45,6 +45,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name | trunc 63 | trimSuffix "-" }}
 {{- define "cdb.postgres.secretName" -}}
 {{- .Values.postgres.auth.existingSecret | default "cdb-postgres" -}}
 {{- end -}}
+{{- define "cdb.notifier.vapidSecretName" -}}
+{{- .Values.notifier.vapidExistingSecret | default "cdb-notifier-vapid" -}}
+{{- end -}}
 {{- define "cdb.grafana.secretName" -}}
 {{- .Values.grafana.auth.existingSecret | default "cdb-grafana" -}}
 {{- end -}}
@@ -213,4 +216,5 @@ signal-engine: {key: signalEngine, module: cdb.signal_engine, port: 8001, compon
 risk-manager: {key: riskManager, module: cdb.risk_manager, port: 8002, component: pipeline, needs: [redis, postgres], upstream: ["http://signal-engine:8001/health"]}
 execution-service: {key: executionService, module: cdb.execution_service, port: 8003, component: pipeline, needs: [redis, postgres], upstream: ["http://signal-engine:8001/health"]}
 ml-advisor: {key: mlAdvisor, module: cdb.ml_advisor, port: 8005, component: advisor, needs: [redis, postgres], upstream: []}
+notifier: {key: notifier, module: cdb.notifier, port: 8006, component: notifications, needs: [redis, postgres], upstream: []}
 {{- end -}}

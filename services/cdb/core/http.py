@@ -40,8 +40,8 @@ def counters(metrics: ServiceMetrics) -> dict[str, float]:
     """Totals of the kernel's counters across their labels, for ``/status``."""
     totals: dict[str, float] = {}
     for family in metrics.registry.collect():
-        if family.type != "counter":
-            continue
+        if family.type != "counter" or family.name.startswith(("process_", "python_")):
+            continue  # the process collectors' series are for Prometheus, not /status
         for sample in family.samples:
             if sample.name.endswith("_total"):
                 key = sample.name.removeprefix("cdb_")

@@ -1,13 +1,25 @@
 """Prometheus metrics every service exports, in a registry owned by the service object.
 
-Label sets stay small, as the seed advises: ``stream`` and ``kind`` only.
+Label sets stay small, as the seed advises: ``stream`` and ``kind`` only. Every label set
+a consumer can touch exists from its start at 0 (:meth:`ServiceMetrics.watch_stream`):
+a counter born at 1 hides its first increment from ``increase()`` and ``rate()``.
+The process's CPU, memory, file descriptors and garbage collections are exported too.
 """
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 __all__ = ["Health", "ServiceMetrics"]
 
@@ -43,6 +55,10 @@ class ServiceMetrics:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, python_gc_*, python_info:
+        # the library's collectors of this process, also registered in this registry.
+        for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            r.register(collector)
         self.events_consumed = Counter(
             "cdb_events_consumed_total", "Events handled successfully", ["stream"], registry=r
         )
@@ -91,6 +107,13 @@ class ServiceMetrics:
             f"{service}_status", f"1 while {service} is running and healthy, else 0", registry=r
         )
         self.status.set_function(lambda: 1.0 if health.state() == "ok" else 0.0)
+
+    def watch_stream(self, stream: str) -> None:
+        """Create every series of a consumed stream at 0, before its first event."""
+        for counter in (self.events_consumed, self.dead_letters, self.duplicates, self.claimed):
+            counter.labels(stream)
+        for kind in ("transient", "error"):
+            self.handler_errors.labels(stream, kind)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -136,6 +136,8 @@ async def serve(
         if stop.is_set() or not await _start_service(service, stop):
             return 0
         consumers = service.consumers()
+        for consumer in consumers:
+            metrics.watch_stream(consumer.stream.value)
         await _create_groups(bus, consumers)
         for consumer in consumers:
             workers.append(

@@ -31,7 +31,10 @@ DEFAULT_PORTS: dict[str, int] = {
     "execution_service": 8003,
     "bot_rest": 8004,
     "ml_advisor": 8005,
+    "notifier": 8006,
     "mexc_sim": 8010,
+    "alertmanager": 9093,
+    "prometheus": 9090,
 }
 
 DEFAULT_SYMBOLS = 40  # mexc_sim lists this many USDT perpetuals; bot_ws screens them all
@@ -44,6 +47,7 @@ START_ORDER: tuple[str, ...] = (
     "signal_engine",
     "risk_manager",
     "execution_service",
+    "notifier",
     "ml_advisor",
 )
 OPTIONAL: frozenset[str] = frozenset({"ml_advisor"})
@@ -81,12 +85,16 @@ class ServiceSpec(BaseModel):
     argv: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
     optional: bool = False
+    executable: tuple[str, ...] = ()  # a program that is not a cdb module (Prometheus, ...)
+    health_path: str = "/health"  # anything else: HTTP 200 means ok
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        if self.executable:
+            return [*self.executable, *self.argv]
         return [sys.executable, "-m", self.module, *self.argv]
 
 

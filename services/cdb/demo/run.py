@@ -22,6 +22,7 @@ from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations
 from cdb.core.events import Stream
 from cdb.demo.model import ensure_demo_model
+from cdb.demo.monitoring import monitoring_specs, notifier_env
 from cdb.demo.plan import DemoOptions, ServiceSpec, demo_plan
 from cdb.demo.progress import StartupDisplay
 from cdb.demo.summary import DemoSummary, collect_summary, print_summary
@@ -84,12 +85,17 @@ class Demo:
 
     def specs(self) -> list[ServiceSpec]:
         specs = demo_plan(self.options, self.stack.env())
-        return [
-            spec.model_copy(update={"env": {**spec.env, "ML_MODEL_DIR": str(self.model_dir)}})
-            if spec.name == "ml_advisor"
+        own = {
+            "ml_advisor": {"ML_MODEL_DIR": str(self.model_dir)},
+            "notifier": notifier_env(self.data_dir),
+        }
+        specs = [
+            spec.model_copy(update={"env": {**spec.env, **own[spec.name]}})
+            if spec.name in own
             else spec
             for spec in specs
         ]
+        return specs + monitoring_specs(self.options, self.data_dir, specs)
 
     async def up(self, stop: asyncio.Event) -> None:
         """Redis + PostgreSQL, migrations, then every service healthy, in order."""
@@ -199,7 +205,11 @@ class Demo:
         source = DashboardSource(
             SourceConfig.from_settings(
                 self.settings,
-                {child.name: child.spec.url for child in self.supervisor.children},
+                {
+                    child.name: child.spec.url
+                    for child in self.supervisor.children
+                    if child.spec.health_path == "/health"  # cdb services, not Prometheus
+                },
             )
         )
         app = DashboardApp(source)

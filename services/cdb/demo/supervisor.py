@@ -83,12 +83,15 @@ class Child:
         return self.healthy_at is not None and not self.bad_probes and self.exit_code is None
 
 
-async def probe_health(client: httpx.AsyncClient, url: str) -> str:
-    """The ``status`` a service's ``/health`` reports, or why it could not be read."""
+async def probe_health(client: httpx.AsyncClient, url: str, path: str = "/health") -> str:
+    """The ``status`` a service's ``/health`` reports, or why it could not be read; for
+    another ``path`` (Prometheus's ``/-/ready``) an HTTP 200 is ``ok``."""
     try:
-        reply = await client.get(f"{url}/health", timeout=2.0)
+        reply = await client.get(f"{url}{path}", timeout=2.0)
     except httpx.HTTPError as error:
         return f"unreachable ({type(error).__name__})"
+    if path != "/health":
+        return "ok" if reply.status_code == 200 else f"HTTP {reply.status_code}"
     try:
         body = reply.json()
     except ValueError:
@@ -151,7 +154,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if stop is not None and stop.is_set():
                 raise StartError("interrupted while starting")
-            last = await probe_health(self.client, child.spec.url)
+            last = await probe_health(self.client, child.spec.url, child.spec.health_path)
             if last == "ok":
                 child.healthy_at = time.monotonic()
                 self._set(child, "ok")
@@ -183,7 +186,7 @@ class Supervisor:
             child.exit_code = child.process.returncode
             state = f"exited {child.exit_code}"
         else:
-            state = await probe_health(self.client, child.spec.url)
+            state = await probe_health(self.client, child.spec.url, child.spec.health_path)
         child.probes += 1
         if state != "ok":
             child.bad_probes.append(state)

@@ -219,12 +219,20 @@ class RiskManager(Service[RiskManagerSettings]):
             book, _ = await self._load(conn, now)
             today = book.reset_breaker(now)
             await store.save_day(conn, today, reset=True)
-            await store.insert_risk_event(
-                conn,
-                f"breaker_reset:{today.day.isoformat()}:{now}",
-                "breaker_reset",
-                f"circuit breaker reset; day re-based at {today.opening_equity:.2f} USDT",
+            key = f"breaker_reset:{today.day.isoformat()}:{now}"
+            message = f"circuit breaker reset; day re-based at {today.opening_equity:.2f} USDT"
+            await store.insert_risk_event(conn, key, "breaker_reset", message)
+            alert = Alert(
+                event_id=f"alert-{key}",
+                kind="breaker_reset",
+                severity="info",
+                message=message,
+                source=self.name,
+                details={"day": today.day.isoformat(), "opening_equity": today.opening_equity},
+                timestamp=now,
             )
+            await self.outbox.add(conn, alert, Stream.ALERTS)
+        await self.outbox.flush()
         self._show(book)
         log.warning("circuit breaker reset by request")
         return self.summary

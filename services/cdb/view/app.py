@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
@@ -58,6 +59,8 @@ def render_account(snap: Snapshot) -> str:
     if snap.last_risk_event is not None:
         event = snap.last_risk_event
         lines.append(f"last risk   {event.kind}: {event.reason[:40]}")
+    if snap.last_notification is not None:
+        lines.append(f"last told   {escape(snap.last_notification[:70])}")
     if snap.errors:
         lines.append("[red]" + "; ".join(e[:80] for e in snap.errors) + "[/]")
     return "\n".join(lines)

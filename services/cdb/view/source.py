@@ -110,6 +110,7 @@ class Snapshot(BaseModel):
     daily_pnl_usdt: float | None = None
     circuit_breaker: bool | None = None
     last_risk_event: RiskEventRow | None = None
+    last_notification: str | None = None  # the notifier's newest message and its state
     services: list[ServiceState] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
 
@@ -256,6 +257,14 @@ class DashboardSource:
                 await cur.execute(b"SELECT * FROM risk_events ORDER BY created_at DESC LIMIT 1")
                 risk = await cur.fetchone()
                 snap.last_risk_event = RiskEventRow.model_validate(risk) if risk else None
+                await cur.execute(
+                    b"SELECT n.title, string_agg(d.channel || ' ' || d.status, ', ') AS sent"
+                    b" FROM notifications n LEFT JOIN notification_deliveries d USING (key)"
+                    b" GROUP BY n.key ORDER BY max(n.created_at) DESC, n.key LIMIT 1"
+                )
+                told = await cur.fetchone()
+                if told is not None:
+                    snap.last_notification = f"{told['title']} ({told['sent'] or 'no channel'})"
         except Exception as error:
             snap.errors.append(f"postgres: {type(error).__name__}: {error}")
             if self.conn is not None:

@@ -13,6 +13,9 @@
 ARG PYTHON_IMAGE=python
 ARG PYTHON_TAG=3.11-slim
 FROM ${PYTHON_IMAGE}:${PYTHON_TAG} AS build
+# Only what the services import at run time; CDB_EXTRAS=tools adds the offline tools
+# (reports, replay from Parquet, model training, `cdb view`: pyproject.toml's extra).
+ARG CDB_EXTRAS=""
 ENV UV_VERSION=0.13.8 \
     UV_PYTHON_DOWNLOADS=never \
     UV_COMPILE_BYTECODE=1 \
@@ -28,12 +31,15 @@ RUN if [ -f /wheelhouse/requirements.txt ]; then \
  && pip install "uv==${UV_VERSION}"
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
-RUN uv export --frozen --no-dev --no-emit-project --quiet -o /tmp/requirements.txt \
+RUN uv export --frozen --no-dev --no-emit-project --quiet ${CDB_EXTRAS:+--extra "$CDB_EXTRAS"} \
+      -o /tmp/requirements.txt \
  && uv venv --quiet /app/.venv \
  && uv pip sync --require-hashes --python /app/.venv/bin/python /tmp/requirements.txt
 COPY services/ services/
 COPY operator/ operator/
-RUN uv pip install --no-deps --python /app/.venv/bin/python .
+# The packages' own test suites (numpy's, scipy's: ~50 MB) are never imported at run time.
+RUN uv pip install --no-deps --python /app/.venv/bin/python . \
+ && find /app/.venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} +
 
 # Run stage: the virtualenv, the migrations, and a non-root user.
 FROM ${PYTHON_IMAGE}:${PYTHON_TAG}

@@ -124,6 +124,7 @@ class Docker:
         command: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         ports: Sequence[int] = (),
+        volumes: Sequence[str] = (),
     ) -> None:
         """Start a detached container with the chart's hardening on ``network``."""
         args = ["run", "-d", "--name", name, "--network", network, *HARDENING]
@@ -131,6 +132,8 @@ class Docker:
             args += ["-e", f"{key}={value}"]
         for port in ports:
             args += ["-p", f"127.0.0.1::{port}"]
+        for volume in volumes:
+            args += ["-v", volume]
         self(*args, image, *command)
 
     def host_port(self, name: str, port: int) -> int:

@@ -65,6 +65,7 @@ def test_dockerfile_keeps_the_image_contract() -> None:
     assert [rest for kind, rest in steps if kind == "ARG"] == [
         "PYTHON_IMAGE=python",
         "PYTHON_TAG=3.11-slim",
+        'CDB_EXTRAS=""',
     ]
     bases = [rest.split()[0] for kind, rest in steps if kind == "FROM"]
     assert bases == ["${PYTHON_IMAGE}:${PYTHON_TAG}"] * 2
@@ -277,6 +278,8 @@ def test_the_image_holds_exactly_the_locked_runtime_set(
     unconditional = {name for name, (_, marker) in locked.items() if not marker}
     assert unconditional <= set(installed), unconditional - set(installed)
     assert not set(installed) & {"pytest", "ruff", "mypy", "hypothesis", "kmock", "uv"}
+    # The offline tools (pyproject's `tools` extra) stay out of the service image.
+    assert not set(installed) & {"pandas", "pyarrow", "plotly", "kaleido", "textual", "psutil"}
 
 
 def test_the_image_default_command_runs_hardened(

@@ -5,19 +5,24 @@ On one user-defined network (names as the chart's Services: ``redis``, ``postgre
 ``python -m cdb.<service>`` and the operator from the image built offline: read-only root,
 UID/GID 1000, all capabilities dropped, no-new-privileges, tmpfs /tmp and /data. Each
 /health reaches ok; mexc_sim's pump scenario then becomes a filled paper order in
-PostgreSQL. The operator has no Kubernetes API here: it serves /health and says, once a
+PostgreSQL. ml_advisor loads a model trained on the host (the image has no pandas: it only
+predicts, with XGBoost). The operator has no Kubernetes API here: it serves /health and says, once a
 minute, that it has no credentials (the test reads that line).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.containers import (
+    HARDENING,
     BuiltImage,
     Docker,
     StoreCredentials,
@@ -53,7 +58,7 @@ SERVICES: tuple[Service, ...] = (
     Service("signal-engine", "cdb.signal_engine", 8001),
     Service("risk-manager", "cdb.risk_manager", 8002),
     Service("execution-service", "cdb.execution_service", 8003, {"PAPER_SLIPPAGE_BPS": "0"}),
-    Service("ml-advisor", "cdb.ml_advisor", 8005),
+    Service("ml-advisor", "cdb.ml_advisor", 8005, {"ML_MODEL_DIR": "/models"}),
     Service("cdb-operator", "cdb_operator", 8080, {"OPERATOR_NAMESPACE": "cdb"}),
 )  # fmt: skip
 
@@ -65,9 +70,31 @@ class Stack:
     network: str
 
 
+MODEL_VERSION = "image-stack-1"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained on the host with the offline tools (pandas), read-only inside."""
+    from cdb.ml_advisor.model_store import save_artifact
+    from cdb.ml_advisor.synthetic import generate_history
+    from cdb.ml_advisor.training import TrainingConfig, train_model
+
+    directory = tmp_path_factory.mktemp("models")
+    trained = train_model(
+        generate_history(symbols=4, minutes=1440, seed=11),
+        TrainingConfig(seed=1, num_boost_round=20, folds=2),
+        version=MODEL_VERSION,
+    )
+    save_artifact(directory, trained.manifest, trained.booster)
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def stack(
-    docker_engine: Docker, cdb_image: BuiltImage, test_images: dict[str, str]
+    docker_engine: Docker, cdb_image: BuiltImage, test_images: dict[str, str], model_dir: Path
 ) -> Iterator[Stack]:
     docker = docker_engine
     creds = store_credentials()
@@ -103,6 +130,7 @@ def stack(
                 svc.container, cdb_image.tag, network,
                 ["python", "-m", svc.module, *svc.args],
                 env={**shared, "HTTP_PORT": str(svc.port), **svc.env}, ports=[svc.port],
+                volumes=[f"{model_dir}:/models:ro"] if svc.module == "cdb.ml_advisor" else [],
             )  # fmt: skip
             started.append(svc.container)
         yield Stack(docker, creds, network)
@@ -175,3 +203,29 @@ def test_mexc_sim_pump_becomes_a_filled_paper_order(stack: Stack) -> None:
     symbol, big_move, status, mode = row.split("|")
     assert symbol.endswith("_USDT") and big_move == "t", row
     assert (status, mode) == ("filled", "paper"), row
+
+
+def test_ml_advisor_serves_the_model_and_xgboost_predicts_in_the_image(
+    stack: Stack, cdb_image: BuiltImage, model_dir: Path
+) -> None:
+    wait_healthy(stack.docker, "ml-advisor", 8005, timeout=180)
+    port = stack.docker.host_port("ml-advisor", 8005)
+    status = httpx.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
+    assert status["model"]["version"] == MODEL_VERSION, status
+    probe = (
+        "import json, numpy as np, sys\n"
+        "from pathlib import Path\n"
+        "from cdb.ml_advisor.features import FEATURES\n"
+        "from cdb.ml_advisor.inference import Predictor\n"
+        "from cdb.ml_advisor.model_store import load_model\n"
+        "rows = np.random.default_rng(1).normal(size=(5, len(FEATURES)))\n"
+        "p = Predictor(load_model(Path('/models'))).confidences(rows)\n"
+        "print(json.dumps({'p': p.tolist(), 'pandas': 'pandas' in sys.modules}))\n"
+    )
+    out = stack.docker(
+        "run", "--rm", *HARDENING, "-v", f"{model_dir}:/models:ro", cdb_image.tag,
+        "python", "-c", probe,
+    ).stdout  # fmt: skip
+    result = json.loads(out)
+    assert len(result["p"]) == 5 and all(0.0 <= p <= 1.0 for p in result["p"]), result
+    assert result["pandas"] is False

@@ -4,25 +4,45 @@
 # the only writable places are /data and /tmp (volumes in the chart). Nothing secret is
 # inside: passwords and MEXC keys come from the environment (Kubernetes Secrets) at run time.
 
-# Build stage: the locked dependency set (uv.lock) and the project, no dev dependencies.
-FROM python:3.11-slim AS build
+# Build stage: the locked dependency set (uv.lock, hash-checked) and the project, no dev
+# dependencies. Without a wheelhouse it installs from PyPI; with wheelhouse/ filled from
+# uv.lock on the host (`make setup`: scripts/setup.d/27-wheelhouse.sh) pip and uv are
+# told to use only those wheels, so the build reaches no network and is reproducible.
+# PYTHON_IMAGE swaps the base, keeping the tag (the tests use cdb-test/python:3.11-slim,
+# a stand-in made from Debian packages).
+ARG PYTHON_IMAGE=python
+ARG PYTHON_TAG=3.11-slim
+FROM ${PYTHON_IMAGE}:${PYTHON_TAG} AS build
+# Only what the services import at run time; CDB_EXTRAS=tools adds the offline tools
+# (reports, replay from Parquet, model training, `cdb view`: pyproject.toml's extra).
+ARG CDB_EXTRAS=""
 ENV UV_VERSION=0.13.8 \
     UV_PYTHON_DOWNLOADS=never \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
-    UV_PROJECT_ENVIRONMENT=/app/.venv \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install "uv==${UV_VERSION}"
+COPY wheelhouse/ /wheelhouse/
+RUN if [ -f /wheelhouse/requirements.txt ]; then \
+      printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' > /etc/pip.conf \
+   && mkdir -p /etc/uv \
+   && printf 'offline = true\nno-index = true\nfind-links = ["/wheelhouse"]\n' > /etc/uv/uv.toml; \
+    fi \
+ && pip install "uv==${UV_VERSION}"
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv export --frozen --no-dev --no-emit-project --quiet ${CDB_EXTRAS:+--extra "$CDB_EXTRAS"} \
+      -o /tmp/requirements.txt \
+ && uv venv --quiet /app/.venv \
+ && uv pip sync --require-hashes --python /app/.venv/bin/python /tmp/requirements.txt
 COPY services/ services/
 COPY operator/ operator/
-RUN uv sync --frozen --no-dev --no-editable
+# The packages' own test suites (numpy's, scipy's: ~50 MB) are never imported at run time.
+RUN uv pip install --no-deps --python /app/.venv/bin/python . \
+ && find /app/.venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} +
 
 # Run stage: the virtualenv, the migrations, and a non-root user.
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}:${PYTHON_TAG}
 RUN groupadd --gid 1000 botuser \
  && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin botuser \
  && install -d -o 1000 -g 1000 -m 0750 /data

@@ -24,6 +24,9 @@ from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
 from cdb.core.metrics import Health, ServiceMetrics
 from tests.cluster import ControlPlane, binaries_missing
+from tests.containers import cdb_image, docker_engine, test_images
+
+__all__ = ["cdb_image", "docker_engine", "test_images"]  # session fixtures: real containers
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_PASSWORD = "test-only-redis-password"

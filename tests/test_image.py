@@ -1,9 +1,13 @@
-"""The container image, proven as far as it can be without pulling its base.
+"""The container image: its policy, its build context, and the image built for real.
 
 * checkov's Dockerfile policies pass (zero failed checks) and the Dockerfile keeps the
   contract (python:3.11-slim, botuser UID 1000, uv.lock frozen, no dev deps, no secret).
 * The build context, as the real Docker engine cuts it with .dockerignore, holds exactly
   what the image needs and none of .venv, .tools, .cdb, .git.
+* The image builds offline (``--network none``) from wheelhouse/ on a stand-in for
+  python:3.11-slim made from Debian packages (tests/containers.py); it runs as botuser
+  with nothing secret inside and holds exactly uv.lock's runtime set, no dev tools.
+  (test_image_stack.py runs every service from it with the chart's hardening.)
 * The services run as UID/GID 1000 on a read-only root filesystem with a writable /tmp
   only: the real ``python -m cdb.<service>`` in a mount namespace whose every mount is
   read-only, against the harness's Redis and PostgreSQL, until /health says ok.
@@ -15,17 +19,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.containers import BuiltImage, Docker
 from tests.support import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +61,18 @@ def test_checkov_dockerfile_policies_pass() -> None:
 
 def test_dockerfile_keeps_the_image_contract() -> None:
     steps = instructions()
-    assert [rest.split()[0] for kind, rest in steps if kind == "FROM"] == ["python:3.11-slim"] * 2
+    # Users get python:3.11-slim; the one build argument only swaps the base.
+    assert [rest for kind, rest in steps if kind == "ARG"] == [
+        "PYTHON_IMAGE=python",
+        "PYTHON_TAG=3.11-slim",
+        'CDB_EXTRAS=""',
+    ]
+    bases = [rest.split()[0] for kind, rest in steps if kind == "FROM"]
+    assert bases == ["${PYTHON_IMAGE}:${PYTHON_TAG}"] * 2
     runs = " ".join(rest for kind, rest in steps if kind == "RUN")
-    assert "uv sync --frozen --no-dev" in runs
+    assert "uv export --frozen --no-dev" in runs
+    assert "uv pip sync --require-hashes" in runs
+    assert "pip install" in runs and "/wheelhouse" in runs
     assert re.search(r"useradd --uid 1000 --gid 1000 .*botuser", runs)
     copies = [rest for kind, rest in steps if kind == "COPY"]
     for source in ("uv.lock", "services/", "operator/", "migrations/"):
@@ -71,7 +82,6 @@ def test_dockerfile_keeps_the_image_contract() -> None:
     final_stage = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
     users = [rest for kind, rest in final_stage if kind == "USER"]
     assert users == ["1000:1000"], "the final stage runs as botuser"
-    assert not [rest for kind, rest in steps if kind == "ARG"], "no build arguments to leak"
     for kind, rest in steps:
         if kind in ("ENV", "LABEL"):
             assert not re.search(r"(PASSWORD|SECRET|API_KEY|TOKEN)\s*=", rest, re.I), rest
@@ -80,63 +90,27 @@ def test_dockerfile_keeps_the_image_contract() -> None:
 # --- the build context, cut by the real Docker engine --------------------------------
 
 
-@pytest.fixture(scope="module")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """dockerd from Debian's docker.io, on a private socket, no network or iptables."""
-    dockerd = shutil.which("dockerd")
-    docker = shutil.which("docker")
-    assert dockerd and docker, "docker.io is missing: run `make setup` (scripts/setup.d/23)"
-    assert os.geteuid() == 0, "the Docker engine needs root (CI runs as root)"
-    base = Path("/tmp") / f"cdb-dockerd-{os.getpid()}"
-    base.mkdir()
-    sock = base / "docker.sock"
-    log = (base / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        [dockerd, "-H", f"unix://{sock}", "--data-root", str(base / "data"),
-         "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
-         "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs"],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0"}
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run([docker, "version"], env=env, capture_output=True).returncode:
-            assert proc.poll() is None, (base / "dockerd.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dockerd did not come up"
-            time.sleep(0.2)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-        subprocess.run(["umount", "-R", str(base / "exec")], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_build_context_holds_only_what_the_image_needs(
-    docker_engine: dict[str, str], tmp_path: Path
+    docker_engine: Docker, tmp_path: Path
 ) -> None:
     probe = "FROM scratch\nCOPY . /context/\n"
     build = subprocess.run(
         ["docker", "build", "-q", "-t", "cdb-context-probe", "-f", "-", str(ROOT)],
-        input=probe, env=docker_engine, capture_output=True, text=True, check=False,
+        input=probe, env=docker_engine.env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
     created = subprocess.run(
         ["docker", "create", "cdb-context-probe", "/none"],
-        env=docker_engine, capture_output=True, text=True, check=True,
+        env=docker_engine.env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     archive = tmp_path / "context.tar"
     with archive.open("wb") as out:
-        subprocess.run(["docker", "export", created], env=docker_engine, stdout=out, check=True)
+        subprocess.run(["docker", "export", created], env=docker_engine.env, stdout=out, check=True)
     with tarfile.open(archive) as tar:
         names = {m.name.removeprefix("context/") for m in tar if m.name.startswith("context/")}
     top = {name.split("/")[0] for name in names if name}
-    assert top == {"pyproject.toml", "uv.lock", "README.md", "services", "operator", "migrations"}
+    assert top == {"pyproject.toml", "uv.lock", "README.md", "services", "operator", "migrations",
+                   "wheelhouse"}  # fmt: skip
     for needed in ("services/cdb/core/runner.py", "operator/cdb_operator/__main__.py",
                    "migrations/0001_initial.sql"):  # fmt: skip
         assert needed in names, needed
@@ -249,3 +223,71 @@ def test_the_locked_runtime_set_has_the_services_deps_and_no_dev_tools() -> None
     assert {"fastapi", "uvicorn", "redis", "psycopg", "yoyo-migrations", "kopf",
             "prometheus-client", "websockets"} <= packages  # fmt: skip
     assert not packages & {"pytest", "ruff", "mypy", "hypothesis", "kmock", "import-linter"}
+
+
+# --- the image, built for real (offline, on the Debian stand-in for python:3.11-slim) ---
+
+
+def locked_runtime_set() -> dict[str, tuple[str, bool]]:
+    """name -> (version, has an environment marker) of `uv export --frozen --no-dev`."""
+    result = subprocess.run(
+        [str(ROOT / ".tools" / "bin" / "uv"), "export", "--frozen", "--no-dev", "--no-hashes",
+         "--no-emit-project", "--no-annotate", "--no-header"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_OFFLINE": "1"},
+    )  # fmt: skip
+    locked = {}
+    for line in result.stdout.splitlines():
+        if "==" in line:
+            requirement, _, marker = line.partition(";")
+            name, _, version = requirement.strip().partition("==")
+            locked[name.lower().replace("_", "-")] = (version, bool(marker.strip()))
+    return locked
+
+
+def test_the_image_builds_offline_as_botuser_with_nothing_secret(
+    cdb_image: BuiltImage, docker_engine: Docker, record_property: Any
+) -> None:
+    record_property("image_size_mb", round(cdb_image.size_bytes / 1e6))
+    record_property("image_build_s", round(cdb_image.build_seconds))
+    assert "Looking in links: /wheelhouse" in cdb_image.log  # pip took uv from the wheelhouse
+    config = docker_engine.inspect_image(cdb_image.tag)["Config"]
+    assert config["User"] == "1000:1000"
+    assert "CDB_MIGRATIONS_DIR=/app/migrations" in config["Env"]
+    for variable in config["Env"]:
+        assert not re.search(r"(PASSWORD|SECRET|API_KEY|TOKEN)", variable.split("=")[0], re.I)
+    listing = docker_engine("run", "--rm", "--entrypoint", "sh", cdb_image.tag, "-c",
+                            "ls -A /app; ls -A /wheelhouse 2>&1 | head -1").stdout  # fmt: skip
+    assert listing.split()[:3] == [".venv", "migrations", "ls:"], listing  # no wheelhouse left
+
+
+def test_the_image_holds_exactly_the_locked_runtime_set(
+    cdb_image: BuiltImage, docker_engine: Docker
+) -> None:
+    probe = (
+        "import importlib.metadata as m, json; print(json.dumps("
+        "{d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))"
+    )
+    installed = json.loads(
+        docker_engine("run", "--rm", cdb_image.tag, "python", "-c", probe).stdout
+    )
+    assert installed.pop("claire-de-binare") == "0.1.0"
+    locked = locked_runtime_set()
+    assert {name: locked[name][0] for name in installed if name in locked} == installed
+    assert not set(installed) - set(locked), "installed but not locked"
+    unconditional = {name for name, (_, marker) in locked.items() if not marker}
+    assert unconditional <= set(installed), unconditional - set(installed)
+    assert not set(installed) & {"pytest", "ruff", "mypy", "hypothesis", "kmock", "uv"}
+    # The offline tools (pyproject's `tools` extra) stay out of the service image.
+    assert not set(installed) & {"pandas", "pyarrow", "plotly", "kaleido", "textual", "psutil"}
+
+
+def test_the_image_default_command_runs_hardened(
+    cdb_image: BuiltImage, docker_engine: Docker
+) -> None:
+    result = docker_engine(
+        "run", "--rm", "--read-only", "--user", "1000:1000", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--tmpfs", "/tmp:uid=1000,gid=1000",
+        cdb_image.tag,
+    )  # fmt: skip
+    assert "Usage" in result.stdout and "demo" in result.stdout, result.stdout

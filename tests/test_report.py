@@ -10,7 +10,8 @@ from typing import Any
 
 from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations
-from cdb.report import connect, count_rows, read_books, write_report
+from cdb.report import connect, count_rows, read_books
+from cdb.report.render import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

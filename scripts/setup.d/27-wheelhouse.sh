@@ -30,6 +30,25 @@ if [ ! -f "$WHEELHOUSE_CACHE/.complete" ]; then
   # the host's, e.g. async-timeout for < 3.11.3): CPython 3.11 wheels for glibc 2.36
   # (Debian bookworm, as python:3.11-slim), never sdists.
   sed 's/ ; [^\\]*\\$/ \\/' "$WHEELHOUSE_CACHE/requirements.txt" >"$WHEELHOUSE_CACHE/all.txt"
+  # A package PyPI has only as an sdist (http-ece) goes in as its hash-checked sdist; the
+  # image builds it offline with setuptools from build.txt.
+  "$TOOLS/uv/bin/python" - "$WHEELHOUSE_CACHE" <<'PY'
+import pathlib, re, sys, tomllib
+cache = pathlib.Path(sys.argv[1])
+lock = tomllib.loads(pathlib.Path("uv.lock").read_text())
+sdist_only = {p["name"] for p in lock["package"]
+              if "sdist" in p and not p.get("wheels") and "registry" in p.get("source", {})}
+blocks = re.split(r"(?m)^(?=[a-z0-9])", (cache / "all.txt").read_text())
+def name(block: str) -> str:
+    return re.split(r"[=\s]", block, maxsplit=1)[0].lower()
+(cache / "all.txt").write_text("".join(b for b in blocks if name(b) not in sdist_only))
+(cache / "sdist.txt").write_text("".join(b for b in blocks if name(b) in sdist_only))
+PY
+  if [ -s "$WHEELHOUSE_CACHE/sdist.txt" ]; then
+    "$TOOLS/uv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+      --require-hashes --no-binary=:all: -d "$WHEELHOUSE_CACHE" -r "$WHEELHOUSE_CACHE/sdist.txt"
+  fi
+  rm -f "$WHEELHOUSE_CACHE/sdist.txt"
   # shellcheck disable=SC2046
   for req in all.txt build.txt; do
     "$TOOLS/uv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
@@ -42,7 +61,9 @@ if [ ! -f "$WHEELHOUSE_CACHE/.complete" ]; then
 fi
 if [ ! -f "wheelhouse/.key-$WHEELHOUSE_KEY" ]; then
   find wheelhouse -mindepth 1 ! -name README.md -delete
-  cp -l "$WHEELHOUSE_CACHE"/*.whl "$WHEELHOUSE_CACHE"/*.txt wheelhouse/ 2>/dev/null \
-    || cp "$WHEELHOUSE_CACHE"/*.whl "$WHEELHOUSE_CACHE"/*.txt wheelhouse/
+  find "$WHEELHOUSE_CACHE" -maxdepth 1 \( -name '*.whl' -o -name '*.tar.gz' -o -name '*.txt' \) \
+    -exec cp -l {} wheelhouse/ \; 2>/dev/null \
+    || find "$WHEELHOUSE_CACHE" -maxdepth 1 \( -name '*.whl' -o -name '*.tar.gz' -o -name '*.txt' \) \
+      -exec cp {} wheelhouse/ \;
   touch "wheelhouse/.key-$WHEELHOUSE_KEY"
 fi

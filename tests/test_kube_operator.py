@@ -121,7 +121,7 @@ def observed(kube: ControlPlane, namespace: str, name: str, generation: int) -> 
 
 def wait_ready(kube: ControlPlane, namespace: str, name: str) -> None:
     """`kubectl wait` on the bot's Ready condition, as a user or a CI script waits."""
-    kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"tb/{name}", "--timeout=60s")
+    kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"tb/{name}", "--timeout=180s")
 
 
 def controls(namespace_env: dict[str, str], name: str) -> list[Control]:

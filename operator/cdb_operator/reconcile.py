@@ -74,7 +74,9 @@ UNIVERSE_FIELDS = {"symbols", "chunks"}
 RETIRE_REASON = "DeletionBlocked"
 RETIRE_MAX_DELAY_S = 300.0
 BOTS_API, BOTS_PLURAL = "cdb.io/v1alpha1", "tradingbots"
-READINESS_ROUNDS, READINESS_ROUND_S = 40, 0.25  # a status landing late: up to 10 s
+# A status landing late, or a readiness write refused (409) by a newer one: try again,
+# 0.25 s apart at first, then up to 2 s apart, for about two minutes in all.
+READINESS_ROUNDS, READINESS_ROUND_S, READINESS_ROUND_MAX_S = 60, 0.25, 2.0
 
 
 def _now() -> str:
@@ -475,11 +477,15 @@ async def refresh_readiness(ctx: OperatorContext, stateful_set: Mapping[str, Any
         return
     ref = ObjectRef(BOTS_API, BOTS_PLURAL, namespace, bot)
     workload = ObjectRef("apps/v1", "statefulsets", namespace, str(metadata["name"]))
+    delay = READINESS_ROUND_S
     for _ in range(READINESS_ROUNDS):
         async with ctx.lock(namespace, bot):
             if not await _refresh_once(ctx, ref, workload):
                 return
-        await asyncio.sleep(READINESS_ROUND_S)
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.25, READINESS_ROUND_MAX_S)
+    log.warning(f"{namespace}/{bot}: readiness not refreshed after {READINESS_ROUNDS} tries; "
+                "the next screener event or the refresh timer brings it up to date")  # fmt: skip
 
 
 async def _refresh_once(ctx: OperatorContext, ref: ObjectRef, workload: ObjectRef) -> bool:

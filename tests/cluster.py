@@ -99,6 +99,7 @@ class ControlPlane:
     api_port: int = field(default_factory=_free_port)
     admin_token: str = field(default_factory=lambda: base64.b32encode(os.urandom(20)).decode())
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    simulated_node: bool = True  # a kwok node; off when a real node joins (tests/node.py)
 
     @property
     def server(self) -> str:
@@ -143,8 +144,9 @@ class ControlPlane:
             self._wait_ready()
             self._spawn("kube-controller-manager", self._controller_manager_args())
             self._spawn("kube-scheduler", self._scheduler_args())
-            self._start_kwok()
-            self._wait_node_ready()
+            if self.simulated_node:
+                self._start_kwok()
+                self._wait_node_ready()
         except BaseException:
             self.stop()
             raise

@@ -12,18 +12,18 @@ fi
 KUBE_VERSION=v1.37.2
 KUBE_BUILD_DATE=2026-12-07T00:00:00Z   # fixed, so the build is reproducible
 kube_build() {
-  # kube_build NAME WHAT PACKAGE LDFLAGS: go build PACKAGE in scripts/setup.d/NAME into
-  # .tools/bin/NAME unless it is there from the same go.mod, go.sum and main.go.
-  local name=$1 what=$2 pkg=$3 ldflags=$4 src="scripts/setup.d/$1"
+  # kube_build NAME SRC PACKAGE WHAT LDFLAGS [GOFLAGS [CGO_ENABLED]]: go build PACKAGE in
+  # scripts/setup.d/SRC into .tools/bin/NAME unless it is there from the same sources.
+  local name=$1 src="scripts/setup.d/$2" pkg=$3 what=$4 ldflags=$5 goflags=${6:-} cgo=${7:-1}
   local stamp
-  stamp="$TOOLS/.$name-$( { cat "$src"/go.mod "$src"/go.sum; find "$src" -maxdepth 1 -name '*.go' -exec cat {} +; echo "$pkg $ldflags"; } | sha256sum | cut -c1-16)"
+  stamp="$TOOLS/.$name-$( { cat "$src"/go.mod "$src"/go.sum; find "$src" -maxdepth 1 -name '*.go' -exec cat {} +; echo "$pkg $ldflags $goflags $cgo"; } | sha256sum | cut -c1-16)"
   if [ -x "$TOOLS/bin/$name" ] && [ -f "$stamp" ]; then return; fi
   if ! command -v go >/dev/null; then
     say "missing: go (to build $name). Install Go 1.26+ (apt: golang-go; macOS: brew install go)" >&2
     exit 1
   fi
   say "building $name ($what)"
-  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
+  (cd "$src" && CGO_ENABLED=$cgo GOTOOLCHAIN=local GOFLAGS="-mod=readonly $goflags" \
     go build -trimpath -ldflags "-s -w $ldflags" -o "$OLDPWD/$TOOLS/bin/$name.new" "$pkg")
   mv -f "$TOOLS/bin/$name.new" "$TOOLS/bin/$name"
   rm -f "$TOOLS/.$name-"*
@@ -34,11 +34,11 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kube_ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=37"
   kube_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$KUBE_BUILD_DATE"
 done
-kube_build kube "etcd, kube-apiserver, kube-controller-manager, kube-scheduler $KUBE_VERSION; ~12 min the first time" . "$kube_ldflags"
-for name in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+kube_build kube kube . "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy $KUBE_VERSION; ~10 min the first time" "$kube_ldflags"
+for name in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   ln -sf kube "$TOOLS/bin/$name"
 done
-kube_build kwok "kwok v0.8.0; ~3 min the first time" sigs.k8s.io/kwok/cmd/kwok ""
+kube_build kwok kwok sigs.k8s.io/kwok/cmd/kwok "kwok v0.8.0; ~2 min the first time" ""
 # kwok's stage definitions, from the same pinned module: nodes initialise and renew their
 # lease; pods become Ready, complete and are deleted; claims of the `kwok-volume`
 # StorageClass are provisioned (the chart's storage.mode=dynamic, as on kind).

@@ -59,6 +59,7 @@ SERVICES: tuple[Service, ...] = (
     Service("risk-manager", "cdb.risk_manager", 8002),
     Service("execution-service", "cdb.execution_service", 8003, {"PAPER_SLIPPAGE_BPS": "0"}),
     Service("ml-advisor", "cdb.ml_advisor", 8005, {"ML_MODEL_DIR": "/models"}),
+    Service("notifier", "cdb.notifier", 8006, {"VAPID_KEY_DIR": "/data"}),
     Service("cdb-operator", "cdb_operator", 8080, {"OPERATOR_NAMESPACE": "cdb"}),
 )  # fmt: skip
 

@@ -12,13 +12,19 @@ stay as the kubelet set them.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import yaml
 
 from tests.cluster import ROOT, ControlPlane
+from tests.containers import BuiltImage, Docker
 from tests.node import NODE_NAME, Node
 from tests.support import eventually
 
@@ -165,3 +171,97 @@ def test_a_root_container_is_refused_by_the_restricted_profile(
     done = plane.run(["kubectl", "apply", "-f", "-"], input=json.dumps(root), check=False)
     assert done.returncode != 0 and "violates PodSecurity" in done.stderr, done.stderr
     assert plane.get("pods", "-n", ns)["items"] == []
+
+
+def hostpath_volumes(plane: ControlPlane, ns: str, root: Path) -> None:
+    """k8s/pv-hostpath.yaml with its paths under ``root`` (made and given to UID 1000, as
+    k8s/hostpath-permissions-job.yaml does on Docker Desktop) and its claims in ``ns``."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "k8s" / "pv-hostpath.yaml").read_text()) if d]
+    for pv in docs:
+        path = root / pv["metadata"]["name"]
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, 1000, 1000)
+        pv["spec"]["hostPath"] = {"path": str(path), "type": "Directory"}
+        pv["spec"]["claimRef"]["namespace"] = ns
+    apply(plane, *docs)
+
+
+def paper_orders(plane: ControlPlane, ns: str) -> int:
+    """Filled paper orders in the release's PostgreSQL, asked at its pod's address."""
+    pod = plane.get("pods", "-n", ns, "-l", "app.kubernetes.io/name=postgres")["items"][0]
+    secret = plane.get("secret", "cdb-postgres", "-n", ns)["data"]["postgres-password"]
+    with psycopg.connect(
+        host=pod["status"]["podIP"],
+        port=5432,
+        user="cdb_user",
+        dbname="claire_de_binare",
+        password=base64.b64decode(secret).decode(),
+        connect_timeout=5,
+    ) as conn:
+        row = conn.execute("SELECT count(*) FROM orders WHERE mode = 'paper' AND status = 'filled'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_chart_runs_as_real_pods_and_trades_on_paper(
+    cluster: tuple[ControlPlane, Node],
+    docker_engine: Docker,
+    cdb_image: BuiltImage,
+    test_images: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """What `make kind-e2e` does on a user's CI, offline: the chart's pods from the project
+    image and the Debian-built Redis and PostgreSQL, the operator reconciling the default
+    TradingBot, mexc_sim's pump becoming a paper order in PostgreSQL. Prometheus, Grafana
+    and Alertmanager are off: no registry here has their images."""
+    plane, node = cluster
+    for image in (cdb_image.tag, test_images["redis"], test_images["postgres"]):
+        archive = tmp_path / "image.tar"
+        docker_engine("save", "-o", str(archive), image)
+        node.import_archive(archive)
+        archive.unlink()
+    ns = namespace(plane, "cdb")
+    hostpath_volumes(plane, ns, tmp_path / "volumes")
+    repository, tag = cdb_image.tag.split(":")
+    redis_repo, redis_tag = test_images["redis"].split(":")
+    pg_repo, pg_tag = test_images["postgres"].split(":")
+    values = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "redis": {"image": {"repository": redis_repo, "tag": redis_tag}},
+        "postgres": {"image": {"repository": pg_repo, "tag": pg_tag}},
+        "prometheus": {"enabled": False},
+        "grafana": {"enabled": False},
+        "alertmanager": {"enabled": False},
+    }
+    (tmp_path / "values.yaml").write_text(json.dumps(values))
+    kind = ROOT / "charts" / "cdb" / "ci" / "kind-values.yaml"
+    done = plane.run(
+        [
+            str(ROOT / ".tools" / "bin" / "helm"),
+            "install",
+            "cdb",
+            str(ROOT / "charts" / "cdb"),
+            "-n",
+            ns,
+            "-f",
+            str(kind),
+            "-f",
+            str(tmp_path / "values.yaml"),
+            "--set",
+            "storage.mode=hostPath",
+            "--wait",
+            "--timeout",
+            "600s",
+        ],
+        check=False,
+        timeout=700,
+    )
+    pods = plane.get("pods", "-n", ns)["items"]
+    states = {p["metadata"]["name"]: p["status"].get("containerStatuses") for p in pods}
+    assert done.returncode == 0, f"{done.stderr}\n{json.dumps(states, indent=1)[-4000:]}"
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == NODE_NAME
+        for status in pod["status"].get("containerStatuses") or []:
+            assert status["ready"] or pod["status"]["phase"] == "Succeeded", status
+    plane.kubectl("wait", "-n", ns, "--for=condition=Ready", "tb/mexc-momentum", "--timeout=300s")
+    orders = eventually(lambda: paper_orders(plane, ns), "a paper order", timeout=420, every=5)
+    assert orders >= 1

@@ -58,10 +58,13 @@ postgres_entrypoint() {
   # The official postgres image's contract, as far as the tests use it: on an empty
   # $PGDATA, initdb (UTF8, as the official image: psycopg reads SQL_ASCII text as bytes)
   # with $POSTGRES_USER/$POSTGRES_PASSWORD (scram), create $POSTGRES_DB,
-  # listen on all addresses with password auth; then exec the command (`postgres ...`).
+  # listen on all addresses with password auth; then exec the command (`postgres ...`),
+  # where arguments that start with "-" are postgres's (the chart passes only
+  # `args: [-c, unix_socket_directories=/tmp]`, as the official image allows).
   cat <<'ENTRY'
 #!/bin/sh
 set -eu
+if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- postgres "$@"; fi
 : "${PGDATA:?}" "${POSTGRES_USER:=postgres}" "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   mkdir -p "$PGDATA" && chmod 0700 "$PGDATA"

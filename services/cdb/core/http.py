@@ -34,6 +34,8 @@ class HttpState:
         self.metrics = metrics
         self.status = status
         self.ready = False
+        # while starting: what the service waits for (a dependency, a lock), for people
+        self.waiting_for = ""
 
 
 def counters(metrics: ServiceMetrics) -> dict[str, float]:
@@ -55,7 +57,7 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
     @app.get("/health")
     def health() -> JSONResponse:
         if not state.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
+            return JSONResponse(_starting(state), status_code=503)
         current = state.health.state()
         body: dict[str, Any] = {"status": current}
         if current != "ok":
@@ -73,7 +75,7 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
     def readyz() -> JSONResponse:
         """Kubernetes readiness: dependencies are up. A stale input is /health's business."""
         if not state.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
+            return JSONResponse(_starting(state), status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/status")
@@ -83,6 +85,7 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
             "ready": state.ready,
             "health": state.health.state() if state.ready else "starting",
             "last_event_at": state.health.last_event_at,
+            "waiting_for": state.waiting_for if not state.ready else "",
             "counters": counters(state.metrics),
             **state.status(),
         }
@@ -94,3 +97,10 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
     if router is not None:
         app.include_router(router)
     return app
+
+
+def _starting(state: HttpState) -> dict[str, str]:
+    body = {"status": "starting"}
+    if state.waiting_for:
+        body["waiting_for"] = state.waiting_for
+    return body

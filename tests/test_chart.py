@@ -22,6 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cdb.core.acl import ACCESS
 from tests.conftest import REDIS_PASSWORD
 from tests.support import free_port
 
@@ -461,7 +462,11 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
     defaults = objects(rendered["defaults"])
     secrets = {o["metadata"]["name"]: o for o in defaults if o["kind"] == "Secret"}
     assert set(secrets) == {"cdb-redis", "cdb-postgres", "cdb-grafana"}
-    assert set(secrets["cdb-redis"]["data"]) == {"redis-password"}
+    # the admin's and one per Redis ACL user (cdb.core.acl), each random and kept
+    assert set(secrets["cdb-redis"]["data"]) == {
+        "redis-password",
+        *(f"{user}-password" for user in ACCESS),
+    }
     assert set(secrets["cdb-postgres"]["data"]) == {"postgres-password"}
     for secret in secrets.values():
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -483,6 +488,7 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
         ("cdb-redis-auth", "redis-password"), ("cdb-postgres-auth", "postgres-password"),
         ("cdb-grafana-auth", "admin-password"), ("mexc-keys", "mexc-api-key"),
         ("mexc-keys", "mexc-api-secret"),
+        *(("cdb-redis-auth", f"{user}-password") for user in ACCESS),
     }  # fmt: skip
 
 

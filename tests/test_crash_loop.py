@@ -19,6 +19,7 @@ import pytest
 
 from cdb.core.bus import Bus
 from cdb.core.events import Signal, Stream
+from tests.conftest import as_user
 from tests.support import ServiceProcess
 from tests.test_pipeline_support import FAST_BUS, conninfo, eventually, scalar, wait_until
 
@@ -44,7 +45,7 @@ def signal(symbol: str) -> Signal:
 
 def service(module: str, env: dict[str, str], tmp_path: Path, port: int | None = None) -> Any:
     extra = {**FAST_BUS, "CONSUMER_NAME": f"{module}-0", "BUS_MAX_ATTEMPTS": "3"}
-    return ServiceProcess(f"cdb.{module}", {**env, **extra}, tmp_path, port=port)
+    return ServiceProcess(f"cdb.{module}", as_user({**env, **extra}, module), tmp_path, port=port)
 
 
 async def deliveries(bus: Bus) -> int:

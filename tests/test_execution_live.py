@@ -37,6 +37,7 @@ from tests.test_pipeline_support import (
     Pipeline,
     eventually,
     group_caught_up,
+    publish_approved,
     query,
     scalar,
     wait_until,
@@ -116,7 +117,7 @@ async def test_a_live_order_is_signed_sent_once_and_booked(
     )
     try:
         order = an_order(venue)
-        await bus.publish(order)
+        await publish_approved(bus, service_env, order)
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM orders") == "filled", what="fill"
         )
@@ -130,7 +131,9 @@ async def test_a_live_order_is_signed_sent_once_and_booked(
         assert fill[2] == pytest.approx(sent.taker_fee)
 
         # The same order again (a replayed signal): no second order at MEXC.
-        await bus.publish(order.model_copy(update={"event_id": "replayed-copy"}))
+        await publish_approved(
+            bus, service_env, order.model_copy(update={"event_id": "replayed-copy"})
+        )
         redis = bus.redis
 
         async def handled() -> bool:
@@ -264,7 +267,7 @@ async def test_a_paused_live_service_sends_nothing(
         )
         await wait_until(lambda: proc.status()["in_force"]["paused"] is True, what="paused")
         order = an_order(venue)
-        await bus.publish(order)
+        await publish_approved(bus, service_env, order)
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM orders") == "rejected", what="refusal"
         )
@@ -296,7 +299,7 @@ async def test_sigkill_while_live_orders_are_in_flight_books_each_once(
     progress: list[int] = []
     try:
         for order in orders:
-            await bus.publish(order)
+            await publish_approved(bus, service_env, order)
         for _ in range(3):
             await asyncio.sleep(rng.uniform(0.2, 1.2))
             proc.kill()
@@ -335,7 +338,7 @@ async def test_mexc_refusal_rejects_the_order_with_a_clear_reason(
     env = live_env(service_env, venue.url, secret)
     proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
     try:
-        await bus.publish(an_order(venue))
+        await publish_approved(bus, service_env, an_order(venue))
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM orders") == "rejected", what="refusal"
         )

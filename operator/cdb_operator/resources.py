@@ -120,6 +120,7 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         "BOT_REST_URL": env.bot_rest_url,
         "REDIS_HOST": env.redis_host,
         "REDIS_PORT": str(env.redis_port),
+        "REDIS_USERNAME": "bot_ws",  # the screener's own Redis ACL user (cdb.core.acl)
         "POSTGRES_HOST": env.postgres_host,
         "POSTGRES_PORT": str(env.postgres_port),
         "POSTGRES_DB": env.postgres_db,
@@ -134,7 +135,7 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *({"name": key, "value": value} for key, value in plain.items()),
-        _secret_env("REDIS_PASSWORD", env.redis_secret_name, "redis-password"),
+        _secret_env("REDIS_PASSWORD", env.redis_secret_name, "bot_ws-password"),
         _secret_env("POSTGRES_PASSWORD", env.postgres_secret_name, "postgres-password"),
     ]
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdb.core.acl import ACCESS, acl_file
+
 __all__ = ["LocalPostgres", "LocalRedis", "LocalStack", "pg_bin_dir"]
 
 
@@ -48,25 +50,43 @@ def _wait_port(port: int, what: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{what} did not open port {port} within {timeout:.0f}s")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read, from its first byte: created with
+    mode 0600 (never world-readable between a write and a chmod)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_TRUNC
+
+
 def _secret(path: Path) -> str:
     """A password generated once per data directory, kept out of the code and the logs."""
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(24)
-    path.write_text(value)
-    path.chmod(0o600)
+    write_private(path, value)
     return value
 
 
 @dataclass
 class LocalRedis:
+    """Redis with an ACL file: ``default`` (the admin password, for tools) and one user per
+    service with its own password (``cdb.core.acl``), no password in any argv."""
+
     data_dir: Path
     port: int = 16379
 
     @property
     def password(self) -> str:
         return _secret(self.data_dir / "redis.password")
+
+    def user_password(self, user: str) -> str:
+        return _secret(self.data_dir / "users" / f"{user}.password")
+
+    def user_env(self, user: str) -> dict[str, str]:
+        """``REDIS_USERNAME``/``REDIS_PASSWORD`` of a service's own ACL user."""
+        return {"REDIS_USERNAME": user, "REDIS_PASSWORD": self.user_password(user)}
 
     def start(self) -> None:
         if _port_open(self.port):
@@ -75,13 +95,18 @@ class LocalRedis:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
-        config = self.data_dir / "redis.conf"
-        config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\nappendonly yes\n"
-            f"requirepass {self.password}\ndaemonize yes\n"
-            f"pidfile {self.data_dir / 'redis.pid'}\nlogfile {self.data_dir / 'redis.log'}\n"
+        acl = self.data_dir / "users.acl"
+        write_private(
+            acl,
+            acl_file(self.password, {user: self.user_password(user) for user in ACCESS}),
         )
-        config.chmod(0o600)
+        config = self.data_dir / "redis.conf"
+        write_private(
+            config,
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\nappendonly yes\n"
+            f"aclfile {acl}\ndaemonize yes\n"
+            f"pidfile {self.data_dir / 'redis.pid'}\nlogfile {self.data_dir / 'redis.log'}\n",
+        )
         subprocess.run([exe, str(config)], check=True)
         _wait_port(self.port, "redis-server")
 
@@ -204,7 +229,17 @@ class LocalStack:
         self.redis.stop()
         self.postgres.stop()
 
+    def service_env(self, service: str) -> dict[str, str]:
+        """``env()`` for one service: its own Redis user when it has one, never the admin
+        password (mexc_sim, which uses no Redis, gets no Redis password at all)."""
+        env = self.env()
+        if service in ACCESS:
+            return {**env, **self.redis.user_env(service)}
+        env.pop("REDIS_PASSWORD")
+        return env
+
     def env(self) -> dict[str, str]:
+        """Everything a local tool needs, logging in to Redis as the admin (``default``)."""
         return {
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(self.redis_port),

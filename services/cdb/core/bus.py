@@ -111,6 +111,7 @@ def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> R
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
+        username=settings.redis_username,
         password=settings.redis_password.get_secret_value(),
         socket_connect_timeout=5.0,
         socket_timeout=socket_timeout,

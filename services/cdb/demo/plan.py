@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,11 +103,12 @@ def demo_plan(
     stack_env: Mapping[str, str],
     *,
     available: Sequence[str] | None = None,
+    service_env: Callable[[str], Mapping[str, str]] | None = None,
 ) -> list[ServiceSpec]:
-    """The services to start, in start order; optional ones only when installed."""
+    """The services to start, in start order; optional ones only when installed.
+    ``service_env(name)`` (the stack's per-service Redis user) wins over ``stack_env``."""
     sim = f"127.0.0.1:{options.port('mexc_sim')}"
     shared = {
-        **stack_env,
         "HTTP_HOST": "127.0.0.1",
         "CONSUMER_NAME": "demo",
         "MEXC_WS_URL": f"ws://{sim}/edge",
@@ -145,7 +146,11 @@ def demo_plan(
                 module=module,
                 port=port,
                 argv=argv,
-                env={**shared, "HTTP_PORT": str(port)},
+                env={
+                    **(service_env(name) if service_env is not None else stack_env),
+                    **shared,
+                    "HTTP_PORT": str(port),
+                },
                 optional=name in OPTIONAL,
             )
         )

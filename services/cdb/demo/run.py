@@ -83,7 +83,7 @@ class Demo:
         return self.data_dir / "models"
 
     def specs(self) -> list[ServiceSpec]:
-        specs = demo_plan(self.options, self.stack.env())
+        specs = demo_plan(self.options, self.stack.env(), service_env=self.stack.service_env)
         return [
             spec.model_copy(update={"env": {**spec.env, "ML_MODEL_DIR": str(self.model_dir)}})
             if spec.name == "ml_advisor"

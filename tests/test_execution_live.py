@@ -31,7 +31,7 @@ from cdb.mexc_sim.rest import rest_router
 from cdb.mexc_sim.simulator import Simulator
 from cdb.risk_manager.rules import order_id_for
 from tests.conftest import REDIS_PASSWORD
-from tests.support import ROOT, ServiceProcess, free_port
+from tests.support import ROOT, SIM_CLOCK, ServiceProcess, free_port
 from tests.test_pipeline_support import (
     FAST_BUS,
     Pipeline,
@@ -445,6 +445,7 @@ async def test_live_end_to_end_from_a_simulated_pump_to_a_mexc_fill(
         "cdb.bot_ws",
         {
             **service_env,
+            **SIM_CLOCK,
             "MEXC_WS_URL": f"ws://127.0.0.1:{sim_port}/edge",
             "MEXC_REST_URL": url,
             "PUBLISH_INTERVAL_S": "1",

@@ -38,7 +38,7 @@ from cdb_operator.reconcile import refresh_readiness
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
 from tests.conftest import REDIS_PASSWORD
-from tests.support import ROOT, ServiceProcess, free_port, scrape
+from tests.support import ROOT, SIM_CLOCK, ServiceProcess, free_port, scrape
 from tests.test_pipeline_support import RedisServer
 
 NAMESPACE = "cdb"
@@ -1073,7 +1073,7 @@ async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chun
 
         # The last pod of three: bot_ws derives chunk 2 from the ordinal in POD_NAME.
         screener = ServiceProcess(
-            "cdb.bot_ws", {**pod_env(sts, config_map, "momentum-bot-ws-2")}, tmp_path
+            "cdb.bot_ws", {**pod_env(sts, config_map, "momentum-bot-ws-2"), **SIM_CLOCK}, tmp_path
         )
         with screener:
             await asyncio.to_thread(screener.wait_healthy, 60.0, ("ok", "stale"))

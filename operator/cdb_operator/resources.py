@@ -127,6 +127,8 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         "POSTGRES_USER": env.postgres_user,
         "HTTP_PORT": str(HTTP_PORT),
         "BOT_NAME": bot,
+        "FRAME_CLOCK_MAX_RATE": str(env.bot_ws_frame_clock_max_rate),
+        "FRAME_MAX_AHEAD_S": str(env.bot_ws_frame_max_ahead_s),
     }
     return [
         {

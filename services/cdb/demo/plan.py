@@ -115,6 +115,10 @@ def demo_plan(
         "MEXC_REST_URL": f"http://{sim}",
         "BOT_REST_URL": f"http://127.0.0.1:{options.port('bot_rest')}",
         "TRADING_MODE": "paper",
+        # bot_ws bounds frame times by our clock: mexc_sim's runs ``speed`` times faster
+        # and starts a few seconds before bot_ws (two minutes of head start allowed)
+        "FRAME_CLOCK_MAX_RATE": str(max(1.5, 2.5 * options.speed)),
+        "FRAME_MAX_AHEAD_S": str(300 + 120 * options.speed),
         **options.extra_env,
     }
     specs: list[ServiceSpec] = []

@@ -461,7 +461,8 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
 ) -> None:
     defaults = objects(rendered["defaults"])
     secrets = {o["metadata"]["name"]: o for o in defaults if o["kind"] == "Secret"}
-    assert set(secrets) == {"cdb-redis", "cdb-postgres", "cdb-grafana"}
+    assert set(secrets) == {"cdb-redis", "cdb-postgres", "cdb-admin", "cdb-grafana"}
+    assert set(secrets["cdb-admin"]["data"]) == {"admin-token"}  # POST /breaker/reset
     # the admin's and one per Redis ACL user (cdb.core.acl), each random and kept
     assert set(secrets["cdb-redis"]["data"]) == {
         "redis-password",
@@ -489,6 +490,7 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
         ("cdb-grafana-auth", "admin-password"), ("mexc-keys", "mexc-api-key"),
         ("mexc-keys", "mexc-api-secret"),
         *(("cdb-redis-auth", f"{user}-password") for user in ACCESS),
+        ("cdb-admin-auth", "admin-token"),
     }  # fmt: skip
 
 

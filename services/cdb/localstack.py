@@ -229,10 +229,17 @@ class LocalStack:
         self.redis.stop()
         self.postgres.stop()
 
+    @property
+    def admin_token(self) -> str:
+        """The credential of state-changing endpoints, in ``admin.token`` (mode 0600)."""
+        return _secret(self.data_dir / "admin.token")
+
     def service_env(self, service: str) -> dict[str, str]:
         """``env()`` for one service: its own Redis user when it has one, never the admin
         password (mexc_sim, which uses no Redis, gets no Redis password at all)."""
         env = self.env()
+        if service == "risk_manager":  # the credential of POST /breaker/reset
+            env["ADMIN_TOKEN"] = self.admin_token
         if service in ACCESS:
             return {**env, **self.redis.user_env(service)}
         env.pop("REDIS_PASSWORD")

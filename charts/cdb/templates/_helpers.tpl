@@ -45,6 +45,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name | trunc 63 | trimSuffix "-" }}
 {{- define "cdb.postgres.secretName" -}}
 {{- .Values.postgres.auth.existingSecret | default "cdb-postgres" -}}
 {{- end -}}
+{{- define "cdb.admin.secretName" -}}
+{{- .Values.riskManager.adminAuth.existingSecret | default "cdb-admin" -}}
+{{- end -}}
 {{- define "cdb.grafana.secretName" -}}
 {{- .Values.grafana.auth.existingSecret | default "cdb-grafana" -}}
 {{- end -}}

@@ -75,6 +75,9 @@ class ServiceSettings(RedisSettings, PostgresSettings):
     bus_batch: int = Field(default=64, gt=0)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     migrate_on_start: bool = True
+    # the credential every state-changing HTTP endpoint requires (Authorization: Bearer);
+    # from a Secret. Unset: those endpoints refuse every request.
+    admin_token: SecretStr = SecretStr("")
 
 
 class ConfigError(Exception):

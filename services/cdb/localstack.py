@@ -2,7 +2,8 @@
 
 Started from the same binaries the tests use, in a project-local data directory
 (``.cdb/`` by default) that survives restarts. PostgreSQL refuses to run as root, so as
-root the cluster is run by the ``postgres`` user through ``runuser``.
+root the cluster is run by the ``postgres`` user through ``runuser``. Both require a
+password of every client; passwords live in private files of the data directory.
 """
 
 from __future__ import annotations
@@ -122,20 +123,77 @@ class LocalRedis:
 
 @dataclass
 class LocalPostgres:
+    """A PostgreSQL cluster that trusts nobody: scram-sha-256 password authentication on
+    every connection (socket and TCP). The cluster's superuser is ``postgres`` (its
+    password in ``superuser.password``, used only to create the role and the database);
+    ``cdb_user`` owns the database ``claire_de_binare`` and is no superuser: it runs the
+    migrations (it owns every table they create) and the services."""
+
     data_dir: Path
     port: int = 15432
     user: str = "cdb_user"
     database: str = "claire_de_binare"
+    superuser: str = "postgres"
 
     @property
     def cluster(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @property
+    def password(self) -> str:
+        """``cdb_user``'s password, generated once per data directory (mode 0600)."""
+        return _secret(self.data_dir / "cdb_user.password")
+
+    @property
+    def superuser_password(self) -> str:
+        return _secret(self.data_dir / "superuser.password")
 
     def _run(self, *args: str) -> None:
         command = list(args)
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd="/")
+
+    def _psql(self, sql: str, *, database: str = "postgres") -> str:
+        """Run ``sql`` as the cluster's superuser over TCP (password from the environment,
+        never in argv)."""
+        env = {**os.environ, "PGPASSWORD": self.superuser_password}
+        return subprocess.run(
+            [
+                str(pg_bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout.strip()
+
+    def _check_not_trusting(self) -> None:
+        hba = self.cluster / "pg_hba.conf"
+        with contextlib.suppress(OSError):
+            rules = [
+                line.split()
+                for line in hba.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+            if any(rule and rule[-1] == "trust" for rule in rules):
+                raise RuntimeError(
+                    f"the PostgreSQL cluster in {self.cluster} trusts local connections"
+                    " (made by an older cdb): `cdb demo --fresh` recreates it with password"
+                    " authentication (and wipes the demo's data)"
+                )
 
     def start(self) -> None:
         if _port_open(self.port):
@@ -148,15 +206,23 @@ class LocalPostgres:
             for parent in [directory, *directory.parents]:
                 parent.chmod(parent.stat().st_mode | 0o001)
         if not (self.cluster / "PG_VERSION").exists():
-            self._run(
-                str(bin_dir / "initdb"),
-                "-D",
-                str(self.cluster),
-                "-U",
-                self.user,
-                "--auth=trust",
-                "--encoding=UTF8",
-            )
+            pwfile = self.data_dir / "initdb.pw"
+            write_private(pwfile, self.superuser_password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres")
+            try:
+                self._run(
+                    str(bin_dir / "initdb"),
+                    "-D", str(self.cluster),
+                    "-U", self.superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                )  # fmt: skip
+            finally:
+                pwfile.unlink(missing_ok=True)
+        elif (self.cluster / "pg_hba.conf").exists():
+            self._check_not_trusting()
         self._run(
             str(bin_dir / "pg_ctl"),
             "-D",
@@ -168,38 +234,23 @@ class LocalPostgres:
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1",
             "start",
         )
-        exists = subprocess.run(
-            [
-                str(bin_dir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname='{self.database}'",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if exists != "1":
-            subprocess.run(
-                [
-                    str(bin_dir / "createdb"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    self.user,
-                    self.database,
-                ],
-                check=True,
+        self._provision()
+
+    def _provision(self) -> None:
+        """``cdb_user`` (login, password, no superuser) and its database, once."""
+        quoted = self.password.replace("'", "''")
+        if self._psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.user}'") != "1":
+            self._psql(
+                f"CREATE ROLE {self.user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+                f" PASSWORD '{quoted}'"
             )
+        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'") != "1":
+            self._psql(f"CREATE DATABASE {self.database} OWNER {self.user}")
+
+    def create_database(self, name: str) -> None:
+        """A fresh database owned by ``cdb_user`` (bench runs), dropped first if it exists."""
+        self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self._psql(f"CREATE DATABASE {name} OWNER {self.user}")
 
     def stop(self) -> None:
         if (self.cluster / "postmaster.pid").exists():
@@ -255,5 +306,5 @@ class LocalStack:
             "POSTGRES_PORT": str(self.postgres_port),
             "POSTGRES_DB": self.postgres.database,
             "POSTGRES_USER": self.postgres.user,
-            "POSTGRES_PASSWORD": "",
+            "POSTGRES_PASSWORD": self.postgres.password,
         }

@@ -44,6 +44,7 @@ def stack_settings(stack: LocalStack) -> ServiceSettings:
         postgres_port=int(env["POSTGRES_PORT"]),
         postgres_db=env["POSTGRES_DB"],
         postgres_user=env["POSTGRES_USER"],
+        postgres_password=SecretStr(env["POSTGRES_PASSWORD"]),
     )
 
 
@@ -99,7 +100,7 @@ class Demo:
             display.step("postgres", f"127.0.0.1:{self.stack.postgres_port}", "starting")
             try:
                 await asyncio.to_thread(self.stack.start)
-                display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (password, AOF)")
+                display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (ACL users, AOF)")
                 self.settings = stack_settings(self.stack)
                 probe = await connect(self.settings)  # fails within 5 s, unlike a hang
                 await probe.close()

@@ -13,9 +13,10 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from cdb.core.acl import ACCESS
 from cdb.core.config import PostgresSettings
 from cdb.core.db import apply_migrations
-from cdb.localstack import LocalPostgres, write_private
+from cdb.localstack import LocalPostgres, LocalRedis, write_private
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -99,3 +100,35 @@ def test_private_files_are_never_readable_by_others(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_the_demo_redis_keeps_its_files_private_and_no_password_in_argv(tmp_path: Path) -> None:
+    """Under a permissive umask (022, a login shell's), everything Redis writes in the data
+    directory (AOF, log, ACL and config files, passwords) is the owner's alone, and no
+    password appears on redis-server's command line (``ps``)."""
+    import redis
+
+    server = LocalRedis(tmp_path / "redis", free_port())
+    old = os.umask(0o022)
+    try:
+        server.start()
+    finally:
+        os.umask(old)
+    try:
+        with redis.Redis(port=server.port, password=server.password) as admin:
+            admin.xadd("cdb:signals", {"event": "{}"})
+            admin.bgrewriteaof()
+            pid = int(admin.info("server")["process_id"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        secrets = [server.password, *(server.user_password(u) for u in ACCESS)]
+        assert not any(secret in cmdline for secret in secrets), cmdline
+        files = list(server.data_dir.rglob("*"))
+        assert any("appendonly" in p.name for p in files)
+        readable = [
+            f"{p.relative_to(server.data_dir)} {oct(stat.S_IMODE(p.stat().st_mode))}"
+            for p in files
+            if stat.S_IMODE(p.stat().st_mode) & 0o077
+        ]
+        assert readable == [], f"readable by others: {readable}"
+    finally:
+        server.stop()

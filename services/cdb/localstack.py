@@ -54,7 +54,7 @@ def _wait_port(port: int, what: str, timeout: float = 30.0) -> None:
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to a file only its owner can read, from its first byte: created with
     mode 0600 (never world-readable between a write and a chmod)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
@@ -93,6 +93,7 @@ class LocalRedis:
         if _port_open(self.port):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
@@ -108,7 +109,9 @@ class LocalRedis:
             f"aclfile {acl}\ndaemonize yes\n"
             f"pidfile {self.data_dir / 'redis.pid'}\nlogfile {self.data_dir / 'redis.log'}\n",
         )
-        subprocess.run([exe, str(config)], check=True)
+        # umask 077: the AOF, the RDB and the log are the owner's alone (redis-server creates
+        # them with the umask it inherits); the password is in the config file, not argv
+        subprocess.run([exe, str(config)], check=True, umask=0o077)
         _wait_port(self.port, "redis-server")
 
     def stop(self) -> None:

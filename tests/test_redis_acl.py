@@ -270,3 +270,20 @@ def test_the_chart_runs_redis_with_the_same_users_and_no_password_in_argv(
     text = path.read_text()
     assert [line.split()[1] for line in text.splitlines()] == ["default", *ACCESS]
     assert not any(password in text for password in ACL_PASSWORDS.values())
+
+
+async def test_the_viewer_reads_every_stream_and_writes_none(
+    redis_proc: Any, redis_only_env: dict[str, str], bus: Bus
+) -> None:
+    """The demo's view and signal count read as ``viewer``: every stream, nothing else."""
+    viewer = user_bus(redis_proc, "viewer")
+    try:
+        for stream, event in SAMPLES.items():
+            await bus.publish(event, stream)
+            assert len(await viewer.redis.xrevrange(stream.value, count=1)) == 1
+            reply: Any = await viewer.redis.xread({stream.value: "0"}, count=1)
+            assert reply and len(reply[0][1]) == 1
+            with pytest.raises(redis_errors.NoPermissionError):
+                await viewer.redis.xack(stream.value, "g", "0-1")
+    finally:
+        await viewer.close()

@@ -42,6 +42,7 @@ CONSUME = (
     " +xinfo|stream +xrange +xrevrange +xlen"
 )
 CONNECTION = "+ping +hello +select +client|setname +client|getname +client|id +multi +exec +discard"
+BROWSE = "+xrange +xrevrange +xread +xlen +xinfo|stream +xinfo|groups"
 BOOKKEEPING = "+get +set +exists +del +incr +incrby +expire"
 
 
@@ -53,6 +54,7 @@ class Access:
     writes: tuple[Stream, ...] = ()
     keys: tuple[str, ...] = ()
     groups: tuple[str, ...] = field(default=())  # consumer groups whose bookkeeping it owns
+    browse_only: bool = False  # reads without consumer groups (no XREADGROUP, XACK, …)
 
 
 def _service(name: str, reads: Iterable[Stream], writes: Iterable[Stream]) -> Access:
@@ -81,7 +83,7 @@ ACCESS: dict[str, Access] = {
     "ml_advisor": _service("ml_advisor", [S.CANDLES, S.MARKET_DATA, S.CONTROL], [S.ML_SIGNALS]),
     "operator": Access(writes=(S.CONTROL,), keys=("cdb:operator:published:*",)),
     # the demo's view and `cdb status`: read every stream, write nothing
-    "viewer": Access(reads=tuple(s for s in Stream)),
+    "viewer": Access(reads=tuple(s for s in Stream), browse_only=True),
 }
 
 
@@ -96,9 +98,8 @@ def acl_tokens(user: str) -> list[str]:
     access = ACCESS[user]
     tokens = ["resetkeys", "resetchannels", "-@all", *CONNECTION.split()]
     if access.reads:
-        tokens += [*CONSUME.split(), *(f"~{s.value}" for s in access.reads)]
-    if user == "viewer":
-        tokens.append("+xread")
+        commands = BROWSE if access.browse_only else CONSUME
+        tokens += [*commands.split(), *(f"~{s.value}" for s in access.reads)]
     if access.writes:
         tokens.append("(" + " ".join(["+xadd", *(f"~{s.value}" for s in access.writes)]) + ")")
     own = [*access.keys]

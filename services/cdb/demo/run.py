@@ -35,10 +35,13 @@ WIPED = ("redis", "postgres", "logs")
 
 
 def stack_settings(stack: LocalStack) -> ServiceSettings:
-    env = stack.env()
+    """What the demo itself reads with: Redis as the read-only ``viewer`` user (the view and
+    the signal count), PostgreSQL as ``cdb_user`` (the migrations, the books)."""
+    env = stack.service_env("viewer")
     return ServiceSettings(
         redis_host=env["REDIS_HOST"],
         redis_port=int(env["REDIS_PORT"]),
+        redis_username=env["REDIS_USERNAME"],
         redis_password=SecretStr(env["REDIS_PASSWORD"]),
         postgres_host=env["POSTGRES_HOST"],
         postgres_port=int(env["POSTGRES_PORT"]),
@@ -139,6 +142,7 @@ class Demo:
         return Redis(
             host=self.settings.redis_host,
             port=self.settings.redis_port,
+            username=self.settings.redis_username,
             password=self.settings.redis_password.get_secret_value(),
         )
 

@@ -61,8 +61,8 @@ def prepare(kube: ControlPlane, namespace: str, values: dict[str, Any]) -> None:
     ):  # fmt: skip
         secret = ((values.get(component) or {}).get(key) or {}).get("existingSecret")
         if secret:
-            kube.kubectl("-n", namespace, "create", "secret", "generic", secret,
-                         *(f"--from-literal={k}=test-only-{secret}-{k}" for k in existing[secret]))  # fmt: skip
+            literals = [f"--from-literal={k}=test-only-{secret}-{k}" for k in existing[secret]]
+            kube.kubectl("-n", namespace, "create", "secret", "generic", secret, *literals)
     credentials = ((values.get("trading") or {}).get("credentials") or {}).get("existingSecret")
     if credentials:
         kube.kubectl("-n", namespace, "create", "secret", "generic", credentials,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -38,15 +37,6 @@ SERVICES = {"signal_engine": 18101, "risk_manager": 18102, "execution_service": 
 SEQUENTIAL = 300
 RATES = (50, 100, 200, 400, 800)
 LEVEL_S = 4.0
-
-
-def fresh_database(env: dict[str, str]) -> None:
-    admin = (
-        f"host=127.0.0.1 port={env['POSTGRES_PORT']} user={env['POSTGRES_USER']} dbname=postgres"
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
 
 
 def start_services(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
@@ -232,7 +222,7 @@ async def measure(env: dict[str, str]) -> list[dict[str, Any]]:
 
 def run(stack: LocalStack) -> list[dict[str, Any]]:
     env = {**stack.env(), "POSTGRES_DB": DATABASE, "REDIS_DB": REDIS_DB}
-    fresh_database(env)
+    stack.postgres.create_database(DATABASE)  # as the cluster's superuser, owned by cdb_user
     import redis
 
     redis.Redis(port=int(env["REDIS_PORT"]), password=env["REDIS_PASSWORD"], db=3).flushdb()

@@ -147,6 +147,8 @@ def end_to_end(stack: LocalStack, logs: Path) -> list[dict[str, Any]]:
             ["-m", "cdb.bot_ws"],
             {
                 **env,
+                "FRAME_CLOCK_MAX_RATE": "600",  # mexc_sim at up to 240x
+                "FRAME_MAX_AHEAD_S": "7200",
                 "HTTP_PORT": str(WS_PORT),
                 "HTTP_HOST": "127.0.0.1",
                 "MEXC_WS_URL": f"ws://127.0.0.1:{SIM_PORT}/edge",
@@ -228,6 +230,8 @@ def reconnect(stack: LocalStack, logs: Path) -> list[dict[str, Any]]:
             ["-m", "cdb.bot_ws"],
             {
                 **env,
+                "FRAME_CLOCK_MAX_RATE": "600",  # mexc_sim at up to 240x
+                "FRAME_MAX_AHEAD_S": "7200",
                 "HTTP_PORT": str(WS_PORT + 1),
                 "HTTP_HOST": "127.0.0.1",
                 "MEXC_WS_URL": f"ws://127.0.0.1:{SIM_PORT + 1}/edge",

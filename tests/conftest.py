@@ -20,6 +20,7 @@ from pytest_postgresql import factories as pg_factories
 from pytest_redis import factories as redis_factories
 from redis.asyncio import Redis
 
+from cdb.core.acl import ACCESS, acl_tokens, password_variable
 from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
 from cdb.core.metrics import Health, ServiceMetrics
@@ -30,6 +31,33 @@ __all__ = ["cdb_image", "docker_engine", "test_images"]  # session fixtures: rea
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_PASSWORD = "test-only-redis-password"
+# One Redis ACL user per service, as in the chart and the demo (cdb.core.acl)
+ACL_PASSWORDS = {user: f"test-only-{user.replace('_', '-')}-password" for user in ACCESS}
+
+
+def as_user(env: dict[str, str], user: str) -> dict[str, str]:
+    """``env`` for a process logging in to Redis as ``user`` (a service's own ACL user)."""
+    return {**env, "REDIS_USERNAME": user, "REDIS_PASSWORD": ACL_PASSWORDS[user]}
+
+
+def acl_env() -> dict[str, str]:
+    """What ``python -m cdb.core.acl`` reads to write the test ACL file."""
+    return {
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        **{password_variable(user): password for user, password in ACL_PASSWORDS.items()},
+    }
+
+
+def apply_acl_users(host: str, port: int) -> None:
+    """Create (or reset) every service's ACL user on a running test Redis."""
+    import redis
+
+    with redis.Redis(host=host, port=port, password=REDIS_PASSWORD) as admin:
+        for user, password in ACL_PASSWORDS.items():
+            admin.execute_command(
+                "ACL", "SETUSER", user, "reset", "on", f">{password}", *acl_tokens(user)
+            )
+
 
 redis_proc = redis_factories.redis_proc(
     executable=shutil.which("redis-server") or "/usr/bin/redis-server",
@@ -47,7 +75,9 @@ postgresql = pg_factories.postgresql("postgresql_proc")
 
 @pytest.fixture
 def service_env(redis_proc: Any, redisdb: Any, postgresql: Any) -> dict[str, str]:
-    """Environment for a service process pointed at this test's Redis and database."""
+    """Environment for a service process pointed at this test's Redis and database.
+    Redis logs in as ``default`` (the admin); ``as_user`` gives a service its own user."""
+    apply_acl_users(redis_proc.host, redis_proc.port)
     info = postgresql.info
     return {
         "REDIS_HOST": redis_proc.host,
@@ -78,6 +108,7 @@ def settings(service_env: dict[str, str]) -> ServiceSettings:
 @pytest.fixture
 def redis_only_env(redis_proc: Any, redisdb: Any) -> Iterator[dict[str, str]]:
     """For tests that need only the bus."""
+    apply_acl_users(redis_proc.host, redis_proc.port)
     yield {
         "REDIS_HOST": redis_proc.host,
         "REDIS_PORT": str(redis_proc.port),

@@ -27,7 +27,7 @@ from cdb.bot_ws.frames import (
     parse_frame,
     sub_request,
 )
-from cdb.bot_ws.screener import Screener
+from cdb.bot_ws.screener import ClockBounds, FrameTimeJump, Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.bot_ws.window import WindowStat, top_movers, window_stat
 from cdb.core.config import ConfigError, load_settings
@@ -439,3 +439,66 @@ def test_an_empty_chunk_goes_live_at_its_first_timed_frame() -> None:
     subscribing = Subscribing(pending=0)
     assert subscribing.live_at(OtherFrame(channel="push.personal", ts=None)) is None
     assert subscribing.live_at(Pong(server_ms=T0 * 1000)) == T0 * 1000
+
+
+# ----- the exchange clock is bounded by ours ------------------------------------------
+
+
+def bounded_screener() -> Screener:
+    return Screener(
+        {"A_USDT": 1.0},
+        lookback_min=1,
+        grace_ms=GRACE,
+        bounds=ClockBounds(max_rate=1.5, max_ahead_ms=300_000, max_jump_ms=10_000),
+        local_ms=T0 * 1000,
+        monotonic_s=1000.0,
+    )
+
+
+def deal_push(ts: int, t: int | None = None, price: float = 2.0) -> DealPush:
+    return DealPush(
+        symbol="A_USDT", ts=ts, deals=(DealRow(p=price, v=1, t=ts if t is None else t),)
+    )
+
+
+def test_a_frame_three_days_ahead_is_refused_and_moves_nothing() -> None:
+    screener = bounded_screener()
+    screener.connected(["A_USDT"], T0 * 1000 - 1_000, now_s=1000.0)  # minute T0 is live
+    assert screener.on_frame(deal_push(T0 * 1000 + 500), now_s=1000.5) == 1
+    future = T0 * 1000 + 3 * 24 * 3600 * 1000
+    with pytest.raises(FrameTimeJump, match="beyond what the local clock allows"):
+        screener.on_frame(deal_push(future), now_s=1001.0)
+    assert screener.watermark_ms == T0 * 1000 + 500 and screener.frames_refused == 1
+    assert screener.close_due() == []  # no flat candles up to the future
+    assert screener.on_frame(deal_push(T0 * 1000 + 1500), now_s=1001.5) == 1  # still applied
+
+
+def test_a_jump_past_the_connection_s_recent_frames_is_refused() -> None:
+    """Within the local-clock bound (the exchange may run a little ahead of us) but far
+    past what the connection showed a moment ago: refused; after real time passes, fine."""
+    screener = bounded_screener()
+    screener.connected(["A_USDT"], T0 * 1000 - 1_000, now_s=1000.0)
+    with pytest.raises(FrameTimeJump, match="past the connection's previous frame"):
+        screener.on_frame(deal_push(T0 * 1000 + 120_000), now_s=1000.1)
+    # two minutes later by our clock, two minutes later by the exchange's: accepted
+    assert screener.on_frame(deal_push(T0 * 1000 + 120_000), now_s=1120.0) == 1
+
+
+def test_a_deal_stamped_after_its_frame_is_refused() -> None:
+    screener = bounded_screener()
+    screener.connected(["A_USDT"], T0 * 1000 - 1_000, now_s=1000.0)
+    with pytest.raises(FrameTimeJump, match="stamped after its frame"):
+        screener.on_frame(deal_push(T0 * 1000 + 100, t=T0 * 1000 + 3_600_000), now_s=1000.1)
+    assert screener.candles["A_USDT"].open_bars() == {}
+
+
+def test_late_deals_count_as_not_applied() -> None:
+    """What /health reads: a frame whose deals all come too late applies none."""
+    screener = bounded_screener()
+    screener.connected(["A_USDT"], T0 * 1000 - 1_000, now_s=1000.0)
+    screener.on_frame(deal_push(T0 * 1000 + 60_000 + 5_000, t=T0 * 1000 + 60_500), now_s=1065.0)
+    screener.apply_backfill("A_USDT", [], through=T0 - 60)  # REST had nothing before
+    screener.observe_clock(T0 * 1000 + 180_000)
+    assert [c.open_time for c in screener.close_due()] == [T0 + 60]
+    late = deal_push(T0 * 1000 + 180_000, t=T0 * 1000 + 61_000)
+    assert screener.on_frame(late, now_s=1180.0) == 0

@@ -16,7 +16,7 @@ from redis import Redis
 
 from cdb.core.events import Candle, Control, ControlSettings, MarketData
 from tests.conftest import REDIS_PASSWORD
-from tests.support import ROOT, ServiceProcess, scrape
+from tests.support import ROOT, SIM_CLOCK, ServiceProcess, scrape
 from tests.test_pipeline_support import RedisServer
 
 T = TypeVar("T")
@@ -88,6 +88,7 @@ def bot_ws(env: dict[str, str], sim: SimProcess, tmp_path: Path, **extra: str) -
             "MEXC_REST_URL": sim.url,
             "PING_INTERVAL_S": "2",
             "PUBLISH_INTERVAL_S": "0.5",
+            **SIM_CLOCK,
             **extra,
         },
         tmp_path,
@@ -206,6 +207,38 @@ def test_candles_survive_malformed_frames_and_a_dropped_connection(
             "timestamp",
             "interval",
         }
+
+
+def test_a_future_dated_frame_is_refused_and_candles_go_on(
+    redis_only_env: dict[str, str], sim_factory: Any, tmp_path: Path, redisdb: Redis
+) -> None:
+    """One deal frame stamped three days ahead (mexc_sim's fault API) must not move the
+    screener's clock: no future candle, the real deals keep being applied, /health ok."""
+    sim = sim_factory(["--symbols", "4", "--speed", "60"])
+    with bot_ws(redis_only_env, sim, tmp_path) as service:
+        service.wait_healthy(timeout=60)
+        eventually(lambda: redisdb.xlen("cdb:candles") > 4 * 16, what="the first candles")
+        sim.fault(future_frames_next=1)
+        eventually(
+            lambda: scrape(service.url, "bot_ws_frame_time_jumps_total") >= 1,
+            what="the future frame refused",
+        )
+        assert sim.sim_status()["future_frames_sent"] == 1
+        sim_now = sim.sim_status()["sim_time_ms"] // 1000
+        before = redisdb.xlen("cdb:candles")
+        eventually(lambda: redisdb.xlen("cdb:candles") > before + 4 * 3, what="more candles")
+        assert service.wait_healthy(timeout=10) == {"status": "ok"}
+        candles = events(redisdb, "cdb:candles", Candle)
+        newest = max(c.open_time for c in candles)
+        assert newest < sim_now + 600, f"a candle from the future: {newest} vs {sim_now}"
+        flat_after = [c for c in candles[before:] if c.volume == 0]
+        assert len(flat_after) < len(candles[before:]), "only flat candles after the fault"
+        assert scrape(service.url, "bot_ws_frame_time_jumps_total") == 1
+        applied = scrape(service.url, "bot_ws_ticks_total")
+        eventually(
+            lambda: scrape(service.url, "bot_ws_ticks_total") > applied, what="deals applied"
+        )
+        assert service.status()["time_jump_examples"]
 
 
 def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(

@@ -22,6 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cdb.core.acl import ACCESS
 from tests.conftest import REDIS_PASSWORD
 from tests.support import free_port
 
@@ -460,8 +461,19 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
 ) -> None:
     defaults = objects(rendered["defaults"])
     secrets = {o["metadata"]["name"]: o for o in defaults if o["kind"] == "Secret"}
-    assert set(secrets) == {"cdb-redis", "cdb-postgres", "cdb-grafana", "cdb-notifier-vapid"}
-    assert set(secrets["cdb-redis"]["data"]) == {"redis-password"}
+    assert set(secrets) == {
+        "cdb-redis",
+        "cdb-postgres",
+        "cdb-admin",
+        "cdb-grafana",
+        "cdb-notifier-vapid",
+    }
+    assert set(secrets["cdb-admin"]["data"]) == {"admin-token"}  # POST /breaker/reset
+    # the admin's and one per Redis ACL user (cdb.core.acl), each random and kept
+    assert set(secrets["cdb-redis"]["data"]) == {
+        "redis-password",
+        *(f"{user}-password" for user in ACCESS),
+    }
     vapid = base64.b64decode(secrets["cdb-notifier-vapid"]["data"]["vapid-private-key"])
     assert vapid.startswith(b"-----BEGIN EC PRIVATE KEY-----")  # P-256, generated per install
     assert set(secrets["cdb-postgres"]["data"]) == {"postgres-password"}
@@ -486,6 +498,8 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
         ("cdb-grafana-auth", "admin-password"), ("mexc-keys", "mexc-api-key"),
         ("mexc-keys", "mexc-api-secret"), ("notifier-channels", "urls"),
         ("notifier-vapid", "vapid-private-key"),
+        *(("cdb-redis-auth", f"{user}-password") for user in ACCESS),
+        ("cdb-admin-auth", "admin-token"),
     }  # fmt: skip
 
 

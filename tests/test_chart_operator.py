@@ -72,7 +72,8 @@ def test_the_operators_screener_fits_the_chart(tmp_path: Path) -> None:
         for e in container["env"]
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert refs == {("cdb-redis", "redis-password"), ("cdb-postgres", "postgres-password")}
+    assert refs == {("cdb-redis", "bot_ws-password"), ("cdb-postgres", "postgres-password")}
+    assert {e["name"]: e.get("value") for e in container["env"]}["REDIS_USERNAME"] == "bot_ws"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MEXC_WS_URL"] == "ws://mexc-sim:8010/edge"
     # Universe and backfill through the chart's bot_rest: one pacer for all screener pods.

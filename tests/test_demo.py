@@ -134,7 +134,8 @@ async def count(settings_port: int, data_dir: Path) -> dict[str, int]:
     from cdb.core.config import PostgresSettings
     from cdb.report.books import connect, count_rows
 
-    conn = await connect(PostgresSettings(postgres_port=settings_port))
+    password = LocalPostgres(data_dir / "postgres", settings_port).password
+    conn = await connect(PostgresSettings(postgres_port=settings_port, postgres_password=password))
     try:
         return await count_rows(conn)
     finally:

@@ -31,12 +31,13 @@ from cdb.mexc_sim.rest import rest_router
 from cdb.mexc_sim.simulator import Simulator
 from cdb.risk_manager.rules import order_id_for
 from tests.conftest import REDIS_PASSWORD
-from tests.support import ROOT, ServiceProcess, free_port
+from tests.support import ROOT, SIM_CLOCK, ServiceProcess, free_port
 from tests.test_pipeline_support import (
     FAST_BUS,
     Pipeline,
     eventually,
     group_caught_up,
+    publish_approved,
     query,
     scalar,
     wait_until,
@@ -116,7 +117,7 @@ async def test_a_live_order_is_signed_sent_once_and_booked(
     )
     try:
         order = an_order(venue)
-        await bus.publish(order)
+        await publish_approved(bus, service_env, order)
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM orders") == "filled", what="fill"
         )
@@ -130,7 +131,9 @@ async def test_a_live_order_is_signed_sent_once_and_booked(
         assert fill[2] == pytest.approx(sent.taker_fee)
 
         # The same order again (a replayed signal): no second order at MEXC.
-        await bus.publish(order.model_copy(update={"event_id": "replayed-copy"}))
+        await publish_approved(
+            bus, service_env, order.model_copy(update={"event_id": "replayed-copy"})
+        )
         redis = bus.redis
 
         async def handled() -> bool:
@@ -264,7 +267,7 @@ async def test_a_paused_live_service_sends_nothing(
         )
         await wait_until(lambda: proc.status()["in_force"]["paused"] is True, what="paused")
         order = an_order(venue)
-        await bus.publish(order)
+        await publish_approved(bus, service_env, order)
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM orders") == "rejected", what="refusal"
         )
@@ -296,7 +299,7 @@ async def test_sigkill_while_live_orders_are_in_flight_books_each_once(
     progress: list[int] = []
     try:
         for order in orders:
-            await bus.publish(order)
+            await publish_approved(bus, service_env, order)
         for _ in range(3):
             await asyncio.sleep(rng.uniform(0.2, 1.2))
             proc.kill()
@@ -335,7 +338,7 @@ async def test_mexc_refusal_rejects_the_order_with_a_clear_reason(
     env = live_env(service_env, venue.url, secret)
     proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
     try:
-        await bus.publish(an_order(venue))
+        await publish_approved(bus, service_env, an_order(venue))
         await wait_until(
             lambda: scalar(service_env, "SELECT status FROM orders") == "rejected", what="refusal"
         )
@@ -442,6 +445,7 @@ async def test_live_end_to_end_from_a_simulated_pump_to_a_mexc_fill(
         "cdb.bot_ws",
         {
             **service_env,
+            **SIM_CLOCK,
             "MEXC_WS_URL": f"ws://127.0.0.1:{sim_port}/edge",
             "MEXC_REST_URL": url,
             "PUBLISH_INTERVAL_S": "1",

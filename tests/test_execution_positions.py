@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
@@ -49,6 +50,14 @@ async def service(settings: ServiceSettings, bus: Bus) -> AsyncIterator[Executio
         stop=asyncio.Event(),
     )
     the_service = ExecutionService(exec_settings, kernel)
+    approved = [an_order(order_id) for order_id in ("ord-1", "ord-2", "ord-3")]
+    async with database.connection() as conn:
+        for order in approved:  # as risk_manager decides them
+            await conn.execute(
+                "INSERT INTO risk_decisions (signal_id, decision, order_id, order_event)"
+                " VALUES (%s, 'approved', %s, %s)",
+                (order.signal_id, order.order_id, Jsonb(order.model_dump(mode="json"))),
+            )
     await the_service.start()
     the_service.prices[SYMBOL] = 100.0
     try:
@@ -59,6 +68,7 @@ async def service(settings: ServiceSettings, bus: Bus) -> AsyncIterator[Executio
 
 def an_order(order_id: str = "ord-1") -> Order:
     return Order(
+        event_id=order_id,
         order_id=order_id,
         signal_id=f"sig-{order_id}",
         symbol=SYMBOL,
@@ -67,7 +77,7 @@ def an_order(order_id: str = "ord-1") -> Order:
         notional=1000.0,
         price=100.0,
         stop_loss=98.0,
-        timestamp=time.time(),
+        timestamp=1_700_000_000.0,
     )
 
 

@@ -11,7 +11,7 @@ import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
-from cdb.core.bus import DONE_TTL_S, PRICE_DONE_TTL_S, Bus, Consumer, is_transient
+from cdb.core.bus import DONE_TTL_S, PRICE_DONE_TTL_S, Bus, Consumer, Refused, is_transient
 from cdb.core.events import MarketData, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 from tests.conftest import REDIS_PASSWORD
@@ -308,13 +308,17 @@ async def test_redis_restart_mid_stream_loses_nothing(aof_redis: Any) -> None:
     await consumer_bus.close()
 
 
-async def test_an_entry_that_keeps_crashing_consumers_is_dead_lettered(bus: Bus) -> None:
+async def test_an_entry_redelivered_by_dying_consumers_is_handled_not_dead_lettered(
+    bus: Bus,
+) -> None:
+    """Deliveries are no failures: consumers killed while the handler waited (a lock, an
+    outage) raise Redis's delivery counter, and the event must still be handled."""
     stream = Stream.MARKET_DATA.value
     await bus.ensure_group(Stream.MARKET_DATA, "g")
-    await bus.publish(market("POISON_USDT"))
+    await bus.publish(market("WAITED_USDT"))
     taken: Any = await bus.redis.xreadgroup("g", "crashed", {stream: ">"}, count=1)
     entry_id = taken[0][1][0][0]
-    # as if six consumers in a row had died on it
+    # as if six consumers in a row had died while their handler waited on it
     await bus.redis.xclaim(stream, "g", "crashed", 0, [entry_id], retrycount=6)
     await bus.publish(market("GOOD_USDT"))
     seen: list[str] = []
@@ -324,12 +328,55 @@ async def test_an_entry_that_keeps_crashing_consumers_is_dead_lettered(bus: Bus)
 
     live = consumer_of(handle, claim_idle_ms=100, max_attempts=3)
     await asyncio.sleep(0.15)
-    await run_until(bus, live, lambda: len(seen) == 1, name="live")
+    await run_until(bus, live, lambda: len(seen) == 2, name="live")
+    assert sorted(seen) == ["GOOD_USDT", "WAITED_USDT"]
+    assert await dead_letters(bus) == []
+    assert await pending(bus) == 0
+
+
+async def test_failed_attempts_are_counted_across_restarts(bus: Bus) -> None:
+    """A handler that fails once per run of its consumer is dead-lettered after
+    ``max_attempts`` failures in all, not retried for ever by a restarting service."""
+    event = market("BAD_USDT")
+    await bus.publish(event)
+    calls: list[int] = []
+
+    async def handle(e: MarketData) -> None:
+        calls.append(1)
+        stop_after_failure.set()
+        raise ValueError("cannot size this position")
+
+    for run in range(3):
+        stop_after_failure = asyncio.Event()
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer_of(handle, max_attempts=3).run(bus, "c1", stop))
+        await asyncio.wait_for(stop_after_failure.wait(), 10)
+        stop.set()  # as a restart: the entry stays pending with its failures counted
+        await asyncio.wait_for(task, 10)
+        assert len(calls) == run + 1
+    letters = await dead_letters(bus)
+    assert len(letters) == 1
+    assert letters[0][b"reason"].startswith(b"handler failed 3 times")
+    assert letters[0][b"event_id"] == event.event_id.encode()
+    assert await bus.redis.exists(f"cdb:attempts:g:{event.event_id}") == 0
+    assert await pending(bus) == 0
+
+
+async def test_a_refused_event_is_dead_lettered_at_once(bus: Bus) -> None:
+    event = market("FORGED_USDT")
+    await bus.publish(event)
+    calls: list[int] = []
+
+    async def handle(e: MarketData) -> None:
+        calls.append(1)
+        raise Refused("no risk decision for this order")
+
+    await run_until(bus, consumer_of(handle, max_attempts=5), lambda: len(calls) == 1)
     for _ in range(100):
         if await dead_letters(bus):
             break
         await asyncio.sleep(0.02)
-    assert seen == ["GOOD_USDT"]
     (letter,) = await dead_letters(bus)
-    assert "without acknowledgement" in letter[b"reason"].decode()
+    assert letter[b"reason"] == b"refused: no risk decision for this order"
+    assert calls == [1]
     assert await pending(bus) == 0

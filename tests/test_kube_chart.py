@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
+from cdb.core.acl import ACCESS
 from tests.cluster import ROOT, ControlPlane
 
 CHART = ROOT / "charts" / "cdb"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 PV_FILE = ROOT / "k8s" / "pv-hostpath.yaml"
 GENERATED = {"cdb-redis": "redis-password", "cdb-postgres": "postgres-password",
-             "cdb-grafana": "admin-password",
+             "cdb-admin": "admin-token", "cdb-grafana": "admin-password",
              "cdb-notifier-vapid": "vapid-private-key"}  # the notifier's WebPush key  # fmt: skip
 
 
@@ -50,16 +51,19 @@ def prepare(kube: ControlPlane, namespace: str, values: dict[str, Any]) -> None:
     mode = (values.get("storage") or {}).get("mode", "hostPath")
     if mode == "hostPath":
         hostpath_volumes(kube, namespace)
-    existing = {
-        "cdb-redis-auth": "redis-password",
-        "cdb-postgres-auth": "postgres-password",
-        "cdb-grafana-auth": "admin-password",
+    existing = {  # the Redis Secret: the admin's password and one per ACL user
+        "cdb-redis-auth": ["redis-password", *(f"{user}-password" for user in ACCESS)],
+        "cdb-postgres-auth": ["postgres-password"],
+        "cdb-admin-auth": ["admin-token"],
+        "cdb-grafana-auth": ["admin-password"],
     }
-    for component, key in (("redis", "auth"), ("postgres", "auth"), ("grafana", "auth")):
+    for component, key in (
+        ("redis", "auth"), ("postgres", "auth"), ("riskManager", "adminAuth"), ("grafana", "auth")
+    ):  # fmt: skip
         secret = ((values.get(component) or {}).get(key) or {}).get("existingSecret")
         if secret:
-            kube.kubectl("-n", namespace, "create", "secret", "generic", secret,
-                         f"--from-literal={existing[secret]}=test-only-{secret}")  # fmt: skip
+            literals = [f"--from-literal={k}=test-only-{secret}-{k}" for k in existing[secret]]
+            kube.kubectl("-n", namespace, "create", "secret", "generic", secret, *literals)
     credentials = ((values.get("trading") or {}).get("credentials") or {}).get("existingSecret")
     if credentials:
         kube.kubectl("-n", namespace, "create", "secret", "generic", credentials,

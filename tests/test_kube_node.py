@@ -198,7 +198,9 @@ def paper_orders(plane: ControlPlane, ns: str) -> int:
         password=base64.b64decode(secret).decode(),
         connect_timeout=5,
     ) as conn:
-        row = conn.execute("SELECT count(*) FROM orders WHERE mode = 'paper' AND status = 'filled'").fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM orders WHERE mode = 'paper' AND status = 'filled'"
+        ).fetchone()
     return int(row[0]) if row else 0
 
 

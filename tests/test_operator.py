@@ -38,7 +38,7 @@ from cdb_operator.reconcile import refresh_readiness
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
 from tests.conftest import REDIS_PASSWORD
-from tests.support import ROOT, ServiceProcess, free_port, scrape
+from tests.support import ROOT, SIM_CLOCK, ServiceProcess, free_port, scrape
 from tests.test_pipeline_support import RedisServer
 
 NAMESPACE = "cdb"
@@ -288,7 +288,8 @@ async def test_created_bot_gets_its_config_map_and_one_screener_pod_per_chunk(
     assert env["CHUNK_COUNT"] == "3" and env["CHUNK_SIZE"] == "200"
     assert env["SYMBOLS"] == {"configMapKeyRef": {"name": "momentum-config", "key": "symbols"}}
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis", "key": "redis-password"}}
+    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis", "key": "bot_ws-password"}}
+    assert env["REDIS_USERNAME"] == "bot_ws"  # the screener's own Redis ACL user
     assert env["POSTGRES_PASSWORD"] == {
         "secretKeyRef": {"name": "postgres", "key": "postgres-password"}
     }
@@ -1037,10 +1038,10 @@ def pod_env(stateful_set: dict[str, Any], config_map: dict[str, Any], pod: str) 
             resolved[item["name"]] = config_map["data"][source["configMapKeyRef"]["key"]]
         elif "fieldRef" in source:
             resolved[item["name"]] = pod
-        elif source.get("secretKeyRef", {}).get("key") == "redis-password":
-            from tests.conftest import REDIS_PASSWORD
+        elif source.get("secretKeyRef", {}).get("key") == "bot_ws-password":
+            from tests.conftest import ACL_PASSWORDS
 
-            resolved[item["name"]] = REDIS_PASSWORD
+            resolved[item["name"]] = ACL_PASSWORDS["bot_ws"]
         elif "secretKeyRef" in source:
             resolved[item["name"]] = ""  # the harness's PostgreSQL trusts local connections
     return resolved
@@ -1072,7 +1073,7 @@ async def test_a_real_screener_started_from_the_generated_pod_env_takes_its_chun
 
         # The last pod of three: bot_ws derives chunk 2 from the ordinal in POD_NAME.
         screener = ServiceProcess(
-            "cdb.bot_ws", {**pod_env(sts, config_map, "momentum-bot-ws-2")}, tmp_path
+            "cdb.bot_ws", {**pod_env(sts, config_map, "momentum-bot-ws-2"), **SIM_CLOCK}, tmp_path
         )
         with screener:
             await asyncio.to_thread(screener.wait_healthy, 60.0, ("ok", "stale"))

@@ -14,7 +14,7 @@ import pytest
 
 from cdb.core.bus import Bus
 from cdb.core.events import Stream
-from tests.support import ROOT, ServiceProcess, free_port
+from tests.support import ROOT, SIM_CLOCK, ServiceProcess, free_port
 from tests.test_pipeline_support import Pipeline, candle, market, query, scalar, wait_until
 
 pytestmark = pytest.mark.slow
@@ -162,6 +162,7 @@ async def test_a_simulated_pump_through_bot_ws_becomes_a_position(
         "cdb.bot_ws",
         {
             **service_env,
+            **SIM_CLOCK,
             "MEXC_WS_URL": f"ws://127.0.0.1:{sim_port}/edge",
             "MEXC_REST_URL": f"http://127.0.0.1:{sim_port}",
             "PUBLISH_INTERVAL_S": "1",

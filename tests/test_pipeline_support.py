@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from cdb.core.events import Candle, MarketData
+from cdb.core.acl import write_acl_file
+from cdb.core.bus import Bus
+from cdb.core.events import Candle, MarketData, Order
+from tests.conftest import acl_env, as_user
 from tests.support import ServiceProcess, free_port
 
 SERVICES = ("signal_engine", "risk_manager", "execution_service")
@@ -73,6 +77,23 @@ def conninfo(env: dict[str, str]) -> str:
     )
 
 
+def approve(env: dict[str, str], order: Order) -> None:
+    """The decision row risk_manager writes for ``order``: without it execution_service
+    refuses the order (tests that stand in for risk_manager write it first)."""
+    with psycopg.connect(conninfo(env), connect_timeout=5, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO risk_decisions (signal_id, decision, order_id, order_event)"
+            " VALUES (%s, 'approved', %s, %s) ON CONFLICT DO NOTHING",
+            (order.signal_id, order.order_id, Jsonb(order.model_dump(mode="json"))),
+        )
+
+
+async def publish_approved(bus: Bus, env: dict[str, str], order: Order) -> None:
+    """Approve ``order`` as risk_manager would, then put it on ``cdb:orders``."""
+    await asyncio.to_thread(approve, env, order)
+    await bus.publish(order)
+
+
 def query(env: dict[str, str], sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     """A fresh connection per read, so a PostgreSQL restart does not break the test."""
     with psycopg.connect(conninfo(env), connect_timeout=5, autocommit=True) as conn:
@@ -109,7 +130,7 @@ class Pipeline:
 
     def start(self, *names: str) -> Pipeline:
         for name in names or SERVICES:
-            env = {**self.env, "CONSUMER_NAME": f"{name}-0"}
+            env = as_user({**self.env, "CONSUMER_NAME": f"{name}-0"}, name)
             port = self.procs[name].port if name in self.procs else None
             self.procs[name] = ServiceProcess(f"cdb.{name}", env, self.log_dir, port=port).start()
         for name in names or SERVICES:
@@ -132,7 +153,8 @@ class Pipeline:
 
 
 class RedisServer:
-    """redis-server from the binary, AOF on (fsync always), restartable on the same port."""
+    """redis-server from the binary, AOF on (fsync always), restartable on the same port;
+    its users (the admin and one per service) from an ACL file, no password in argv."""
 
     def __init__(self, data_dir: Path, password: str) -> None:
         self.data_dir = data_dir
@@ -142,6 +164,8 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        acl_file = self.data_dir / "users.acl"
+        write_acl_file(acl_file, {**acl_env(), "REDIS_PASSWORD": self.password})
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
             [
@@ -158,8 +182,8 @@ class RedisServer:
                 "always",
                 "--save",
                 "",
-                "--requirepass",
-                self.password,
+                "--aclfile",
+                str(acl_file),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -90,9 +90,13 @@ async def close_with_loss(bus: Bus, env: dict[str, str], order_id: str, loss: fl
     )
 
 
+ADMIN_TOKEN = "test-only-admin-token"
+
+
 async def test_breaker_trips_at_exactly_five_percent_and_stays_tripped_across_a_restart(
     bus: Bus, service_env: dict[str, str], tmp_path: Path
 ) -> None:
+    service_env = {**service_env, "ADMIN_TOKEN": ADMIN_TOKEN}
     proc = await start(service_env, tmp_path)
     try:
         for n, loss in enumerate([300.0, 199.99]):
@@ -134,7 +138,20 @@ async def test_breaker_trips_at_exactly_five_percent_and_stays_tripped_across_a_
         )
         assert len(await bus.redis.xrange(Stream.ALERTS.value)) == 1  # no second alert
 
-        reply = httpx.post(f"{proc.url}/breaker/reset")
+        # lifting the breaker needs the credential from the Secret: refused without it
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}):
+            refused = httpx.post(f"{proc.url}/breaker/reset", headers=headers)
+            assert refused.status_code == 401, refused.text
+        assert proc.status()["book"]["breaker_active"] is True
+        assert await decided(bus, service_env, signal("STILL_USDT")) == (
+            "rejected",
+            "circuit_breaker",
+        )
+        assert ADMIN_TOKEN not in json.dumps(proc.status())  # never shown
+
+        reply = httpx.post(
+            f"{proc.url}/breaker/reset", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         assert reply.status_code == 200 and reply.json()["book"]["breaker_active"] is False
         verdict, _ = await decided(bus, service_env, signal("RESET_USDT"))
         assert verdict == "approved"
@@ -147,6 +164,20 @@ async def test_breaker_trips_at_exactly_five_percent_and_stays_tripped_across_a_
             "circuit_breaker",
             "breaker_reset",
         ]
+    finally:
+        proc.__exit__()
+
+
+async def test_state_changing_endpoints_refuse_everything_without_a_configured_token(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = await start(service_env, tmp_path)  # no ADMIN_TOKEN
+    try:
+        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer x"}):
+            reply = httpx.post(f"{proc.url}/breaker/reset", headers=headers)
+            assert reply.status_code == 403 and "ADMIN_TOKEN" in reply.text
+        assert httpx.get(f"{proc.url}/status").status_code == 200  # read-only stays open
+        assert scalar(service_env, "SELECT count(*) FROM risk_events") == 0
     finally:
         proc.__exit__()
 

@@ -120,12 +120,15 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         "BOT_REST_URL": env.bot_rest_url,
         "REDIS_HOST": env.redis_host,
         "REDIS_PORT": str(env.redis_port),
+        "REDIS_USERNAME": "bot_ws",  # the screener's own Redis ACL user (cdb.core.acl)
         "POSTGRES_HOST": env.postgres_host,
         "POSTGRES_PORT": str(env.postgres_port),
         "POSTGRES_DB": env.postgres_db,
         "POSTGRES_USER": env.postgres_user,
         "HTTP_PORT": str(HTTP_PORT),
         "BOT_NAME": bot,
+        "FRAME_CLOCK_MAX_RATE": str(env.bot_ws_frame_clock_max_rate),
+        "FRAME_MAX_AHEAD_S": str(env.bot_ws_frame_max_ahead_s),
     }
     return [
         {
@@ -134,7 +137,7 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *({"name": key, "value": value} for key, value in plain.items()),
-        _secret_env("REDIS_PASSWORD", env.redis_secret_name, "redis-password"),
+        _secret_env("REDIS_PASSWORD", env.redis_secret_name, "bot_ws-password"),
         _secret_env("POSTGRES_PASSWORD", env.postgres_secret_name, "postgres-password"),
     ]
 

@@ -10,6 +10,7 @@ import typer
 from cdb.core.config import PostgresSettings, load_settings_or_exit
 from cdb.core.db import apply_migrations
 from cdb.core.schemas import schema_drift, write_schemas
+from cdb.dead_letter.command import app as dead_letter_app
 from cdb.demo.commands import demo, status
 from cdb.ml_advisor.cli import build_app as build_ml_app
 from cdb.ml_advisor.rules import MarketDataRule
@@ -67,6 +68,7 @@ def momentum_rule(threshold_pct: float, min_volume: float) -> MarketDataRule:
 
 app.add_typer(build_ml_app(momentum_rule), name="ml")
 app.add_typer(build_notify_app(), name="notify")
+app.add_typer(dead_letter_app, name="dead-letter")
 
 
 def main() -> None:

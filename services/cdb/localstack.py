@@ -2,7 +2,8 @@
 
 Started from the same binaries the tests use, in a project-local data directory
 (``.cdb/`` by default) that survives restarts. PostgreSQL refuses to run as root, so as
-root the cluster is run by the ``postgres`` user through ``runuser``.
+root the cluster is run by the ``postgres`` user through ``runuser``. Both require a
+password of every client; passwords live in private files of the data directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from cdb.core.acl import ACCESS, acl_file
 
 __all__ = ["LocalPostgres", "LocalRedis", "LocalStack", "pg_bin_dir"]
 
@@ -48,19 +51,30 @@ def _wait_port(port: int, what: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{what} did not open port {port} within {timeout:.0f}s")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read, from its first byte: created with
+    mode 0600 (never world-readable between a write and a chmod)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_TRUNC
+
+
 def _secret(path: Path) -> str:
     """A password generated once per data directory, kept out of the code and the logs."""
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(24)
-    path.write_text(value)
-    path.chmod(0o600)
+    write_private(path, value)
     return value
 
 
 @dataclass
 class LocalRedis:
+    """Redis with an ACL file: ``default`` (the admin password, for tools) and one user per
+    service with its own password (``cdb.core.acl``), no password in any argv."""
+
     data_dir: Path
     port: int = 16379
 
@@ -68,21 +82,36 @@ class LocalRedis:
     def password(self) -> str:
         return _secret(self.data_dir / "redis.password")
 
+    def user_password(self, user: str) -> str:
+        return _secret(self.data_dir / "users" / f"{user}.password")
+
+    def user_env(self, user: str) -> dict[str, str]:
+        """``REDIS_USERNAME``/``REDIS_PASSWORD`` of a service's own ACL user."""
+        return {"REDIS_USERNAME": user, "REDIS_PASSWORD": self.user_password(user)}
+
     def start(self) -> None:
         if _port_open(self.port):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
-        config = self.data_dir / "redis.conf"
-        config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\nappendonly yes\n"
-            f"requirepass {self.password}\ndaemonize yes\n"
-            f"pidfile {self.data_dir / 'redis.pid'}\nlogfile {self.data_dir / 'redis.log'}\n"
+        acl = self.data_dir / "users.acl"
+        write_private(
+            acl,
+            acl_file(self.password, {user: self.user_password(user) for user in ACCESS}),
         )
-        config.chmod(0o600)
-        subprocess.run([exe, str(config)], check=True)
+        config = self.data_dir / "redis.conf"
+        write_private(
+            config,
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\nappendonly yes\n"
+            f"aclfile {acl}\ndaemonize yes\n"
+            f"pidfile {self.data_dir / 'redis.pid'}\nlogfile {self.data_dir / 'redis.log'}\n",
+        )
+        # umask 077: the AOF, the RDB and the log are the owner's alone (redis-server creates
+        # them with the umask it inherits); the password is in the config file, not argv
+        subprocess.run([exe, str(config)], check=True, umask=0o077)
         _wait_port(self.port, "redis-server")
 
     def stop(self) -> None:
@@ -97,20 +126,77 @@ class LocalRedis:
 
 @dataclass
 class LocalPostgres:
+    """A PostgreSQL cluster that trusts nobody: scram-sha-256 password authentication on
+    every connection (socket and TCP). The cluster's superuser is ``postgres`` (its
+    password in ``superuser.password``, used only to create the role and the database);
+    ``cdb_user`` owns the database ``claire_de_binare`` and is no superuser: it runs the
+    migrations (it owns every table they create) and the services."""
+
     data_dir: Path
     port: int = 15432
     user: str = "cdb_user"
     database: str = "claire_de_binare"
+    superuser: str = "postgres"
 
     @property
     def cluster(self) -> Path:
         return self.data_dir / "pgdata"
+
+    @property
+    def password(self) -> str:
+        """``cdb_user``'s password, generated once per data directory (mode 0600)."""
+        return _secret(self.data_dir / "cdb_user.password")
+
+    @property
+    def superuser_password(self) -> str:
+        return _secret(self.data_dir / "superuser.password")
 
     def _run(self, *args: str) -> None:
         command = list(args)
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd="/")
+
+    def _psql(self, sql: str, *, database: str = "postgres") -> str:
+        """Run ``sql`` as the cluster's superuser over TCP (password from the environment,
+        never in argv)."""
+        env = {**os.environ, "PGPASSWORD": self.superuser_password}
+        return subprocess.run(
+            [
+                str(pg_bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout.strip()
+
+    def _check_not_trusting(self) -> None:
+        hba = self.cluster / "pg_hba.conf"
+        with contextlib.suppress(OSError):
+            rules = [
+                line.split()
+                for line in hba.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+            if any(rule and rule[-1] == "trust" for rule in rules):
+                raise RuntimeError(
+                    f"the PostgreSQL cluster in {self.cluster} trusts local connections"
+                    " (made by an older cdb): `cdb demo --fresh` recreates it with password"
+                    " authentication (and wipes the demo's data)"
+                )
 
     def start(self) -> None:
         if _port_open(self.port):
@@ -123,15 +209,23 @@ class LocalPostgres:
             for parent in [directory, *directory.parents]:
                 parent.chmod(parent.stat().st_mode | 0o001)
         if not (self.cluster / "PG_VERSION").exists():
-            self._run(
-                str(bin_dir / "initdb"),
-                "-D",
-                str(self.cluster),
-                "-U",
-                self.user,
-                "--auth=trust",
-                "--encoding=UTF8",
-            )
+            pwfile = self.data_dir / "initdb.pw"
+            write_private(pwfile, self.superuser_password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres")
+            try:
+                self._run(
+                    str(bin_dir / "initdb"),
+                    "-D", str(self.cluster),
+                    "-U", self.superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                )  # fmt: skip
+            finally:
+                pwfile.unlink(missing_ok=True)
+        elif (self.cluster / "pg_hba.conf").exists():
+            self._check_not_trusting()
         self._run(
             str(bin_dir / "pg_ctl"),
             "-D",
@@ -143,38 +237,23 @@ class LocalPostgres:
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1",
             "start",
         )
-        exists = subprocess.run(
-            [
-                str(bin_dir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname='{self.database}'",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if exists != "1":
-            subprocess.run(
-                [
-                    str(bin_dir / "createdb"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    self.user,
-                    self.database,
-                ],
-                check=True,
+        self._provision()
+
+    def _provision(self) -> None:
+        """``cdb_user`` (login, password, no superuser) and its database, once."""
+        quoted = self.password.replace("'", "''")
+        if self._psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.user}'") != "1":
+            self._psql(
+                f"CREATE ROLE {self.user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+                f" PASSWORD '{quoted}'"
             )
+        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'") != "1":
+            self._psql(f"CREATE DATABASE {self.database} OWNER {self.user}")
+
+    def create_database(self, name: str) -> None:
+        """A fresh database owned by ``cdb_user`` (bench runs), dropped first if it exists."""
+        self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self._psql(f"CREATE DATABASE {name} OWNER {self.user}")
 
     def stop(self) -> None:
         if (self.cluster / "postmaster.pid").exists():
@@ -204,7 +283,24 @@ class LocalStack:
         self.redis.stop()
         self.postgres.stop()
 
+    @property
+    def admin_token(self) -> str:
+        """The credential of state-changing endpoints, in ``admin.token`` (mode 0600)."""
+        return _secret(self.data_dir / "admin.token")
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """``env()`` for one service: its own Redis user when it has one, never the admin
+        password (mexc_sim, which uses no Redis, gets no Redis password at all)."""
+        env = self.env()
+        if service == "risk_manager":  # the credential of POST /breaker/reset
+            env["ADMIN_TOKEN"] = self.admin_token
+        if service in ACCESS:
+            return {**env, **self.redis.user_env(service)}
+        env.pop("REDIS_PASSWORD")
+        return env
+
     def env(self) -> dict[str, str]:
+        """Everything a local tool needs, logging in to Redis as the admin (``default``)."""
         return {
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(self.redis_port),
@@ -213,5 +309,5 @@ class LocalStack:
             "POSTGRES_PORT": str(self.postgres_port),
             "POSTGRES_DB": self.postgres.database,
             "POSTGRES_USER": self.postgres.user,
-            "POSTGRES_PASSWORD": "",
+            "POSTGRES_PASSWORD": self.postgres.password,
         }

@@ -48,6 +48,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name | trunc 63 | trimSuffix "-" }}
 {{- define "cdb.notifier.vapidSecretName" -}}
 {{- .Values.notifier.vapidExistingSecret | default "cdb-notifier-vapid" -}}
 {{- end -}}
+{{- define "cdb.admin.secretName" -}}
+{{- .Values.riskManager.adminAuth.existingSecret | default "cdb-admin" -}}
+{{- end -}}
 {{- define "cdb.grafana.secretName" -}}
 {{- .Values.grafana.auth.existingSecret | default "cdb-grafana" -}}
 {{- end -}}
@@ -126,14 +129,27 @@ livenessProbe:
   failureThreshold: 6
 {{- end -}}
 
-{{/* Secret-backed environment of every Python service (passwords never in a ConfigMap). */}}
+{{/* Secret-backed environment of every Python service (passwords never in a ConfigMap).
+   Call with (dict "root" $ "user" "signal_engine"): the service logs in to Redis as its own
+   ACL user (cdb.core.acl), with that user's password; without a user, no Redis password. */}}
 {{- define "cdb.secretEnv" -}}
+{{- if .user -}}
+- name: REDIS_USERNAME
+  value: {{ .user | quote }}
 - name: REDIS_PASSWORD
   valueFrom:
-    secretKeyRef: {name: {{ include "cdb.redis.secretName" . }}, key: redis-password}
+    secretKeyRef: {name: {{ include "cdb.redis.secretName" .root }}, key: {{ printf "%s-password" .user }}}
+{{ end -}}
 - name: POSTGRES_PASSWORD
   valueFrom:
-    secretKeyRef: {name: {{ include "cdb.postgres.secretName" . }}, key: postgres-password}
+    secretKeyRef: {name: {{ include "cdb.postgres.secretName" .root }}, key: postgres-password}
+{{- end -}}
+
+{{/* The Redis ACL users, one per service plus the operator and the read-only viewer:
+   the keys of cdb.core.acl.ACCESS (a test keeps the two equal). The Secret holds
+   `redis-password` (the admin, `default`) and `<user>-password` for each. */}}
+{{- define "cdb.redisUsers" -}}
+{{- list "bot_ws" "bot_rest" "signal_engine" "risk_manager" "execution_service" "ml_advisor" "notifier" "operator" "viewer" | toJson -}}
 {{- end -}}
 
 {{/* The writable places of a read-only root: /data and /tmp. */}}
@@ -154,7 +170,7 @@ livenessProbe:
 The start order, enforced by readiness and retries: an init container in the app image
 that returns once each dependency answers (Redis PING with the password, a PostgreSQL
 login, or HTTP 200 from an upstream /health), retrying with capped backoff.
-Call with (dict "root" $ "targets" (list "redis" "postgres" "http://signal-engine:8001/health")).
+Call with (dict "root" $ "user" "signal_engine" "targets" (list "redis" "postgres" "http://signal-engine:8001/health")).
 */}}
 {{- define "cdb.waitFor" -}}
 - name: wait-for-dependencies
@@ -167,7 +183,7 @@ Call with (dict "root" $ "targets" (list "redis" "postgres" "http://signal-engin
       import os, sys, time, urllib.request
       def redis_up():
           import redis
-          client = redis.Redis(host=os.environ["REDIS_HOST"], port=int(os.environ["REDIS_PORT"]), password=os.environ["REDIS_PASSWORD"], socket_timeout=3)
+          client = redis.Redis(host=os.environ["REDIS_HOST"], port=int(os.environ["REDIS_PORT"]), username=os.environ.get("REDIS_USERNAME", "default"), password=os.environ["REDIS_PASSWORD"], socket_timeout=3)
           return bool(client.ping())
       def postgres_up():
           import psycopg
@@ -197,7 +213,7 @@ Call with (dict "root" $ "targets" (list "redis" "postgres" "http://signal-engin
   envFrom:
     - configMapRef: {name: cdb-config}
   env:
-    {{- include "cdb.secretEnv" .root | nindent 4 }}
+    {{- include "cdb.secretEnv" (dict "root" .root "user" (.user | default "")) | nindent 4 }}
   {{- include "cdb.containerSecurityContext" .root | nindent 2 }}
   resources:
     {{- toYaml .root.Values.startOrder.resources | nindent 4 }}

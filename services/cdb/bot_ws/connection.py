@@ -24,7 +24,7 @@ from cdb.bot_ws.frames import (
     ping_request,
     sub_request,
 )
-from cdb.bot_ws.screener import Screener
+from cdb.bot_ws.screener import FrameTimeJump, Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.core.bus import Backoff, sleep_unless
 
@@ -39,6 +39,7 @@ class ConnectionHooks:
 
     on_ticks: Callable[[int], None] = lambda _: None
     on_malformed: Callable[[str], None] = lambda _: None
+    on_time_jump: Callable[[str], None] = lambda _: None
     on_open: Callable[[], None] = lambda: None
     on_close: Callable[[], None] = lambda: None
     on_reconnect: Callable[[], None] = lambda: None
@@ -135,19 +136,23 @@ class ChunkConnection:
                     log.exception("frame parser failed", extra={"chunk": self.index})
                     self.hooks.on_malformed(f"parser failed: {type(error).__name__}")
                     continue
-                if not announced:
-                    live_ms = subscribing.live_at(frame)
-                    if live_ms is not None:
-                        self.screener.connected(self.symbols, live_ms, self.index)
-                        announced = True
-                if isinstance(frame, DealPush):
+                try:
                     if not announced:
+                        live_ms = subscribing.live_at(frame)
+                        if live_ms is not None:
+                            self.screener.connected(self.symbols, live_ms, self.index)
+                            announced = True
+                    if isinstance(frame, DealPush):
+                        if not announced:
+                            continue
+                        self.hooks.on_ticks(self.screener.on_frame(frame, self.index))
+                        self.last_data_at = time.monotonic()
+                        had_data = True
                         continue
-                    self.hooks.on_ticks(self.screener.on_frame(frame, self.index))
-                    self.last_data_at = time.monotonic()
-                    had_data = True
+                    self.screener.on_frame(frame, self.index)
+                except FrameTimeJump as jump:  # the frame is dropped, the clock stays put
+                    self.hooks.on_time_jump(str(jump))
                     continue
-                self.screener.on_frame(frame, self.index)
                 if isinstance(frame, Pong):
                     self.last_pong_at = time.monotonic()
                 elif isinstance(frame, ErrorReply):

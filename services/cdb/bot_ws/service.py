@@ -14,7 +14,7 @@ from cdb.bot_ws.candles import ClosedCandle
 from cdb.bot_ws.chunks import served_chunks
 from cdb.bot_ws.connection import ChunkConnection, ConnectionHooks
 from cdb.bot_ws.exchange import ContractInfo, ExchangeError, ExchangeRest
-from cdb.bot_ws.screener import Screener
+from cdb.bot_ws.screener import ClockBounds, Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.bot_ws.window import WindowStat, market_data_of
 from cdb.core.bus import Backoff, Consumer, TransientError, sleep_unless
@@ -39,6 +39,17 @@ class BotWsMetrics:
         self.reconnects = Counter("bot_ws_reconnects_total", "WebSocket reconnects", registry=r)
         self.malformed = Counter(
             "bot_ws_malformed_frames_total", "Frames that could not be parsed", registry=r
+        )
+        self.time_jumps = Counter(
+            "bot_ws_frame_time_jumps_total",
+            "Frames refused because their time ran ahead of the local clock or the"
+            " connection's recent frames",
+            registry=r,
+        )
+        self.late_deals = Counter(
+            "bot_ws_deals_not_applied_total",
+            "Deals not applied: late (their minute closed) or of a minute taken from REST",
+            registry=r,
         )
         self.backfilled = Counter(
             "bot_ws_backfilled_candles_total", "Candles taken from REST klines", registry=r
@@ -68,6 +79,8 @@ class BotWs(Service[BotWsSettings]):
         self.universe_size = 0
         self.lookback_min = settings.lookback_min
         self.malformed_examples: list[str] = []
+        self.time_jump_examples: list[str] = []
+        self._late_seen = 0
         self.published_movers: dict[str, list[dict[str, float | str]]] = {}
         self._backfilling: set[str] = set()
         # one queue, one publisher: candles reach the stream in the order they closed
@@ -104,10 +117,16 @@ class BotWs(Service[BotWsSettings]):
             self.lookback_min,
             self.settings.close_grace_ms,
             chunk_of={s: j for j, chunk in enumerate(mine) for s in chunk},
+            bounds=ClockBounds(
+                max_rate=self.settings.frame_clock_max_rate,
+                max_ahead_ms=int(self.settings.frame_max_ahead_s * 1000),
+                max_jump_ms=int(self.settings.frame_max_jump_s * 1000),
+            ),
         )
         hooks = ConnectionHooks(
             on_ticks=self._on_ticks,
             on_malformed=self._on_malformed,
+            on_time_jump=self._on_time_jump,
             on_open=self.metrics.connections.inc,
             on_close=self.metrics.connections.dec,
             on_reconnect=self.metrics.reconnects.inc,
@@ -141,9 +160,20 @@ class BotWs(Service[BotWsSettings]):
     # ----- hooks ------------------------------------------------------------------------
 
     def _on_ticks(self, count: int) -> None:
+        """Deals *applied* keep /health fresh: deals refused as late (a clock gone wrong)
+        leave it to go stale, so a blind screener never says ok."""
+        late = self.screener.deals_ignored - self._late_seen
+        if late > 0:
+            self._late_seen += late
+            self.metrics.late_deals.inc(late)
         if count:
             self.metrics.ticks.inc(count)
             self.kernel.health.touch()
+
+    def _on_time_jump(self, reason: str) -> None:
+        self.metrics.time_jumps.inc()
+        self.time_jump_examples = [*self.time_jump_examples[-9:], reason[:200]]
+        log.warning("frame refused: its time cannot be true", extra={"reason": reason[:300]})
 
     def _on_malformed(self, reason: str) -> None:
         self.metrics.malformed.inc()
@@ -316,6 +346,8 @@ class BotWs(Service[BotWsSettings]):
             "deals_seen": self.screener.deals_seen,
             "deals_ignored": self.screener.deals_ignored,
             "malformed_examples": self.malformed_examples,
+            "frames_refused_for_time": self.screener.frames_refused,
+            "time_jump_examples": self.time_jump_examples,
             "movers": self.published_movers,
         }
 

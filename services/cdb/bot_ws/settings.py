@@ -36,6 +36,10 @@ class BotWsSettings(ServiceSettings):
     ping_interval_s: float = Field(default=15.0, gt=0, le=50)
     pong_timeout_s: float = Field(default=5.0, gt=0)
     close_grace_ms: int = Field(default=2_000, ge=0, le=30_000)
+    # how fast the exchange clock may run (frame times); MEXC runs at 1, mexc_sim at --speed
+    frame_clock_max_rate: float = Field(default=1.5, gt=0, le=100_000)
+    frame_max_ahead_s: float = Field(default=300.0, ge=0)
+    frame_max_jump_s: float = Field(default=10.0, ge=0)
     rest_timeout_s: float = Field(default=10.0, gt=0)
     rest_rate_per_2s: int = Field(default=20, ge=1, description="MEXC: klines 20 per 2 s")
     reconnect_max_s: float = Field(default=30.0, gt=0)

@@ -5,7 +5,11 @@
 * A :class:`Consumer` acknowledges an entry only after its handler returned (the effect
   is durable), records the event id so a redelivered or re-published event is skipped,
   claims entries a dead consumer left pending (``XAUTOCLAIM``), and dead-letters an
-  entry that does not parse or fails its handler ``max_attempts`` times, with the reason.
+  entry that does not parse, that its handler refuses (:class:`Refused`), or whose handler
+  raised ``max_attempts`` times, with the reason. Failed attempts are counted durably per
+  event id and group in Redis (``cdb:attempts:<group>:<event_id>``), never from Redis's
+  delivery counter: a consumer killed again and again while its handler waits (a lock, an
+  outage) re-reads the entry each time, and that is no failure of the entry.
 * Transient failures (Redis or PostgreSQL unreachable) are retried for as long as it
   takes: an outage delays events, it never dead-letters or drops them.
 """
@@ -31,7 +35,7 @@ from cdb.core.config import RedisSettings
 from cdb.core.events import STREAMS, Event, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 
-__all__ = ["Bus", "Consumer", "Handler", "TransientError", "is_transient"]
+__all__ = ["Bus", "Consumer", "Handler", "Refused", "TransientError", "is_transient"]
 
 log = logging.getLogger("cdb.bus")
 
@@ -52,6 +56,11 @@ DEAD_LETTER_MAX_LEN = 100_000
 
 class TransientError(Exception):
     """A failure that will pass (a dependency is down): retry, never dead-letter."""
+
+
+class Refused(Exception):
+    """The handler will never accept this event (e.g. an order without a risk decision):
+    dead-letter it at once with this reason, no retries."""
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -102,6 +111,7 @@ def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> R
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
+        username=settings.redis_username,
         password=settings.redis_password.get_secret_value(),
         socket_connect_timeout=5.0,
         socket_timeout=socket_timeout,
@@ -220,6 +230,10 @@ class Consumer(Generic[E]):
 
     def done_key(self, event_id: str) -> str:
         return f"cdb:done:{self.group}:{event_id}"
+
+    def attempts_key(self, event_id: str) -> str:
+        """Failed handler attempts of one event in this group; survives restarts."""
+        return f"cdb:attempts:{self.group}:{event_id}"
 
     async def run(
         self,
@@ -387,23 +401,28 @@ class _ConsumerRun(Generic[E]):
     async def _drop_poison(
         self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]
     ) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
-        """Dead-letter entries delivered too often without an ack (they crash consumers)."""
+        """Say loudly when an entry keeps being redelivered (consumers die while handling it),
+        but keep it: a delivery is no failed attempt. Only handler failures, counted per
+        event id in Redis, dead-letter an event (see ``_handle``)."""
         if not entries:
             return entries
         first, last = entries[0][0], entries[-1][0]
         pending: Any = await self.redis.xpending_range(
             self.stream, self.spec.group, min=first, max=last, count=len(entries) * 2
         )
-        deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        keep = []
-        for entry_id, fields in entries:
-            times = deliveries.get(_text(entry_id), 1)
+        for p in pending:
+            times = int(p["times_delivered"])
             if times > self.spec.max_attempts + 1:
-                reason = f"delivered {times} times without acknowledgement (consumers crashed)"
-                await self._dead_letter(entry_id, fields, reason)
-            else:
-                keep.append((entry_id, fields))
-        return keep
+                log.error(
+                    "entry redelivered many times without acknowledgement (consumers died "
+                    "while handling it); kept: only handler failures dead-letter an event",
+                    extra={
+                        "stream": self.stream,
+                        "entry_id": _text(p["message_id"]),
+                        "times_delivered": times,
+                    },
+                )
+        return entries
 
     async def _process(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
         raw = (fields or {}).get(PAYLOAD_FIELD)
@@ -430,12 +449,16 @@ class _ConsumerRun(Generic[E]):
 
     async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes] | None, event: E) -> bool:
         """Run the handler until it succeeds; False if the entry was dead-lettered or left."""
-        failures = 0
         backoff = Backoff(cap=10.0)
         while True:
             started = time.perf_counter()
             try:
                 await self.spec.handler(event)
+            except Refused as refusal:
+                if self.metrics is not None:
+                    self.metrics.handler_errors.labels(self.stream, "refused").inc()
+                await self._dead_letter(entry_id, fields, f"refused: {refusal}", event.event_id)
+                return False
             except Exception as error:
                 transient = is_transient(error)
                 if self.metrics is not None:
@@ -456,30 +479,46 @@ class _ConsumerRun(Generic[E]):
                     if self.stop.is_set():
                         return False  # stays pending; handled after restart or by a peer
                     continue
-                failures += 1
+                failures = await self._retrying(lambda: self._count_failure(event.event_id))
                 log.exception(
                     "handler failed",
                     extra={"stream": self.stream, "event_id": event.event_id, "attempt": failures},
                 )
                 if failures >= self.spec.max_attempts:
                     reason = f"handler failed {failures} times: {type(error).__name__}: {error}"
-                    await self._dead_letter(entry_id, fields, reason)
+                    await self._dead_letter(entry_id, fields, reason, event.event_id)
                     return False
                 await sleep_unless(self.stop, backoff.next_delay())
+                if self.stop.is_set():
+                    return False  # stays pending; its failures so far are remembered
                 continue
             if self.metrics is not None:
                 elapsed = time.perf_counter() - started
                 self.metrics.handler_seconds.labels(self.stream).observe(elapsed)
             return True
 
+    async def _count_failure(self, event_id: str) -> int:
+        """One more failed attempt of ``event_id`` in this group, durably; the new total."""
+        key = self.spec.attempts_key(event_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.spec.done_ttl_s)
+            total, _ = await pipe.execute()
+        return int(total)
+
     async def _acknowledge(self, entry_id: bytes, event_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.spec.done_key(event_id), b"1", ex=self.spec.done_ttl_s)
+            pipe.delete(self.spec.attempts_key(event_id))
             pipe.xack(self.stream, self.spec.group, entry_id)
             await pipe.execute()
 
     async def _dead_letter(
-        self, entry_id: bytes, fields: dict[bytes, bytes] | None, reason: str
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes] | None,
+        reason: str,
+        event_id: str = "",
     ) -> None:
         payload = (fields or {}).get(PAYLOAD_FIELD, b"")[:65536]
         log.error(
@@ -496,6 +535,7 @@ class _ConsumerRun(Generic[E]):
                         b"group": self.spec.group.encode(),
                         b"consumer": self.name.encode(),
                         b"entry_id": entry_id,
+                        b"event_id": event_id.encode(),
                         b"reason": reason.encode()[:4096],
                         b"payload": payload,
                         b"ts": str(time.time()).encode(),
@@ -503,6 +543,8 @@ class _ConsumerRun(Generic[E]):
                     maxlen=DEAD_LETTER_MAX_LEN,
                     approximate=True,
                 )
+                if event_id:
+                    pipe.delete(self.spec.attempts_key(event_id))  # a replay starts afresh
                 pipe.xack(self.stream, self.spec.group, entry_id)
                 await pipe.execute()
 

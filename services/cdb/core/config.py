@@ -24,12 +24,14 @@ __all__ = [
 
 
 class RedisSettings(BaseSettings):
-    """Where the event bus lives. Redis always requires a password."""
+    """Where the event bus lives. Redis always requires a password; each service logs in as
+    its own ACL user (``REDIS_USERNAME``, see :mod:`cdb.core.acl`)."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
     redis_host: str = "127.0.0.1"
     redis_port: int = Field(default=6379, gt=0, lt=65536)
+    redis_username: str = Field(default="default", min_length=1, max_length=64)
     redis_password: SecretStr = Field(min_length=1)
     redis_db: int = Field(default=0, ge=0)
 
@@ -73,6 +75,9 @@ class ServiceSettings(RedisSettings, PostgresSettings):
     bus_batch: int = Field(default=64, gt=0)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     migrate_on_start: bool = True
+    # the credential every state-changing HTTP endpoint requires (Authorization: Bearer);
+    # from a Secret. Unset: those endpoints refuse every request.
+    admin_token: SecretStr = SecretStr("")
 
 
 class ConfigError(Exception):

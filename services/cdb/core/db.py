@@ -68,13 +68,23 @@ async def apply_migrations(settings: PostgresSettings, directory: Path | None = 
 class Database:
     """The process's connection pool. Use ``async with db.transaction() as conn``."""
 
-    def __init__(self, settings: PostgresSettings, *, min_size: int = 1, max_size: int = 5) -> None:
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        *,
+        min_size: int = 1,
+        max_size: int = 5,
+        application_name: str = "cdb",
+    ) -> None:
         self.settings = settings
+        # what pg_stat_activity shows for this process: lock waits are found by it
+        self.application_name = application_name[:63]
         self.pool = AsyncConnectionPool(
             conninfo=settings.postgres_conninfo(),
             kwargs={
                 "password": settings.postgres_password.get_secret_value() or None,
                 "connect_timeout": 5,
+                "application_name": self.application_name,
             },
             min_size=min_size,
             max_size=max_size,
@@ -92,6 +102,26 @@ class Database:
     def connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
         """A pooled connection; ``async with db.connection() as conn, conn.transaction():``."""
         return self.pool.connection()
+
+    async def lock_waits(self) -> list[str]:
+        """What this process's connections wait for in PostgreSQL: one line per backend
+        blocked on a lock, with the blocking backends and what they run."""
+        async with self.pool.connection(timeout=2.0) as conn:
+            cursor = await conn.execute(
+                "SELECT a.wait_event, left(a.query, 120),"
+                " (SELECT string_agg(b.pid || ' (' || coalesce(b.application_name, '') || ': '"
+                "   || left(coalesce(b.query, ''), 80) || ')', ', ')"
+                "  FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)))"
+                " FROM pg_stat_activity a"
+                " WHERE a.application_name = %s AND a.wait_event_type = 'Lock'"
+                " AND a.pid <> pg_backend_pid()",
+                (self.application_name,),
+            )
+            rows = await cursor.fetchall()
+        return [
+            f"postgres {event} lock for `{query}`, held by {blockers or 'another backend'}"
+            for event, query, blockers in rows
+        ]
 
     async def ping(self) -> bool:
         try:

@@ -3,20 +3,51 @@
 ``/health`` is the contract for people and monitors (``ok``, or ``stale``/``starting`` with
 503). Kubernetes probes use ``/livez`` (liveness) and ``/readyz`` (readiness), so a quiet
 market neither restarts a pod nor takes it out of its Service (and out of Prometheus).
+
+Read-only endpoints are open (on the pod network only); every state-changing endpoint a
+service adds depends on :func:`admin_credential`: ``Authorization: Bearer <ADMIN_TOKEN>``
+(the token from a Secret, compared in constant time), else 401; with no token configured
+the endpoint refuses everything (403). Each accepted or refused call is logged with the
+caller's address, for the audit trail.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cdb.core.metrics import Health, ServiceMetrics
 
-__all__ = ["HttpState", "create_app"]
+__all__ = ["HttpState", "admin_credential", "create_app"]
+
+log = logging.getLogger("cdb.http")
+
+
+def admin_credential(token: str) -> Callable[[Request], None]:
+    """A FastAPI dependency: the request carries ``Authorization: Bearer <token>``."""
+    expected = token.encode()
+
+    def check(request: Request) -> None:
+        caller = request.client.host if request.client else "?"
+        what = f"{request.method} {request.url.path}"
+        if not expected:
+            log.warning("state-changing request refused: no ADMIN_TOKEN configured",
+                        extra={"request": what, "caller": caller})  # fmt: skip
+            raise HTTPException(403, "disabled: this service has no ADMIN_TOKEN configured")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+            log.warning("state-changing request refused: bad or missing credential",
+                        extra={"request": what, "caller": caller})  # fmt: skip
+            raise HTTPException(401, "credential required", headers={"WWW-Authenticate": "Bearer"})
+        log.warning("state-changing request accepted", extra={"request": what, "caller": caller})
+
+    return check
 
 
 class HttpState:
@@ -34,6 +65,8 @@ class HttpState:
         self.metrics = metrics
         self.status = status
         self.ready = False
+        # while starting: what the service waits for (a dependency, a lock), for people
+        self.waiting_for = ""
 
 
 def counters(metrics: ServiceMetrics) -> dict[str, float]:
@@ -55,7 +88,7 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
     @app.get("/health")
     def health() -> JSONResponse:
         if not state.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
+            return JSONResponse(_starting(state), status_code=503)
         current = state.health.state()
         body: dict[str, Any] = {"status": current}
         if current != "ok":
@@ -73,7 +106,7 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
     def readyz() -> JSONResponse:
         """Kubernetes readiness: dependencies are up. A stale input is /health's business."""
         if not state.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
+            return JSONResponse(_starting(state), status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/status")
@@ -83,6 +116,7 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
             "ready": state.ready,
             "health": state.health.state() if state.ready else "starting",
             "last_event_at": state.health.last_event_at,
+            "waiting_for": state.waiting_for if not state.ready else "",
             "counters": counters(state.metrics),
             **state.status(),
         }
@@ -94,3 +128,10 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
     if router is not None:
         app.include_router(router)
     return app
+
+
+def _starting(state: HttpState) -> dict[str, str]:
+    body = {"status": "starting"}
+    if state.waiting_for:
+        body["waiting_for"] = state.waiting_for
+    return body

@@ -100,7 +100,11 @@ async def serve(
     service: Service[S] | None = None
     state = HttpState(name, health, metrics, lambda: service.status() if service else {})
     bus = Bus(connect_redis(settings), metrics=metrics, max_len=settings.bus_max_len)
-    db = Database(settings) if service_cls.uses_database else None
+    db = (
+        Database(settings, application_name=f"{name}/{settings.consumer_name}")
+        if service_cls.uses_database
+        else None
+    )
 
     kernel = Kernel(name=name, bus=bus, db=db, metrics=metrics, health=health, stop=stop)
     service = service_cls(settings, kernel)
@@ -125,15 +129,21 @@ async def serve(
     workers: list[asyncio.Task[Any]] = []
     try:
         try:
+            state.waiting_for = f"redis at {settings.redis_host}:{settings.redis_port}"
             await bus.wait_ready(stop)
             if db is not None:
+                state.waiting_for = (
+                    f"postgres at {settings.postgres_host}:{settings.postgres_port}"
+                    " (and its migrations)"
+                )
                 await _wait_for_database(db, settings, stop)
         except TransientError:
             return 0  # stopped before the dependencies came up: nothing in flight
         except redis_errors.AuthenticationError as error:
             log.error(f"redis rejected the credentials (check REDIS_PASSWORD): {error}")
             return 2
-        if stop.is_set() or not await _start_service(service, stop):
+        state.waiting_for = "its own start-up (state rebuilt from the stores)"
+        if stop.is_set() or not await _start_service(service, stop, state, db):
             return 0
         consumers = service.consumers()
         for consumer in consumers:
@@ -148,6 +158,7 @@ async def serve(
             )
         workers.extend(asyncio.create_task(task()) for task in service.tasks())
         health.started_at = time.time()  # staleness counts from readiness
+        state.waiting_for = ""
         state.ready = True
         log.info("service ready", extra={"port": settings.http_port})
 
@@ -197,23 +208,52 @@ async def _create_groups(bus: Bus, consumers: Sequence[Consumer[Any]]) -> None:
             )
 
 
-async def _start_service(service: Service[Any], stop: asyncio.Event) -> bool:
-    """``service.start()``, retried while a dependency is down; False if stopped first."""
-    backoff = Backoff(cap=5.0)
-    while not stop.is_set():
+async def _start_service(
+    service: Service[Any], stop: asyncio.Event, state: HttpState, db: Database | None
+) -> bool:
+    """``service.start()``, retried while a dependency is down; False if stopped first.
+    Meanwhile ``/health`` says what it waits for, down to a PostgreSQL lock held elsewhere."""
+    watcher = asyncio.create_task(_report_lock_waits(db, state)) if db is not None else None
+    try:
+        backoff = Backoff(cap=5.0)
+        while not stop.is_set():
+            try:
+                await service.start()
+                return True
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                delay = backoff.next_delay()
+                state.waiting_for = f"a dependency that is down: {str(error)[:200]}"
+                log.warning(
+                    "start-up needs a dependency that is down, retrying",
+                    extra={"error": str(error)[:300], "retry_in_s": round(delay, 2)},
+                )
+                await sleep_unless(stop, delay)
+        return False
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _report_lock_waits(db: Database, state: HttpState, interval_s: float = 1.0) -> None:
+    """Every second of a slow start-up: the locks this process waits for, logged once each."""
+    reported = ""
+    while True:
+        await asyncio.sleep(interval_s)
         try:
-            await service.start()
-            return True
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            delay = backoff.next_delay()
-            log.warning(
-                "start-up needs a dependency that is down, retrying",
-                extra={"error": str(error)[:300], "retry_in_s": round(delay, 2)},
-            )
-            await sleep_unless(stop, delay)
-    return False
+            waits = await db.lock_waits()
+        except Exception as error:  # a probe only: the start-up itself reports real failures
+            log.debug("lock probe failed", extra={"error": str(error)[:200]})
+            continue
+        if not waits:
+            continue
+        state.waiting_for = "; ".join(waits)
+        if state.waiting_for != reported:
+            reported = state.waiting_for
+            log.warning("start-up waits for a lock", extra={"waiting_for": reported})
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import typer
@@ -30,6 +31,10 @@ def demo(
     """Run the whole stack offline on paper, with a live view (or --headless)."""
     from cdb.demo.plan import DemoOptions
     from cdb.demo.run import run_demo
+
+    # everything the demo writes under its data directory (Redis AOF, PostgreSQL, logs,
+    # reports, password files) is the owner's alone; its children inherit the umask
+    os.umask(0o077)
 
     options = DemoOptions(
         port_offset=port_offset,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,17 +111,22 @@ def demo_plan(
     stack_env: Mapping[str, str],
     *,
     available: Sequence[str] | None = None,
+    service_env: Callable[[str], Mapping[str, str]] | None = None,
 ) -> list[ServiceSpec]:
-    """The services to start, in start order; optional ones only when installed."""
+    """The services to start, in start order; optional ones only when installed.
+    ``service_env(name)`` (the stack's per-service Redis user) wins over ``stack_env``."""
     sim = f"127.0.0.1:{options.port('mexc_sim')}"
     shared = {
-        **stack_env,
         "HTTP_HOST": "127.0.0.1",
         "CONSUMER_NAME": "demo",
         "MEXC_WS_URL": f"ws://{sim}/edge",
         "MEXC_REST_URL": f"http://{sim}",
         "BOT_REST_URL": f"http://127.0.0.1:{options.port('bot_rest')}",
         "TRADING_MODE": "paper",
+        # bot_ws bounds frame times by our clock: mexc_sim's runs ``speed`` times faster
+        # and starts a few seconds before bot_ws (two minutes of head start allowed)
+        "FRAME_CLOCK_MAX_RATE": str(max(1.5, 2.5 * options.speed)),
+        "FRAME_MAX_AHEAD_S": str(300 + 120 * options.speed),
         **options.extra_env,
     }
     specs: list[ServiceSpec] = []
@@ -153,7 +158,11 @@ def demo_plan(
                 module=module,
                 port=port,
                 argv=argv,
-                env={**shared, "HTTP_PORT": str(port)},
+                env={
+                    **(service_env(name) if service_env is not None else stack_env),
+                    **shared,
+                    "HTTP_PORT": str(port),
+                },
                 optional=name in OPTIONAL,
             )
         )

@@ -36,15 +36,19 @@ WIPED = ("redis", "postgres", "logs")
 
 
 def stack_settings(stack: LocalStack) -> ServiceSettings:
-    env = stack.env()
+    """What the demo itself reads with: Redis as the read-only ``viewer`` user (the view and
+    the signal count), PostgreSQL as ``cdb_user`` (the migrations, the books)."""
+    env = stack.service_env("viewer")
     return ServiceSettings(
         redis_host=env["REDIS_HOST"],
         redis_port=int(env["REDIS_PORT"]),
+        redis_username=env["REDIS_USERNAME"],
         redis_password=SecretStr(env["REDIS_PASSWORD"]),
         postgres_host=env["POSTGRES_HOST"],
         postgres_port=int(env["POSTGRES_PORT"]),
         postgres_db=env["POSTGRES_DB"],
         postgres_user=env["POSTGRES_USER"],
+        postgres_password=SecretStr(env["POSTGRES_PASSWORD"]),
     )
 
 
@@ -84,7 +88,7 @@ class Demo:
         return self.data_dir / "models"
 
     def specs(self) -> list[ServiceSpec]:
-        specs = demo_plan(self.options, self.stack.env())
+        specs = demo_plan(self.options, self.stack.env(), service_env=self.stack.service_env)
         own = {
             "ml_advisor": {"ML_MODEL_DIR": str(self.model_dir)},
             "notifier": notifier_env(self.data_dir),
@@ -105,7 +109,7 @@ class Demo:
             display.step("postgres", f"127.0.0.1:{self.stack.postgres_port}", "starting")
             try:
                 await asyncio.to_thread(self.stack.start)
-                display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (password, AOF)")
+                display.step("redis", f"127.0.0.1:{self.stack.redis_port}", "ok (ACL users, AOF)")
                 self.settings = stack_settings(self.stack)
                 probe = await connect(self.settings)  # fails within 5 s, unlike a hang
                 await probe.close()
@@ -144,6 +148,7 @@ class Demo:
         return Redis(
             host=self.settings.redis_host,
             port=self.settings.redis_port,
+            username=self.settings.redis_username,
             password=self.settings.redis_password.get_secret_value(),
         )
 

@@ -125,7 +125,7 @@ class Supervisor:
 
     async def start_all(self, stop: asyncio.Event | None = None) -> None:
         """Start each child and wait for its health before the next; raise on failure."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for child in self.children:
             if stop is not None and stop.is_set():
                 raise StartError("interrupted while starting")
@@ -133,7 +133,9 @@ class Supervisor:
             await self._wait_healthy(child, stop)
 
     async def _start(self, child: Child) -> None:
-        with child.log_path.open("ab") as log:
+        # the log is the owner's alone (it may name symbols, orders, hosts): mode 0600
+        descriptor = os.open(child.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting ---\n".encode())
             child.process = await asyncio.create_subprocess_exec(
                 *child.spec.command(),

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 
-from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, sleep_unless
+from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
@@ -163,6 +163,7 @@ class ExecutionService(Service[ExecutionSettings]):
         async with self.kernel.database.connection() as conn, conn.transaction():
             if await store.order_status(conn, order.order_id) is not None:
                 return  # already executed: its result is in the outbox
+            await self._authorised(conn, order)
             self._adopt(await current_control(conn, self.name))  # a peer may have applied it
             if self.paused:
                 if not await store.insert_order(conn, order, "rejected", mode, "trading is paused"):
@@ -186,9 +187,28 @@ class ExecutionService(Service[ExecutionSettings]):
                 status = "filled"
         await self._count(order, status, fill, opened_at)
 
+    async def _authorised(self, conn: store.Conn, order: Order) -> None:
+        """Only what risk_manager approved is executed: the order must equal, field for
+        field (its event id aside), the order of an approved decision row. Anything else
+        (forged, altered, never decided) is refused and dead-lettered with the reason."""
+        approved = await store.approved_order(conn, order.signal_id)
+        if approved is None:
+            reason = "no approved risk decision for this order's signal"
+        elif approved.model_dump(exclude={"event_id"}) != order.model_dump(exclude={"event_id"}):
+            reason = "the order differs from the one risk_manager approved"
+        else:
+            return
+        self.metrics.orders.labels("refused").inc()
+        log.error(
+            "order refused: not authorised by risk_manager",
+            extra={"order_id": order.order_id, "signal_id": order.signal_id, "reason": reason},
+        )
+        raise Refused(f"{reason} (order {order.order_id}, signal {order.signal_id})")
+
     async def _live_order(self, order: Order) -> None:
         async with self.kernel.database.connection() as conn, conn.transaction():
             if await store.order_status(conn, order.order_id) is None:
+                await self._authorised(conn, order)
                 await store.insert_order(conn, order, "pending", "live")  # the intent first
         await self._drive_live(order)
 

@@ -4,6 +4,7 @@ transaction, keyed by ``order_id`` (a primary key, so a redelivery cannot write 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from cdb.execution_service.paper import Fill, OpenPosition
 
 __all__ = [
     "LiveState",
+    "approved_order",
     "close_position",
     "count_submit",
     "insert_order",
@@ -30,6 +32,18 @@ __all__ = [
 ]
 
 Conn = AsyncConnection[Any]
+
+
+async def approved_order(conn: Conn, signal_id: str) -> Order | None:
+    """The order risk_manager approved for ``signal_id`` (its decision row), if any."""
+    cursor = await conn.execute(
+        "SELECT order_event FROM risk_decisions WHERE signal_id = %s AND decision = 'approved'",
+        (signal_id,),
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    return Order.model_validate_json(json.dumps(row[0]))
 
 
 async def order_status(conn: Conn, order_id: str) -> str | None:

@@ -41,6 +41,12 @@ class Faults(BaseModel):
     rest_throttle_all: bool = Field(
         default=False, description="answer every REST call with MEXC's 510 throttle error"
     )
+    future_frames_next: int = Field(
+        default=0, ge=0, description="send the next N deal frames stamped ``future_ms`` ahead"
+    )
+    future_ms: int = Field(
+        default=3 * 24 * 3600 * 1000, ge=0, description="how far ahead a future frame is stamped"
+    )
     api_closed: list[str] = Field(
         default_factory=list,
         description="contracts whose detail says apiAllowed=false (closed to API trading)",

@@ -61,6 +61,7 @@ class Simulator:
             "frames_pushed": 0,
             "deals_pushed": 0,
             "malformed_sent": 0,
+            "future_frames_sent": 0,
             "rest_requests": 0,
             "rest_throttled": 0,
             "ping_timeouts": 0,
@@ -162,6 +163,7 @@ class Simulator:
         self._push_klines(new.keys(), now)
         self._push_tickers(new.keys(), now)
         self._inject_malformed(now)
+        self._inject_future(now)
 
     def _deliver(self, session: Session, payload: str | bytes) -> None:
         if session.offer(payload):
@@ -257,6 +259,23 @@ class Simulator:
                 self._deliver(session, frame("push.tickers", rows, now))
         if due:
             self._last_tickers = time.monotonic()
+
+    def _inject_future(self, now: int) -> None:
+        """Future-dated deal frames (a broken exchange clock), sent *besides* the real ones:
+        one deal of the first subscribed symbol at its price, frame and deal stamped
+        ``future_ms`` ahead."""
+        faults = self.faults
+        if not faults.future_frames_next:
+            return
+        self.faults = faults.model_copy(update={"future_frames_next": 0})
+        at = now + faults.future_ms
+        for _ in range(faults.future_frames_next):
+            for session in list(self.sessions):
+                for symbol in sorted(session.symbols("deal"))[:1]:
+                    price = self.price_of(symbol) or 1.0
+                    deal = {"p": price, "v": 1, "T": 1, "O": 1, "M": 2, "t": at}
+                    self._deliver(session, frame("push.deal", [deal], at, symbol))
+            self.stats["future_frames_sent"] += 1
 
     def _inject_malformed(self, now: int) -> None:
         """Malformed frames are sent *besides* the real ones: the market stays whole."""

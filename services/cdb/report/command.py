@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import typer
+from pydantic import SecretStr
 
 from cdb.core.config import PostgresSettings, load_settings
 from cdb.localstack import LocalPostgres
@@ -68,6 +69,7 @@ def report(
             postgres_port=postgres_port,
             postgres_db=local.database,
             postgres_user=local.user,
+            postgres_password=SecretStr(local.password),
         )
         code = asyncio.run(report_from_postgres(settings, target, png=png))
     finally:

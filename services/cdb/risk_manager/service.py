@@ -17,12 +17,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from prometheus_client import Counter, Gauge
 
 from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Alert, Control, MlSignal, Order, OrderResult, Signal, Stream
+from cdb.core.http import admin_credential
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.risk_manager import store
@@ -294,7 +295,9 @@ class RiskManager(Service[RiskManagerSettings]):
         }
 
     def router(self) -> APIRouter:
-        router = APIRouter()
+        # lifting a tripped breaker changes the book: the admin credential only
+        token = self.settings.admin_token.get_secret_value()
+        router = APIRouter(dependencies=[Depends(admin_credential(token))])
 
         @router.post("/breaker/reset")
         async def reset() -> dict[str, Any]:

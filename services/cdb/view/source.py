@@ -57,6 +57,7 @@ class SourceConfig(BaseModel):
 
     redis_host: str = "127.0.0.1"
     redis_port: int
+    redis_username: str = "default"
     redis_password: SecretStr
     postgres: ServiceSettings
     services: dict[str, str]
@@ -66,6 +67,7 @@ class SourceConfig(BaseModel):
         return cls(
             redis_host=settings.redis_host,
             redis_port=settings.redis_port,
+            redis_username=settings.redis_username,
             redis_password=settings.redis_password,
             postgres=settings,
             services=dict(services),
@@ -177,6 +179,7 @@ class DashboardSource:
         self.redis = Redis(
             host=config.redis_host,
             port=config.redis_port,
+            username=config.redis_username,
             password=config.redis_password.get_secret_value(),
         )
         self.http = httpx.AsyncClient(timeout=2.0)

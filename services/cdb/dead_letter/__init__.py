@@ -1,0 +1,1 @@
+"""``cdb dead-letter``: inspect and replay what the bus gave up on."""

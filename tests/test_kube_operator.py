@@ -47,12 +47,7 @@ def symbols(count: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def crd(kube: ControlPlane) -> None:
-    kube.kubectl("apply", "-f", str(CRD_PATH))
-    kube.kubectl("wait", "--for=condition=Established", "crd/tradingbots.cdb.io", "--timeout=30s")
-    # Established is not yet servable: until its watch cache is up, the API server answers
-    # 429 "storage is (re)initializing" (a user's operator retries; this test must not race).
-    eventually(lambda: kube.run(["kubectl", "get", "tb", "-A"], check=False).returncode == 0,
-               "TradingBots servable")  # fmt: skip
+    kube.apply_crd()
 
 
 @pytest.fixture

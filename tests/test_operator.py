@@ -546,11 +546,11 @@ def test_every_change_is_audited_also_one_back_to_an_earlier_config(
         (False, True, "kubectl-patch", 4),
         (None, False, "kubectl-client-side-apply", 1),  # the bot created again
     ]
-    assert [(r[1], r[2]) for r in rows if r[0] == "signal.thresholdPct"] == [
-        (None, 3.0),
-        (3.0, 4.5),
-        (4.5, 3.0),
-        (None, 3.0),
+    assert [(r[1], r[2], r[3]) for r in rows if r[0] == "signal.thresholdPct"] == [
+        (None, 3.0, "kubectl-client-side-apply"),
+        (3.0, 4.5, "kubectl-edit"),
+        (4.5, 3.0, "kubectl-edit"),
+        (None, 3.0, "kubectl-client-side-apply"),
     ]
     assert [r[0] for r in rows].count("deleted") == 1
     with postgresql.cursor() as cur:

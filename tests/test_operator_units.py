@@ -192,6 +192,27 @@ def test_the_actor_is_the_latest_spec_manager(metadata: dict[str, Any], actor: s
     assert actor_of(metadata) == actor
 
 
+def test_the_actor_is_the_owner_of_the_changed_field_when_edits_share_a_second() -> None:
+    """As the API server lists them: whole seconds, a tie ordered by manager name."""
+    second = "2026-01-01T00:00:07Z"
+    metadata = {
+        "managedFields": [
+            {"manager": "kubectl-client-side-apply", "time": "2026-01-01T00:00:05Z",
+             "fieldsV1": {"f:spec": {".": {}, "f:symbols": {}}}},
+            {"manager": "kubectl-edit", "time": second,
+             "fieldsV1": {"f:spec": {"f:signal": {"f:thresholdPct": {}}}}},
+            {"manager": "kubectl-patch", "time": second,
+             "fieldsV1": {"f:spec": {"f:trading": {".": {}, "f:paused": {}}}}},
+        ]
+    }  # fmt: skip
+    assert actor_of(metadata, ["signal.thresholdPct"]) == "kubectl-edit"
+    assert actor_of(metadata, ["trading.paused"]) == "kubectl-patch"
+    assert actor_of(metadata, ["symbols"]) == "kubectl-client-side-apply"
+    # a change no entry owns (a defaulted field): the newest spec editor, as before
+    assert actor_of(metadata, ["risk.maxPositions"]) == "kubectl-patch"
+    assert actor_of(metadata) == "kubectl-patch"
+
+
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     starting = workload_conditions(WorkloadState(replicas=3, ready=1, updated=3), True, None)
     first = merge_conditions(None, starting, 4)

@@ -33,11 +33,10 @@ from cdb_operator.metrics import OperatorMetrics
 from cdb_operator.reconcile import _refresh_once
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
-from tests.cluster import ROOT, ControlPlane
+from tests.cluster import ControlPlane
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ServiceProcess, eventually, free_port
 
-CRD_PATH = ROOT / "charts" / "cdb" / "crds" / "tradingbots.yaml"
 TWO = ["BTC_USDT", "ETH_USDT"]
 
 

@@ -11,6 +11,11 @@ kubectl, helm and the operator at and keeps the cluster up until Ctrl-C.
 * Free loopback ports only; nothing listens beyond 127.0.0.1.
 * RBAC and PodSecurity admission on, so the chart's Role and the restricted profile are
   enforced as on any cluster. An admin token (``system:masters``) for the tests.
+* The API server's audit log (``requests()``): every get/create/update/patch/delete of the
+  resources the operator touches (TradingBots at level Request, with their bodies;
+  ConfigMaps, StatefulSets and Events at level Metadata), none dropped
+  (``--audit-log-mode=blocking``), so a test counts writes on the server's own record
+  instead of a mock's (a line can land just after its response: poll for it).
 * Every process is stopped by its PID (SIGTERM, then SIGKILL); each writes its log to the
   work directory, which is kept (pytest keeps its last three temporary roots) so a
   failure can be read afterwards.
@@ -47,6 +52,29 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 START_TIMEOUT_S = 60.0
 
 __all__ = ["ControlPlane", "binaries_missing"]
+
+WRITES = ("create", "update", "patch", "delete")
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {
+            "level": "Request",
+            "verbs": ["get", *WRITES],
+            "resources": [{"group": "cdb.io", "resources": ["tradingbots", "tradingbots/status"]}],
+        },
+        {
+            "level": "Metadata",
+            "verbs": ["get", *WRITES],
+            "resources": [
+                {"group": "", "resources": ["configmaps", "events"]},
+                {"group": "apps", "resources": ["statefulsets"]},
+            ],
+        },
+        {"level": "None"},
+    ],
+}
 
 
 def binaries_missing() -> list[str]:
@@ -210,9 +238,18 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                f"--audit-policy-file={self._write_audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",
+                "--audit-log-maxsize=0",
                 "--v=1",
             ],
         )
+
+    def _write_audit_policy(self) -> Path:
+        path = self.workdir / "audit-policy.json"
+        path.write_text(json.dumps(AUDIT_POLICY))
+        return path
 
     def _controller_manager_args(self) -> list[str]:
         return [
@@ -360,6 +397,19 @@ class ControlPlane:
         result: dict[str, Any] = json.loads(out)
         return result
 
+    def apply_crd(self) -> None:
+        """The chart's TradingBot CRD, established and servable."""
+        self.kubectl("apply", "-f", str(ROOT / "charts" / "cdb" / "crds" / "tradingbots.yaml"))
+        self.kubectl("wait", "--for=condition=Established", "crd/tradingbots.cdb.io",
+                     "--timeout=30s")  # fmt: skip
+        # Established is not yet servable: until its watch cache is up, the API server
+        # answers 429 "storage is (re)initializing" (an operator retries; a test must not race).
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.run(["kubectl", "get", "tb", "-A"], check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("TradingBots not servable")
+            time.sleep(0.2)
+
     def operator_kubeconfig(self, namespace: str, path: Path) -> Path:
         """The chart's operator ServiceAccount, Role and RoleBinding applied in ``namespace``
         and a kubeconfig at ``path`` with a token of that ServiceAccount: what the operator
@@ -392,6 +442,42 @@ class ControlPlane:
         path.write_text(json.dumps(config))
         os.chmod(path, 0o600)
         return path
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def requests(
+        self,
+        namespace: str,
+        resource: str | None = None,
+        *,
+        writes_only: bool = False,
+        user_agent: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The API server's audit events (stage ResponseComplete) for ``namespace``, oldest
+        first: optionally only one resource (``"tradingbots"``, ``"statefulsets"``, ...),
+        only writes, only from clients whose User-Agent starts with ``user_agent``."""
+        events = []
+        with self.audit_log.open(errors="replace") as lines:
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the line being written right now
+                ref = event.get("objectRef") or {}
+                if ref.get("namespace") != namespace or event.get("stage") != "ResponseComplete":
+                    continue
+                if resource is not None and ref.get("resource") != resource:
+                    continue
+                if writes_only and event.get("verb") not in WRITES:
+                    continue
+                if user_agent is not None and not str(event.get("userAgent", "")).startswith(
+                    user_agent
+                ):
+                    continue
+                events.append(event)
+        return events
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.workdir / f"{name}.log"

@@ -33,11 +33,10 @@ from cdb_operator.metrics import OperatorMetrics
 from cdb_operator.reconcile import _refresh_once
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
-from tests.cluster import ROOT, ControlPlane
+from tests.cluster import ControlPlane
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ServiceProcess, eventually, free_port
 
-CRD_PATH = ROOT / "charts" / "cdb" / "crds" / "tradingbots.yaml"
 TWO = ["BTC_USDT", "ETH_USDT"]
 
 
@@ -47,12 +46,7 @@ def symbols(count: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def crd(kube: ControlPlane) -> None:
-    kube.kubectl("apply", "-f", str(CRD_PATH))
-    kube.kubectl("wait", "--for=condition=Established", "crd/tradingbots.cdb.io", "--timeout=30s")
-    # Established is not yet servable: until its watch cache is up, the API server answers
-    # 429 "storage is (re)initializing" (a user's operator retries; this test must not race).
-    eventually(lambda: kube.run(["kubectl", "get", "tb", "-A"], check=False).returncode == 0,
-               "TradingBots servable")  # fmt: skip
+    kube.apply_crd()
 
 
 @pytest.fixture

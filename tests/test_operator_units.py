@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kopf
 import pytest
 import yaml
 
@@ -17,6 +18,7 @@ from cdb.core.config import ServiceSettings
 from cdb.core.db import Database, apply_migrations
 from cdb_operator.audit import AuditLog, FieldChange, Transition, actor_of, diff_configs
 from cdb_operator.conditions import Problem, WorkloadState, merge_conditions, workload_conditions
+from cdb_operator.handlers import configure_kopf
 from cdb_operator.pipeline import active_bot
 from cdb_operator.reconcile import retire_delay
 from cdb_operator.resources import WORKLOAD_ANNOTATION, build_config_map, build_stateful_set
@@ -192,6 +194,27 @@ def test_the_actor_is_the_latest_spec_manager(metadata: dict[str, Any], actor: s
     assert actor_of(metadata) == actor
 
 
+def test_the_actor_is_the_owner_of_the_changed_field_when_edits_share_a_second() -> None:
+    """As the API server lists them: whole seconds, a tie ordered by manager name."""
+    second = "2026-01-01T00:00:07Z"
+    metadata = {
+        "managedFields": [
+            {"manager": "kubectl-client-side-apply", "time": "2026-01-01T00:00:05Z",
+             "fieldsV1": {"f:spec": {".": {}, "f:symbols": {}}}},
+            {"manager": "kubectl-edit", "time": second,
+             "fieldsV1": {"f:spec": {"f:signal": {"f:thresholdPct": {}}}}},
+            {"manager": "kubectl-patch", "time": second,
+             "fieldsV1": {"f:spec": {"f:trading": {".": {}, "f:paused": {}}}}},
+        ]
+    }  # fmt: skip
+    assert actor_of(metadata, ["signal.thresholdPct"]) == "kubectl-edit"
+    assert actor_of(metadata, ["trading.paused"]) == "kubectl-patch"
+    assert actor_of(metadata, ["symbols"]) == "kubectl-client-side-apply"
+    # a change no entry owns (a defaulted field): the newest spec editor, as before
+    assert actor_of(metadata, ["risk.maxPositions"]) == "kubectl-patch"
+    assert actor_of(metadata) == "kubectl-patch"
+
+
 def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     starting = workload_conditions(WorkloadState(replicas=3, ready=1, updated=3), True, None)
     first = merge_conditions(None, starting, 4)
@@ -290,3 +313,14 @@ async def _until_ok(url: str, process: ServiceProcess) -> dict[str, Any]:
                 pass
             await asyncio.sleep(0.2)
     raise AssertionError(f"operator not healthy:\n{process.log()}")
+
+
+def test_a_deletion_waits_for_an_exiting_timer_a_second_not_a_minute() -> None:
+    """Seen on the real API server (test_operator.py, the oldest-bot scenario with a 1 s
+    timer): zeta's deletion ran while its refresh timer was reconciling, kopf logged
+    "Timer 'refresh' is still exiting. The next check is in 60 seconds." and the bot
+    stayed for a minute with its work done."""
+    settings = kopf.OperatorSettings()
+    assert settings.background.cancellation_polling == 60  # kopf's default
+    configure_kopf(settings)
+    assert settings.background.cancellation_polling <= 1.0

@@ -9,7 +9,7 @@ to an earlier config (migrations/0007_config_audit_transitions.sql says why).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +54,40 @@ def diff_configs(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[
     ]
 
 
-def actor_of(metadata: Mapping[str, Any]) -> str:
+def _owns(fields: Mapping[str, Any], path: str) -> bool:
+    """Whether a ``managedFields`` entry's ``fieldsV1`` owns ``spec.<path>`` (dotted, as
+    the config document's camelCase paths match the spec's); an atomic parent owns it."""
+    node: Any = fields.get("f:spec")
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return False
+        if not node:  # an atomic map or list: owned whole
+            return True
+        if f"f:{part}" not in node:
+            return False
+        node = node[f"f:{part}"]
+    return True
+
+
+def actor_of(metadata: Mapping[str, Any], changed: Iterable[str] = ()) -> str:
     """Who made the last spec change.
 
-    An explicit ``cdb.io/changed-by`` annotation wins; otherwise the field manager of the
-    newest ``managedFields`` entry that owns part of ``spec`` (``kubectl-client-side-apply``,
-    ``kubectl-edit``, ``helm``, …); otherwise ``kubectl``.
+    An explicit ``cdb.io/changed-by`` annotation wins; otherwise the field manager
+    (``kubectl-client-side-apply``, ``kubectl-edit``, ``helm``, …) of the newest
+    ``managedFields`` entry that owns one of the ``changed`` spec paths, or, when none
+    does (a change only in defaulted fields, or no paths given), part of ``spec``;
+    otherwise ``kubectl``.
+
+    Ownership comes first because the API server stamps ``managedFields`` in whole seconds
+    and orders entries of the same second by manager name: two edits within one second
+    look equally new. An update moves the ownership of the fields it changed to its
+    manager, so the owner of a changed field is who changed it.
     """
     annotations = metadata.get("annotations") or {}
     explicit = annotations.get(ACTOR_ANNOTATION)
     if isinstance(explicit, str) and explicit.strip():
         return explicit.strip()[:253]
-    newest: tuple[str, str] | None = None
+    editors: list[tuple[str, str, Mapping[str, Any]]] = []
     for entry in metadata.get("managedFields") or []:
         if not isinstance(entry, Mapping) or entry.get("subresource"):
             continue
@@ -73,7 +95,11 @@ def actor_of(metadata: Mapping[str, Any]) -> str:
         fields = entry.get("fieldsV1") or {}
         if not manager or manager.startswith(OWN_MANAGERS) or "f:spec" not in fields:
             continue
-        when = str(entry.get("time") or "")
+        editors.append((str(entry.get("time") or ""), manager, fields))
+    paths = list(changed)
+    owners = [e for e in editors if any(_owns(e[2], path) for path in paths)]
+    newest: tuple[str, str] | None = None
+    for when, manager, _ in owners or editors:
         if newest is None or when >= newest[0]:
             newest = (when, manager)
     return newest[1][:253] if newest else UNKNOWN_ACTOR

@@ -51,6 +51,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # would list namespaces and CRDs cluster-wide, which the chart's namespaced Role rightly
     # refuses (on a real API server: ~1 minute of retries and 18 ERROR lines per start).
     settings.scanning.disabled = True
+    # A bot deleted while its refresh timer is mid-reconcile: kopf removes the finalizer
+    # only once the timer has exited, and looks again after this many seconds (default 60,
+    # so `kubectl delete` could hang a minute when nothing else touches the bot).
+    settings.background.cancellation_polling = 1.0
 
 
 def resolve_connection(

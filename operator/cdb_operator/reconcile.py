@@ -210,7 +210,7 @@ class Reconciler:
         """
         observed = self.listed_status.get("observedGeneration")
         if not changes or self.generation is None or observed != self.generation:
-            return actor_of(self.body.metadata)
+            return actor_of(self.body.metadata, [c.field for c in changes])
         if spec.universe and applied is not None and {c.field for c in changes} <= UNIVERSE_FIELDS:
             return UNIVERSE_ACTOR
         return OPERATOR_ACTOR

@@ -22,7 +22,7 @@ import yaml
 from tests.notify_receiver import Receiver
 from tests.support import ServiceProcess, free_port
 from tests.test_monitoring import rendered_config_map
-from tests.test_notifier import notifier_env
+from tests.test_notifier import ADMIN_TOKEN, notifier_env
 from tests.test_pipeline_support import FAST_BUS, wait_until
 
 
@@ -66,8 +66,9 @@ def receiver() -> Iterator[Receiver]:
         yield server
 
 
-def alertmanager_config(notifier_url: str) -> str:
-    """The chart's alertmanager.yml, only the notifier's address made local."""
+def alertmanager_config(notifier_url: str, token_file: Path) -> str:
+    """The chart's alertmanager.yml, only the notifier's address and the path of the
+    mounted admin credential made local."""
     data = rendered_config_map(
         "alertmanager-config",
         "--set", "alertmanager.groupWait=1s",
@@ -76,9 +77,16 @@ def alertmanager_config(notifier_url: str) -> str:
     config = yaml.safe_load(data["alertmanager.yml"])
     (receiver,) = config["receivers"]
     (hook,) = receiver["webhook_configs"]
-    assert hook == {"url": "http://notifier:8006/alertmanager", "send_resolved": True}
+    assert hook == {
+        "url": "http://notifier:8006/alertmanager",
+        "send_resolved": True,
+        "http_config": {
+            "authorization": {"credentials_file": "/etc/alertmanager-admin/admin-token"}
+        },
+    }
     assert config["route"]["receiver"] == receiver["name"], "every alert goes to the notifier"
     hook["url"] = f"{notifier_url}/alertmanager"
+    hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     return yaml.safe_dump(config)
 
 
@@ -120,7 +128,9 @@ async def test_a_killed_service_fires_the_charts_rule_through_alertmanager_to_on
         engine.start().wait_healthy(accept=("ok", "stale"))
         notifier.start().wait_healthy()
         am_port, prom_port = free_port(), free_port()
-        (tmp_path / "alertmanager.yml").write_text(alertmanager_config(notifier.url))
+        token = tmp_path / "admin-token"  # what the chart mounts from the cdb-admin Secret
+        token.write_text(ADMIN_TOKEN)
+        (tmp_path / "alertmanager.yml").write_text(alertmanager_config(notifier.url, token))
         alertmanager = Daemon(
             [binary("prometheus-alertmanager"),
              f"--config.file={tmp_path / 'alertmanager.yml'}",

@@ -18,7 +18,7 @@ STACK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1", "REDIS_PASSWORD": "x"}
 def test_demo_monitoring_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
     options = DemoOptions(port_offset=100)
     services = demo_plan(options, STACK, available=("notifier",))
-    specs = monitoring_specs(options, tmp_path, services)
+    specs = monitoring_specs(options, tmp_path, services, tmp_path / "admin.token")
     assert [s.name for s in specs] == ["alertmanager", "prometheus"]
     assert [s.port for s in specs] == [9193, 9190]
     folder = tmp_path / "monitoring"
@@ -34,7 +34,11 @@ def test_demo_monitoring_configs_pass_promtool_and_amtool(tmp_path: Path) -> Non
     assert am.returncode == 0, am.stdout + am.stderr
     config = yaml.safe_load((folder / "alertmanager.yml").read_text())
     assert config["receivers"][0]["webhook_configs"] == [
-        {"url": "http://127.0.0.1:8106/alertmanager", "send_resolved": True}
+        {
+            "url": "http://127.0.0.1:8106/alertmanager",
+            "send_resolved": True,
+            "http_config": {"authorization": {"credentials_file": str(tmp_path / "admin.token")}},
+        }
     ]
     prometheus = yaml.safe_load((folder / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in prometheus["scrape_configs"]}

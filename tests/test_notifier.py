@@ -33,10 +33,15 @@ def receiver() -> Iterator[Receiver]:
         yield server
 
 
+ADMIN_TOKEN = "test-only-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def notifier_env(service_env: dict[str, str], receiver: Receiver, **extra: str) -> dict[str, str]:
     return {
         **service_env,
         **FAST_BUS,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
         "NOTIFY_URLS": f"json://127.0.0.1:{receiver.port}/hook/{SECRET}",
         "NOTIFY_GROUP_WAIT_S": "0.3",
         "NOTIFY_POLL_S": "0.2",
@@ -260,24 +265,38 @@ async def test_a_flood_of_alerts_goes_out_as_one_message_and_resolved_as_another
     proc = start(notifier_env(service_env, receiver, NOTIFY_GROUP_WAIT_S="1"), tmp_path)
     try:
         symbols = [f"C{n:02d}_USDT" for n in range(40)]
-        reply = httpx.post(f"{proc.url}/alertmanager", json=alertmanager_payload("firing", symbols))
+        # A state change takes the admin credential: without it nothing is stored.
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = httpx.post(
+                f"{proc.url}/alertmanager",
+                json=alertmanager_payload("firing", symbols),
+                headers=headers,
+            )
+            assert refused.status_code == 401, refused.text
+        reply = httpx.post(
+            f"{proc.url}/alertmanager", json=alertmanager_payload("firing", symbols), headers=AUTH
+        )
         assert reply.status_code == 200 and reply.json() == {"alerts": 40, "new": 40}
-        again = httpx.post(f"{proc.url}/alertmanager", json=alertmanager_payload("firing", symbols))
+        again = httpx.post(
+            f"{proc.url}/alertmanager", json=alertmanager_payload("firing", symbols), headers=AUTH
+        )
         assert again.json() == {"alerts": 40, "new": 0}  # Alertmanager's repeat: nothing new
         await wait_until(lambda: len(receiver.accepted()) == 1, what="one grouped message")
         first = bodies(receiver)[0]
         assert first["title"].startswith("40x Symbol stale")
         assert "C00_USDT" in first["message"] and "and 20 more" in first["message"]
-        httpx.post(f"{proc.url}/alertmanager", json=alertmanager_payload("resolved", symbols))
+        httpx.post(
+            f"{proc.url}/alertmanager", json=alertmanager_payload("resolved", symbols), headers=AUTH
+        )
         await wait_until(lambda: len(receiver.accepted()) == 2, what="the resolved message")
         resolved = bodies(receiver)[1]
         assert resolved["title"].startswith("40x Resolved: Symbol stale")
         assert resolved["type"] == "info"
         breaker = alertmanager_payload("firing", ["X_USDT"])
         breaker["alerts"][0]["labels"]["alertname"] = "CdbCircuitBreakerTripped"
-        skipped = httpx.post(f"{proc.url}/alertmanager", json=breaker)
+        skipped = httpx.post(f"{proc.url}/alertmanager", json=breaker, headers=AUTH)
         assert skipped.json() == {"alerts": 1, "new": 0}  # told from the bus instead
-        bad = httpx.post(f"{proc.url}/alertmanager", json={"alerts": "nope"})
+        bad = httpx.post(f"{proc.url}/alertmanager", json={"alerts": "nope"}, headers=AUTH)
         assert bad.status_code == 422
     finally:
         proc.__exit__()
@@ -289,12 +308,26 @@ async def test_cdb_notify_test_reports_each_channel_and_fails_when_one_fails(
     runner = CliRunner()
     proc = start(notifier_env(service_env, receiver, NOTIFY_MAX_ATTEMPTS="2"), tmp_path)
     try:
-        result = runner.invoke(cli.app, ["notify", "test", "--url", proc.url])
+        anonymous = runner.invoke(
+            cli.app,
+            ["notify", "test", "--url", proc.url, "--token-file", str(tmp_path / "none")],
+            env={"ADMIN_TOKEN": ""},
+        )
+        assert anonymous.exit_code == 1 and "no admin credential" in anonymous.output
+        result = runner.invoke(
+            cli.app, ["notify", "test", "--url", proc.url], env={"ADMIN_TOKEN": ADMIN_TOKEN}
+        )
         assert result.exit_code == 0, result.output
         assert "json-1: sent after 1 attempt(s)" in result.output
         assert bodies(receiver)[0]["title"] == "cdb test notification"
         receiver.answer = lambda request: 500
-        result = runner.invoke(cli.app, ["notify", "test", "--url", proc.url])
+        token = tmp_path / "admin.token"  # the demo's file, as the CLI reads it by default
+        token.write_text(ADMIN_TOKEN)
+        result = runner.invoke(
+            cli.app,
+            ["notify", "test", "--url", proc.url, "--token-file", str(token)],
+            env={"ADMIN_TOKEN": ""},
+        )
         assert result.exit_code == 1
         assert "json-1: failed after 2 attempt(s)" in result.output and SECRET not in result.output
     finally:

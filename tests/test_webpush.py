@@ -94,9 +94,14 @@ def push_service() -> Iterator[Receiver]:
         yield server
 
 
+ADMIN_TOKEN = "test-only-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def env(service_env: dict[str, str], key_dir: Path) -> dict[str, str]:
     return {
         **service_env, **FAST_BUS,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
         "VAPID_KEY_DIR": str(key_dir),
         "VAPID_SUBJECT": "mailto:owner@example.org",
         "NOTIFY_GROUP_WAIT_S": "0.2",
@@ -118,11 +123,16 @@ async def test_a_breaker_trip_reaches_a_subscribed_browser_encrypted_and_signed(
         browser = Browser(f"{push_service.url}/push/alive")
         gone = Browser(f"{push_service.url}/push/gone")
         for sub in (browser, gone):
-            reply = httpx.post(f"{proc.url}/webpush/subscriptions", json=sub.subscription())
+            anonymous = httpx.post(f"{proc.url}/webpush/subscriptions", json=sub.subscription())
+            assert anonymous.status_code == 401  # registering takes the admin credential
+            reply = httpx.post(
+                f"{proc.url}/webpush/subscriptions", json=sub.subscription(), headers=AUTH
+            )
             assert reply.status_code == 201, reply.text
         bad = httpx.post(
             f"{proc.url}/webpush/subscriptions",
             json={"endpoint": "https://x.example/1", "keys": {"p256dh": "short", "auth": "x"}},
+            headers=AUTH,
         )
         assert bad.status_code == 422
         assert proc.status()["channels"] == ["webpush"]

@@ -20,7 +20,10 @@ from pathlib import Path
 
 from cdb.core.acl import ACCESS, acl_file
 
-__all__ = ["LocalPostgres", "LocalRedis", "LocalStack", "pg_bin_dir"]
+__all__ = ["ADMIN_SERVICES", "LocalPostgres", "LocalRedis", "LocalStack", "pg_bin_dir"]
+
+# The services with state-changing HTTP endpoints, which take ADMIN_TOKEN.
+ADMIN_SERVICES = frozenset({"risk_manager", "notifier"})
 
 
 def pg_bin_dir() -> Path:
@@ -284,15 +287,19 @@ class LocalStack:
         self.postgres.stop()
 
     @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
     def admin_token(self) -> str:
         """The credential of state-changing endpoints, in ``admin.token`` (mode 0600)."""
-        return _secret(self.data_dir / "admin.token")
+        return _secret(self.admin_token_path)
 
     def service_env(self, service: str) -> dict[str, str]:
         """``env()`` for one service: its own Redis user when it has one, never the admin
         password (mexc_sim, which uses no Redis, gets no Redis password at all)."""
         env = self.env()
-        if service == "risk_manager":  # the credential of POST /breaker/reset
+        if service in ADMIN_SERVICES:  # the credential of their state-changing endpoints
             env["ADMIN_TOKEN"] = self.admin_token
         if service in ACCESS:
             return {**env, **self.redis.user_env(service)}

@@ -27,12 +27,15 @@ SCRAPED = ("bot_ws", "bot_rest", "signal_engine", "risk_manager", "execution_ser
 DEMO_FOR = "15s"
 
 
-def alertmanager_config(notifier_url: str) -> dict[str, object]:
+def alertmanager_config(notifier_url: str, token_file: Path) -> dict[str, object]:
+    """Every alert to the notifier, firing and resolved, with the admin credential read
+    from ``token_file`` (never written into the config itself)."""
     return {
         "route": {"receiver": "notifier", "group_by": ["alertname"], "group_wait": "5s",
                   "group_interval": "30s", "repeat_interval": "4h"},
         "receivers": [{"name": "notifier", "webhook_configs": [
-            {"url": f"{notifier_url}/alertmanager", "send_resolved": True}]}],
+            {"url": f"{notifier_url}/alertmanager", "send_resolved": True,
+             "http_config": {"authorization": {"credentials_file": str(token_file)}}}]}],
     }  # fmt: skip
 
 
@@ -52,7 +55,7 @@ def prometheus_config(
 
 
 def monitoring_specs(
-    options: DemoOptions, data_dir: Path, services: list[ServiceSpec]
+    options: DemoOptions, data_dir: Path, services: list[ServiceSpec], token_file: Path
 ) -> list[ServiceSpec]:
     """Alertmanager then Prometheus, configs written to ``data_dir/monitoring``; none when
     the binaries (or the notifier or the rules) are missing."""
@@ -66,7 +69,9 @@ def monitoring_specs(
     rules = folder / "alerts.yml"
     rules.write_text(re.sub(r"(?m)^(\s+for: )\S+$", rf"\g<1>{DEMO_FOR}", RULES.read_text()))
     am_port, prom_port = options.port("alertmanager"), options.port("prometheus")
-    (folder / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(notifier.url)))
+    (folder / "alertmanager.yml").write_text(
+        yaml.safe_dump(alertmanager_config(notifier.url, token_file))
+    )
     (folder / "prometheus.yml").write_text(
         yaml.safe_dump(prometheus_config(services, f"127.0.0.1:{am_port}", rules))
     )

@@ -99,7 +99,8 @@ class Demo:
             else spec
             for spec in specs
         ]
-        return specs + monitoring_specs(self.options, self.data_dir, specs)
+        token = self.stack.admin_token_path
+        return specs + monitoring_specs(self.options, self.data_dir, specs, token)
 
     async def up(self, stop: asyncio.Event) -> None:
         """Redis + PostgreSQL, migrations, then every service healthy, in order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,12 @@ NOTIFIER_URL = typer.Option(
     "http://127.0.0.1:8006", envvar="NOTIFIER_URL", help="Where the notifier answers."
 )
 
+TOKEN_FILE = typer.Option(
+    Path(".cdb/admin.token"),
+    help="The admin credential (ADMIN_TOKEN wins if set): the demo's file, or in Kubernetes "
+    "`kubectl -n cdb get secret cdb-admin -o jsonpath='{.data.admin-token}' | base64 -d`.",
+)
+
 SNIPPET = """\
 // In the page's script (a service worker must be registered and show the pushes):
 const registration = await navigator.serviceWorker.ready;
@@ -23,10 +30,9 @@ const subscription = await registration.pushManager.subscribe({{
   userVisibleOnly: true,
   applicationServerKey: "{key}",
 }});
-await fetch("{url}/webpush/subscriptions", {{
-  method: "POST", headers: {{"Content-Type": "application/json"}},
-  body: JSON.stringify(subscription.toJSON()),
-}});
+// Registering takes the admin credential, which never goes into a page: save
+// JSON.stringify(subscription.toJSON()) to a file and run
+//   cdb notify subscribe --subscription FILE
 // In the service worker:
 self.addEventListener("push", (event) => {{
   const message = event.data.json();
@@ -40,6 +46,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _credential(token_file: Path) -> dict[str, str]:
+    """The Authorization header of the notifier's state-changing endpoints."""
+    token = os.environ.get("ADMIN_TOKEN", "")
+    if not token and token_file.exists():
+        token = token_file.read_text().strip()
+    if not token:
+        raise _fail(f"no admin credential: set ADMIN_TOKEN or --token-file (no {token_file})")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _states(url: str, key: str) -> dict[str, Any] | None:
     for item in httpx.get(f"{url}/status", timeout=5).json().get("recent", []):
         if item["key"] == key:
@@ -49,11 +65,14 @@ def _states(url: str, key: str) -> dict[str, Any] | None:
 
 
 def test(
-    url: str = NOTIFIER_URL, timeout: float = typer.Option(60.0, help="Seconds to wait.")
+    url: str = NOTIFIER_URL,
+    timeout: float = typer.Option(60.0, help="Seconds to wait."),
+    token_file: Path = TOKEN_FILE,
 ) -> None:
     """Send a test message to every configured channel and report each one's outcome."""
+    headers = _credential(token_file)
     try:
-        reply = httpx.post(f"{url}/notify/test", timeout=10)
+        reply = httpx.post(f"{url}/notify/test", headers=headers, timeout=10)
         reply.raise_for_status()
     except httpx.HTTPError as error:
         raise _fail(f"notifier not reachable at {url}: {error}") from None
@@ -82,6 +101,7 @@ def subscribe(
     subscription: Path | None = typer.Option(
         None, help="A PushSubscription.toJSON() file to register instead of printing."
     ),
+    token_file: Path = TOKEN_FILE,
 ) -> None:
     """Print what a browser needs to subscribe to WebPush (or register a subscription)."""
     try:
@@ -93,7 +113,10 @@ def subscribe(
     key = reply.json()["applicationServerKey"]
     if subscription is not None:
         registered = httpx.post(
-            f"{url}/webpush/subscriptions", json=json.loads(subscription.read_text()), timeout=10
+            f"{url}/webpush/subscriptions",
+            json=json.loads(subscription.read_text()),
+            headers=_credential(token_file),
+            timeout=10,
         )
         if registered.status_code != 201:
             raise _fail(f"refused: {registered.text}")

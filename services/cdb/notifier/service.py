@@ -21,11 +21,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from redis import exceptions as redis_errors
 
 from cdb.core.bus import Consumer, is_transient, sleep_unless
 from cdb.core.events import Alert, Control, OrderResult, Stream
+from cdb.core.http import admin_credential
 from cdb.core.service import Kernel, Service, public_config
 from cdb.notifier import store
 from cdb.notifier.channels import Channel, apprise_channels
@@ -209,8 +210,11 @@ class Notifier(Service[NotifierSettings]):
     # -- HTTP ---------------------------------------------------------------------------
     def router(self) -> APIRouter:
         router = APIRouter()
+        # Every state change (a notification to send, a subscription) takes the admin
+        # credential (issue 14's scheme); reading the WebPush key stays open.
+        guard = [Depends(admin_credential(self.settings.admin_token.get_secret_value()))]
 
-        @router.post("/alertmanager")
+        @router.post("/alertmanager", dependencies=guard)
         async def alertmanager(payload: AlertmanagerPayload) -> dict[str, int]:
             """Alertmanager's webhook receiver: 200 once every alert is stored."""
             skipped = self.settings.skipped_alerts()
@@ -227,7 +231,7 @@ class Notifier(Service[NotifierSettings]):
                 raise
             return {"alerts": len(payload.alerts), "new": created}
 
-        @router.post("/notify/test")
+        @router.post("/notify/test", dependencies=guard)
         async def test() -> dict[str, Any]:
             """A test message to every configured channel, sent at once."""
             key = f"test:{uuid.uuid4().hex}"
@@ -254,14 +258,14 @@ class Notifier(Service[NotifierSettings]):
                 "subscribe": "POST /webpush/subscriptions with PushSubscription.toJSON()",
             }
 
-        @router.post("/webpush/subscriptions", status_code=201)
+        @router.post("/webpush/subscriptions", status_code=201, dependencies=guard)
         async def subscribe(subscription: Subscription) -> dict[str, bool]:
             if self.vapid is None:
                 raise HTTPException(404, "WebPush is off: set VAPID_PRIVATE_KEY or VAPID_KEY_DIR")
             await save_subscription(self.kernel.database, subscription)
             return {"subscribed": True}
 
-        @router.delete("/webpush/subscriptions")
+        @router.delete("/webpush/subscriptions", dependencies=guard)
         async def unsubscribe(subscription: Subscription) -> dict[str, bool]:
             return {
                 "removed": await delete_subscription(self.kernel.database, subscription.endpoint)

@@ -31,6 +31,7 @@ from tests.containers import (
     wait_healthy,
     wait_until,
 )
+from tests.support import SIM_CLOCK
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -92,6 +93,9 @@ def as_run_here(config: dict[str, Any], test_images: dict[str, str]) -> dict[str
     sim["environment"] = {**sim["environment"], "HTTP_PORT": "8010"}
     sim["ports"] = ["127.0.0.1::8010"]
     services["mexc_sim"] = sim
+    # mexc_sim's clock runs --speed times faster than the wall clock: let bot_ws accept it
+    # (as the demo and kind-values.yaml do), or it refuses every frame as a time jump.
+    services["bot_ws"]["environment"] = {**services["bot_ws"]["environment"], **SIM_CLOCK}
     for service in services.values():
         if "ports" not in service:
             continue

@@ -32,6 +32,7 @@ from tests.containers import (
     wait_stores,
     wait_until,
 )
+from tests.support import SIM_CLOCK
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -54,7 +55,8 @@ SERVICES: tuple[Service, ...] = (
         "--history-min", "150",
     )),
     Service("bot-rest", "cdb.bot_rest", 8004),
-    Service("bot-ws", "cdb.bot_ws", 8000, {"PUBLISH_INTERVAL_S": "1", "STALE_AFTER_S": "3600"}),
+    Service("bot-ws", "cdb.bot_ws", 8000,
+            {"PUBLISH_INTERVAL_S": "1", "STALE_AFTER_S": "3600", **SIM_CLOCK}),
     Service("signal-engine", "cdb.signal_engine", 8001),
     Service("risk-manager", "cdb.risk_manager", 8002),
     Service("execution-service", "cdb.execution_service", 8003, {"PAPER_SLIPPAGE_BPS": "0"}),

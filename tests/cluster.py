@@ -31,7 +31,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from typing import Any
 
 import yaml
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "bin"
 STAGES = ROOT / ".tools" / "kwok-stages"
@@ -51,7 +52,7 @@ NODE_NAME = "kwok-node-0"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 START_TIMEOUT_S = 60.0
 
-__all__ = ["ControlPlane", "binaries_missing"]
+__all__ = ["ADMISSIBLE_POD", "ControlPlane", "binaries_missing", "stop_process"]
 
 WRITES = ("create", "update", "patch", "delete")
 AUDIT_POLICY = {
@@ -83,11 +84,25 @@ def binaries_missing() -> list[str]:
     return [name for name in names if not (BIN / name).exists()]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL when it has not exited after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# A pod the restricted Pod Security profile admits (for workloads a test makes by hand).
+ADMISSIBLE_POD: dict[str, Any] = {
+    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [{"name": "bot-ws", "image": "registry.local/cdb:test",
+                    "securityContext": {"allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]}}}],
+}  # fmt: skip
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -124,7 +139,7 @@ class ControlPlane:
     """The processes of one control plane and how to reach it."""
 
     workdir: Path
-    api_port: int = field(default_factory=_free_port)
+    api_port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: base64.b32encode(os.urandom(20)).decode())
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     simulated_node: bool = True  # a kwok node; off when a real node joins (tests/node.py)
@@ -192,7 +207,7 @@ class ControlPlane:
         )
 
     def _start_etcd(self) -> None:
-        client, peer = _free_port(), _free_port()
+        client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
         self._spawn(
             "etcd",
@@ -258,7 +273,7 @@ class ControlPlane:
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
+            f"--secure-port={free_port()}",
             f"--root-ca-file={self.ca_path}",
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
@@ -273,7 +288,7 @@ class ControlPlane:
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
+            f"--secure-port={free_port()}",
             "--v=1",
         ]
 
@@ -289,7 +304,7 @@ class ControlPlane:
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
                 "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{_free_port()}",
+                f"--server-address=127.0.0.1:{free_port()}",
             ],
         )
         self.kubectl("apply", "-f", str(storage_class))
@@ -490,14 +505,7 @@ class ControlPlane:
         """Stop the processes newest first (kwok ... etcd), each by its PID: SIGTERM, then
         SIGKILL after 10 s, so the API server never outlives nor loses its etcd early."""
         for name in reversed(list(self.procs)):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(self.procs.pop(name), timeout=10)
 
 
 def main() -> None:

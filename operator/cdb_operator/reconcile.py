@@ -496,7 +496,9 @@ async def _refresh_once(ctx: OperatorContext, ref: ObjectRef, workload: ObjectRe
     status = current.get("status") or {}
     chunks = status.get("chunks")
     if not chunks:
-        return False  # not reconciled yet: the reconcile writes the conditions
+        # The reconcile's status has not landed yet, and it was computed before this event:
+        # once it lands, these readiness conditions must be computed again from it.
+        return True
     conditions = status.get("conditions") or []
     degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
     if degraded is not None and degraded.get("reason") == STANDBY_REASON:

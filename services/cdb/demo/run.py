@@ -21,7 +21,7 @@ from rich.console import Console
 from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations
 from cdb.core.events import Stream
-from cdb.demo.model import ensure_demo_model
+from cdb.demo.model import ensure_demo_model_in_child
 from cdb.demo.monitoring import monitoring_specs, notifier_env
 from cdb.demo.plan import DemoOptions, ServiceSpec, demo_plan
 from cdb.demo.progress import StartupDisplay
@@ -127,7 +127,7 @@ class Demo:
             self._signal_cursor = await self._stream_end(Stream.SIGNALS)
             if any(spec.name == "ml_advisor" for spec in self.specs()):
                 display.step("ml model", str(self.model_dir), "looking")
-                version, trained = await asyncio.to_thread(ensure_demo_model, self.model_dir)
+                version, trained = await ensure_demo_model_in_child(self.model_dir)
                 display.step(
                     "ml model",
                     str(self.model_dir),

@@ -178,3 +178,14 @@ def test_psi_is_near_zero_for_the_training_distribution_and_large_after_a_shift(
     stats = feature_stats(training)
     assert population_stability_index(rng.normal(0, 1, 5_000), stats) < 0.02
     assert population_stability_index(rng.normal(1.5, 1, 5_000), stats) > 0.25
+
+
+def test_inference_runs_on_one_thread_end_to_end(predictor: Predictor) -> None:
+    """Both the booster and each candle's DMatrix are pinned to one thread: a DMatrix left
+    at its default (-1, a thread per core) cost ten times the CPU per candle under load."""
+    row = np.zeros((1, len(predictor.names)))
+    assert predictor._matrix(row).nthread == 1
+    assert (
+        json.loads(predictor.model.booster.save_config())["learner"]["generic_param"]["nthread"]
+        == "1"
+    )

@@ -14,7 +14,7 @@ import xgboost as xgb
 from numpy.typing import NDArray
 
 from cdb.core.events import ShapFeature
-from cdb.ml_advisor.model_store import LoadedModel
+from cdb.ml_advisor.model_store import INFERENCE_THREADS, LoadedModel
 
 __all__ = ["Explained", "Predictor"]
 
@@ -54,7 +54,9 @@ class Predictor:
         return self.model.manifest.version
 
     def _matrix(self, rows: NDArray[np.float64]) -> xgb.DMatrix:
-        return xgb.DMatrix(np.atleast_2d(rows), feature_names=self.names)
+        # DMatrix takes its own thread count (default: one per core), apart from the
+        # booster's: without it each candle's matrix spun up an OpenMP team.
+        return xgb.DMatrix(np.atleast_2d(rows), feature_names=self.names, nthread=INFERENCE_THREADS)
 
     def explain_many(self, rows: NDArray[np.float64]) -> list[Explained]:
         matrix = self._matrix(rows)

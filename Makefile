@@ -52,4 +52,4 @@ kind-e2e: setup
 # A real control plane on loopback (etcd, kube-apiserver, controllers, scheduler, a kwok
 # node) from .tools/bin; prints the KUBECONFIG for kubectl, helm and the operator.
 cluster: setup
-	$(RUN) python -m tests.cluster
+	$(RUN) python -m tests.support.cluster

@@ -1,4 +1,4 @@
-"""The operator on a real control plane (tests/cluster.py: etcd, kube-apiserver,
+"""The operator on a real control plane (tests/support/cluster.py: etcd, kube-apiserver,
 controller-manager, scheduler, a kwok node): how long from start, ``kubectl apply`` and
 ``kubectl edit`` to the effect.
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 from redis import Redis
-from tests.cluster import ROOT, ControlPlane
 from tests.support import ServiceProcess, free_port
+from tests.support.cluster import ROOT, ControlPlane
 
 from cdb.core.events import Control, Stream
 from cdb.localstack import LocalStack

@@ -2,7 +2,7 @@
 # Render the chart with its default values into plain manifests (for `kubectl apply`
 # without helm): OUT/cdb.yaml and OUT/crds/. The chart's Secrets are left out (their
 # passwords are generated per install); create them first, see manifests/README.md.
-# Usage: scripts/render-manifests.sh [OUT]   (default: manifests). tests/test_manifests.py
+# Usage: scripts/render-manifests.sh [OUT]   (default: manifests). tests/chart/test_manifests.py
 # renders into a temporary folder and compares, so manifests/ never drifts from the chart.
 set -euo pipefail
 cd "$(dirname "$0")/.."

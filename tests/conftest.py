@@ -1,4 +1,4 @@
-"""The test harness: throwaway Redis and PostgreSQL servers started from the real binaries.
+"""The shared fixtures: throwaway Redis and PostgreSQL servers started from the real binaries.
 
 * Redis: pytest-redis runs Debian's ``redis-server`` with a password (``--requirepass``).
 * PostgreSQL: pytest-postgresql runs ``initdb``/``pg_ctl`` through ``scripts/pg_ctl``,
@@ -20,44 +20,15 @@ from pytest_postgresql import factories as pg_factories
 from pytest_redis import factories as redis_factories
 from redis.asyncio import Redis
 
-from cdb.core.acl import ACCESS, acl_tokens, password_variable
 from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
 from cdb.core.metrics import Health, ServiceMetrics
-from tests.cluster import ControlPlane, binaries_missing
-from tests.containers import cdb_image, docker_engine, test_images
+from tests.support import REDIS_PASSWORD, ROOT, apply_acl_users, free_port
+from tests.support.cluster import ControlPlane, binaries_missing
+from tests.support.containers import cdb_image, docker_engine, test_images
+from tests.support.notify_receiver import Receiver
 
 __all__ = ["cdb_image", "docker_engine", "test_images"]  # session fixtures: real containers
-
-ROOT = Path(__file__).resolve().parent.parent
-REDIS_PASSWORD = "test-only-redis-password"
-# One Redis ACL user per service, as in the chart and the demo (cdb.core.acl)
-ACL_PASSWORDS = {user: f"test-only-{user.replace('_', '-')}-password" for user in ACCESS}
-
-
-def as_user(env: dict[str, str], user: str) -> dict[str, str]:
-    """``env`` for a process logging in to Redis as ``user`` (a service's own ACL user)."""
-    return {**env, "REDIS_USERNAME": user, "REDIS_PASSWORD": ACL_PASSWORDS[user]}
-
-
-def acl_env() -> dict[str, str]:
-    """What ``python -m cdb.core.acl`` reads to write the test ACL file."""
-    return {
-        "REDIS_PASSWORD": REDIS_PASSWORD,
-        **{password_variable(user): password for user, password in ACL_PASSWORDS.items()},
-    }
-
-
-def apply_acl_users(host: str, port: int) -> None:
-    """Create (or reset) every service's ACL user on a running test Redis."""
-    import redis
-
-    with redis.Redis(host=host, port=port, password=REDIS_PASSWORD) as admin:
-        for user, password in ACL_PASSWORDS.items():
-            admin.execute_command(
-                "ACL", "SETUSER", user, "reset", "on", f">{password}", *acl_tokens(user)
-            )
-
 
 redis_proc = redis_factories.redis_proc(
     executable=shutil.which("redis-server") or "/usr/bin/redis-server",
@@ -130,8 +101,6 @@ def aof_redis(tmp_path: Path) -> Iterator[Any]:
     """A Redis of this test alone, AOF on, that a test may stop and start again."""
     from pytest_redis.executor import RedisExecutor
 
-    from tests.support import free_port
-
     executor = RedisExecutor(
         executable=shutil.which("redis-server") or "/usr/bin/redis-server",
         databases=4,
@@ -147,6 +116,13 @@ def aof_redis(tmp_path: Path) -> Iterator[Any]:
     yield executor
     if executor.running():
         executor.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A channel beyond the network boundary (a webhook, a push service) on loopback."""
+    with Receiver() as server:
+        yield server
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -170,7 +146,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A real control plane (tests/cluster.py) for the whole session; tests isolate by
+    """A real control plane (tests/support/cluster.py) for the whole session; tests isolate by
     namespace. Its logs stay in pytest's temporary directory for a failure to be read."""
     missing = binaries_missing()
     assert not missing, f"control plane not built ({', '.join(missing)}): run `make setup`"

@@ -1,4 +1,4 @@
-# Docker engine (Debian's docker.io): tests/test_image.py starts a private dockerd (no
+# Docker engine (Debian's docker.io): tests/image/test_image.py starts a private dockerd (no
 # network, no iptables, vfs storage) to cut the image's build context with .dockerignore
 # exactly as `docker build` does. Sourced by scripts/setup.sh. Root only (apt).
 if ! command -v dockerd >/dev/null; then

@@ -1,5 +1,5 @@
 # Alertmanager (Debian's prometheus-alertmanager package): the demo runs it as a local
-# process, and tests/test_alerting.py runs it with a real Prometheus against a running
+# process, and tests/monitoring/test_alerting.py runs it with a real Prometheus against a running
 # notifier. Sourced by scripts/setup.sh.
 if ! command -v prometheus-alertmanager >/dev/null; then
   say "installing prometheus-alertmanager"

@@ -6,7 +6,7 @@
 # version. The first build takes about 15 minutes on 2 cores and ~5 GB of Go caches; later
 # setups skip (same sources) or only re-link (warm cache). Sourced by scripts/setup.sh.
 if ! command -v openssl >/dev/null; then
-  say "installing openssl (tests/cluster.py makes the control plane's certificates with it)"
+  say "installing openssl (tests/support/cluster.py makes the control plane's certificates with it)"
   apt_install openssl
 fi
 KUBE_VERSION=v1.37.2

@@ -1,4 +1,4 @@
-# A real node for tests/node.py (the chart's pods as real containers): containerd v2.4.2
+# A real node for tests/support/node.py (the chart's pods as real containers): containerd v2.4.2
 # (its daemon, the runc shim and ctr, from the Go module proxy; scripts/setup.d/containerd/),
 # CoreDNS v1.14.7 with only the plugins the node uses (scripts/setup.d/coredns/), a pause
 # image's program (scripts/setup.d/pause/pause.c), and from Debian runc, the CNI plugins

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Chromium for kaleido 1.x (plotly's PNG export drives a headless Chrome/Chromium):
-# `cdb ml evaluate --png` and tests/test_ml_evaluate.py need it. Sourced by scripts/setup.sh.
+# `cdb ml evaluate --png` and tests/ml/test_ml_evaluate.py need it. Sourced by scripts/setup.sh.
 # kaleido finds it on PATH (`chromium`) or through BROWSER_PATH.
 chromium_path() {
   if [ -n "${BROWSER_PATH:-}" ] && [ -x "${BROWSER_PATH}" ]; then echo "$BROWSER_PATH"; return; fi

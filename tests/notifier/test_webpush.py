@@ -1,0 +1,208 @@
+"""WebPush for real: the notifier encrypts (RFC 8291, aes128gcm) and signs (RFC 8292
+VAPID) through pywebpush; a local push endpoint standing in for the browser vendor's
+push service checks the JWT with the key the notifier published and decrypts the payload
+with the subscription's own private key, as a browser would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import http_ece
+import httpx
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from typer.testing import CliRunner
+
+from cdb import cli
+from cdb.core.bus import Bus
+from cdb.core.events import Alert
+from tests.support import FAST_BUS, ServiceProcess, eventually_async, scalar
+from tests.support.notify_receiver import Receiver, Request
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Browser:
+    """A subscription's keys as a browser holds them."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = os.urandom(16)
+
+    def subscription(self) -> dict[str, Any]:
+        public = self.key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return {
+            "endpoint": self.endpoint,
+            "keys": {"p256dh": b64url(public), "auth": b64url(self.auth)},
+        }
+
+    def decrypt(self, request: Request) -> dict[str, Any]:
+        assert request.headers["content-encoding"] == "aes128gcm"
+        plain = http_ece.decrypt(
+            request.body, private_key=self.key, auth_secret=self.auth, version="aes128gcm"
+        )
+        loaded: dict[str, Any] = json.loads(plain)
+        return loaded
+
+
+def verify_vapid(request: Request, server_key: str, audience: str) -> dict[str, Any]:
+    """RFC 8292: ``Authorization: vapid t=<JWT>, k=<key>``, the JWT signed ES256 by ``k``."""
+    scheme, _, params = request.headers["authorization"].partition(" ")
+    assert scheme == "vapid"
+    fields = dict(part.strip().split("=", 1) for part in params.split(","))
+    assert fields["k"] == server_key, "signed with the key the notifier publishes"
+    header_b64, claims_b64, signature_b64 = fields["t"].split(".")
+    assert json.loads(unb64url(header_b64)) == {"typ": "JWT", "alg": "ES256"}
+    signature = unb64url(signature_b64)
+    assert len(signature) == 64
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(server_key))
+    public.verify(der, f"{header_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
+    claims: dict[str, Any] = json.loads(unb64url(claims_b64))
+    assert claims["aud"] == audience
+    assert time.time() < claims["exp"] <= time.time() + 24 * 3600  # RFC 8292: at most 24 h
+    assert claims["sub"] == "mailto:owner@example.org"
+    return claims
+
+
+@pytest.fixture
+def push_service() -> Iterator[Receiver]:
+    with Receiver() as server:
+        server.answer = lambda request: 410 if request.path.startswith("/push/gone") else 201
+        yield server
+
+
+ADMIN_TOKEN = "test-only-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def env(service_env: dict[str, str], key_dir: Path) -> dict[str, str]:
+    return {
+        **service_env, **FAST_BUS,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "VAPID_KEY_DIR": str(key_dir),
+        "VAPID_SUBJECT": "mailto:owner@example.org",
+        "NOTIFY_GROUP_WAIT_S": "0.2",
+        "NOTIFY_POLL_S": "0.2",
+        "NOTIFY_DAILY_SUMMARY_HOUR": "-1",
+    }  # fmt: skip
+
+
+async def test_a_breaker_trip_reaches_a_subscribed_browser_encrypted_and_signed(
+    bus: Bus, service_env: dict[str, str], push_service: Receiver, tmp_path: Path
+) -> None:
+    key_dir = tmp_path / "data"
+    proc = ServiceProcess("cdb.notifier", env(service_env, key_dir), tmp_path).start()
+    try:
+        proc.wait_healthy(timeout=60)
+        key_file = key_dir / "vapid_private.pem"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        server_key = httpx.get(f"{proc.url}/webpush/key").json()["applicationServerKey"]
+        browser = Browser(f"{push_service.url}/push/alive")
+        gone = Browser(f"{push_service.url}/push/gone")
+        for sub in (browser, gone):
+            anonymous = httpx.post(f"{proc.url}/webpush/subscriptions", json=sub.subscription())
+            assert anonymous.status_code == 401  # registering takes the admin credential
+            reply = httpx.post(
+                f"{proc.url}/webpush/subscriptions", json=sub.subscription(), headers=AUTH
+            )
+            assert reply.status_code == 201, reply.text
+        bad = httpx.post(
+            f"{proc.url}/webpush/subscriptions",
+            json={"endpoint": "https://x.example/1", "keys": {"p256dh": "short", "auth": "x"}},
+            headers=AUTH,
+        )
+        assert bad.status_code == 422
+        assert proc.status()["channels"] == ["webpush"]
+        printed = CliRunner().invoke(cli.app, ["notify", "subscribe", "--url", proc.url])
+        assert printed.exit_code == 0 and f'applicationServerKey: "{server_key}"' in printed.output
+
+        await bus.publish(
+            Alert(kind="circuit_breaker", severity="critical", message="circuit breaker tripped",
+                  source="risk_manager", timestamp=time.time())
+        )  # fmt: skip
+        await eventually_async(lambda: len(push_service.accepted("/push/alive")) == 1, timeout=30)
+        request = push_service.accepted("/push/alive")[0]
+        verify_vapid(request, server_key, push_service.url)
+        assert request.headers["urgency"] == "high" and int(request.headers["ttl"]) > 0
+        payload = browser.decrypt(request)
+        assert payload["title"] == "Circuit breaker tripped: trading halted"
+        assert payload["severity"] == "critical" and payload["tag"].startswith("msg-")
+        assert b"Circuit breaker" not in request.body, "the payload travels encrypted"
+
+        # Another browser's keys cannot read it; another server key cannot have signed it.
+        with pytest.raises(Exception):  # noqa: B017 - http_ece raises InvalidTag or ValueError
+            Browser(browser.endpoint).decrypt(request)
+        other = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )  # fmt: skip
+        fields = request.headers["authorization"].replace(server_key, b64url(other))
+        forged = Request(request.path, {**request.headers, "authorization": fields}, b"", 0)
+        with pytest.raises(InvalidSignature):
+            verify_vapid(forged, b64url(other), push_service.url)
+
+        # 410 Gone: the browser unsubscribed; its row is removed, the delivery still counts.
+        await eventually_async(
+            lambda: scalar(service_env, "SELECT count(*) FROM push_subscriptions") == 1
+        )
+        assert scalar(service_env, "SELECT endpoint FROM push_subscriptions") == browser.endpoint
+        await eventually_async(lambda: proc.status()["deliveries"] == {"webpush": {"sent": 1}})
+    finally:
+        proc.__exit__()
+
+    # The key was generated once: a restart signs with the same one.
+    again = ServiceProcess("cdb.notifier", env(service_env, key_dir), tmp_path).start()
+    try:
+        again.wait_healthy(timeout=60)
+        assert httpx.get(f"{again.url}/webpush/key").json()["applicationServerKey"] == server_key
+    finally:
+        again.__exit__()
+
+
+def test_a_vapid_key_from_a_secret_wins_and_webpush_is_off_without_one(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()  # fmt: skip
+    expected = b64url(
+        key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    )
+    with ServiceProcess(
+        "cdb.notifier", {**env(service_env, tmp_path / "unused"), "VAPID_PRIVATE_KEY": pem},
+        tmp_path,
+    ) as proc:  # fmt: skip
+        proc.wait_healthy(timeout=60)
+        assert httpx.get(f"{proc.url}/webpush/key").json()["applicationServerKey"] == expected
+        assert not (tmp_path / "unused").exists()
+        assert "BEGIN EC PRIVATE KEY" not in json.dumps(proc.status())
+    bare = {**service_env, "NOTIFY_DAILY_SUMMARY_HOUR": "-1"}
+    with ServiceProcess("cdb.notifier", bare, tmp_path) as proc:
+        proc.wait_healthy(timeout=60)
+        assert httpx.get(f"{proc.url}/webpush/key").status_code == 404
+        assert proc.status()["channels"] == [] and proc.status()["webpush"] is False

@@ -40,6 +40,7 @@ from redis import Redis
 from cdb.core.bus import Bus, connect_redis
 from cdb.core.db import Database
 from cdb.core.events import Control, Stream
+from cdb.core.rest import ContractOut, UniverseOut
 from cdb_operator.audit import AuditLog
 from cdb_operator.context import OperatorContext
 from cdb_operator.handlers import build_registry, configure_kopf
@@ -563,11 +564,20 @@ def test_every_change_is_audited_also_one_back_to_an_earlier_config(
 
 @contextmanager
 def fake_bot_rest(universe: dict[str, list[str]]) -> Iterator[str]:
-    """bot_rest's ``GET /universe``, answering whatever ``universe["symbols"]`` is now."""
+    """bot_rest's ``GET /universe`` (the kernel's contract), listing whatever
+    ``universe["symbols"]`` is now."""
+
+    def contract(symbol: str) -> ContractOut:
+        return ContractOut(
+            symbol=symbol, base_coin=symbol.split("_")[0], contract_size=1.0, price_scale=2,
+            price_unit=0.01, vol_scale=0, vol_unit=1.0, min_vol=1.0, max_vol=1e6,
+            max_leverage=100, taker_fee_rate=0.0004, maker_fee_rate=0.0,
+        )  # fmt: skip
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps({"symbols": universe["symbols"]}).encode()
+            listed = [contract(s) for s in universe["symbols"]]
+            body = UniverseOut(count=len(listed), symbols=listed).model_dump_json().encode()
             self.send_response(200 if self.path.startswith("/universe") else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

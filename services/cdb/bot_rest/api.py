@@ -1,5 +1,9 @@
 """The HTTP API other services use: ``/universe``, ``/tickers``, ``/klines/{symbol}``.
 
+The answers are the kernel's models (:mod:`cdb.core.rest`, ``schemas/bot_rest.*.json``)
+and every route declares them, so the OpenAPI document, the schemas and the one client
+(:mod:`cdb.core.rest_client`) cannot drift apart.
+
 An error from MEXC becomes HTTP 502 with MEXC's ``code`` and ``message``; no answer in
 time becomes HTTP 504. Bad parameters are HTTP 400 and never reach MEXC.
 """
@@ -17,15 +21,16 @@ from pydantic import BaseModel
 
 from cdb.bot_rest.cache import TtlCache
 from cdb.bot_rest.mexc import MexcRest, UpstreamError, UpstreamTimeout
-from cdb.bot_rest.models import (
+from cdb.bot_rest.settings import BotRestSettings
+from cdb.core.rest import (
     ContractOut,
+    ErrorOut,
     KlineBar,
     KlinesOut,
     TickerOut,
     TickersOut,
     UniverseOut,
 )
-from cdb.bot_rest.settings import BotRestSettings
 
 __all__ = ["ApiMetrics", "BotRestApi"]
 
@@ -53,8 +58,17 @@ class ApiMetrics:
         )
 
 
+# The error answers every route may give (their body is :class:`ErrorOut`).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "bad parameters (never sent to MEXC)"},
+    404: {"model": ErrorOut, "description": "unknown symbol"},
+    502: {"model": ErrorOut, "description": "MEXC answered an error (its code and message)"},
+    504: {"model": ErrorOut, "description": "MEXC did not answer in time"},
+}
+
+
 def _error(status: int, body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(ErrorOut.model_validate(body).model_dump(), status_code=status)
 
 
 class BotRestApi:
@@ -187,13 +201,13 @@ class BotRestApi:
         router = APIRouter()
         settings = self.settings
 
-        @router.get("/universe", response_model=None)
+        @router.get("/universe", response_model=UniverseOut, responses=ERRORS)
         async def universe() -> UniverseOut | JSONResponse:
             return await self._answer(
                 "universe", self.universe_cache, "all", settings.universe_ttl_s, self.fetch_universe
             )
 
-        @router.get("/tickers", response_model=None)
+        @router.get("/tickers", response_model=TickersOut, responses=ERRORS)
         async def tickers(symbol: str | None = None) -> TickersOut | JSONResponse:
             answer = await self._answer(
                 "tickers", self.tickers_cache, "all", settings.tickers_ttl_s, self.fetch_tickers
@@ -208,7 +222,7 @@ class BotRestApi:
                 )
             return TickersOut(count=1, tickers=rows)
 
-        @router.get("/klines/{symbol}", response_model=None)
+        @router.get("/klines/{symbol}", response_model=KlinesOut, responses=ERRORS)
         async def klines(
             symbol: str,
             start: int = Query(ge=0, description="unix seconds"),

@@ -1,7 +1,9 @@
 """REST reads bot_ws needs: the contract universe and Min1 klines for backfill.
 
-From bot_rest when ``BOT_REST_URL`` is set, else straight from MEXC (``MEXC_REST_URL``),
-always under MEXC's request limit (a shared sliding window per process).
+From bot_rest when ``BOT_REST_URL`` is set (through the kernel's typed client,
+:mod:`cdb.core.rest_client`), else straight from MEXC (``MEXC_REST_URL``), always under
+MEXC's request limit (a shared sliding window per process). Either way a bar is the
+contract's :class:`~cdb.core.rest.KlineBar`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cdb.bot_ws.candles import ClosedCandle
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.core.pacing import RequestPacer
+from cdb.core.rest import KlineBar
+from cdb.core.rest_client import BotRestClient, BotRestError
 
 __all__ = ["ContractInfo", "ExchangeError", "ExchangeRest"]
 
@@ -41,39 +45,46 @@ def _mexc_data(reply: httpx.Response) -> Any:
     return body.get("data")
 
 
-def _num(row: dict[str, Any], real: str, plain: str) -> float:
-    value = row.get(real)
-    return float(value if value is not None else row[plain])
+def _own(real: float | None, plain: float) -> float:
+    return real if real is not None else plain
 
 
-def candles_from_rows(symbol: str, rows: list[dict[str, Any]]) -> list[ClosedCandle]:
-    """MEXC kline rows → candles from the bar's own trades (``real*``, else the plain OHLC)."""
+def candles_from_bars(symbol: str, bars: list[KlineBar]) -> list[ClosedCandle]:
+    """Min1 bars → candles from the bar's own trades (``real*``, else the plain OHLC)."""
     return [
         ClosedCandle(
             symbol=symbol,
-            open_time=int(row["time"]),
-            open=_num(row, "realOpen", "open"),
-            high=_num(row, "realHigh", "high"),
-            low=_num(row, "realLow", "low"),
-            close=_num(row, "realClose", "close"),
-            volume=float(row.get("vol", 0.0)),
-            turnover=float(row.get("amount", 0.0)),
+            open_time=bar.time,
+            open=_own(bar.realOpen, bar.open),
+            high=_own(bar.realHigh, bar.high),
+            low=_own(bar.realLow, bar.low),
+            close=_own(bar.realClose, bar.close),
+            volume=bar.vol,
+            turnover=bar.amount,
             source="rest",
         )
-        for row in rows
+        for bar in bars
     ]
 
 
-def rows_from_columns(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """MEXC's column layout (``time[]``, ``open[]``, …) → one dict per bar."""
+def bars_from_columns(columns: dict[str, list[Any]]) -> list[KlineBar]:
+    """MEXC's column layout (``time[]``, ``open[]``, …) → one bar each."""
     times = columns.get("time") or []
-    return [{name: values[i] for name, values in columns.items()} for i in range(len(times))]
+    return [
+        KlineBar.model_validate({name: values[i] for name, values in columns.items()})
+        for i in range(len(times))
+    ]
 
 
 class ExchangeRest:
     def __init__(self, settings: BotWsSettings) -> None:
         self.settings = settings
         self.client = httpx.AsyncClient(timeout=settings.rest_timeout_s)
+        self.bot_rest = (
+            BotRestClient(settings.bot_rest_url, client=self.client)
+            if settings.bot_rest_url
+            else None
+        )
         # a 10 % margin on the window: arrival jitter must not push us over MEXC's count
         self.pacer = RequestPacer(settings.rest_rate_per_2s, window_s=2.2)
 
@@ -82,14 +93,16 @@ class ExchangeRest:
 
     async def universe(self) -> list[ContractInfo]:
         """USDT perpetuals open for API trading, sorted by symbol."""
-        if self.settings.bot_rest_url:
-            reply = await self.client.get(f"{self.settings.bot_rest_url}/universe")
-            if reply.status_code != 200:
-                raise ExchangeError(f"bot_rest /universe: HTTP {reply.status_code}")
-            rows = reply.json()["symbols"]
+        if self.bot_rest is not None:
+            try:
+                universe = await self.bot_rest.universe()
+            except BotRestError as error:
+                raise ExchangeError(str(error)) from error
             return sorted(
-                (ContractInfo.model_validate(row) for row in rows), key=lambda c: c.symbol
-            )
+                (ContractInfo(symbol=c.symbol, contract_size=c.contract_size)
+                 for c in universe.symbols),
+                key=lambda c: c.symbol,
+            )  # fmt: skip
         async with self.pacer.request():
             reply = await self.client.get(f"{self.settings.mexc_rest_url}/api/v1/contract/detail")
         rows = _mexc_data(reply)
@@ -105,21 +118,16 @@ class ExchangeRest:
 
     async def klines(self, symbol: str, start_s: int, end_s: int) -> list[ClosedCandle]:
         """Min1 bars opening in ``[start_s, end_s]``."""
-        if self.settings.bot_rest_url:
-            reply = await self.client.get(
-                f"{self.settings.bot_rest_url}/klines/{symbol}",
-                params={"start": start_s, "end": end_s},
-            )
-            if reply.status_code != 200:
-                raise ExchangeError(
-                    f"bot_rest /klines: HTTP {reply.status_code} {reply.text[:200]}"
-                )
-            rows = reply.json()["bars"]
+        if self.bot_rest is not None:
+            try:
+                bars = (await self.bot_rest.klines(symbol, start_s, end_s)).bars
+            except BotRestError as error:
+                raise ExchangeError(str(error)) from error
         else:
             async with self.pacer.request():
                 reply = await self.client.get(
                     f"{self.settings.mexc_rest_url}/api/v1/contract/kline/{symbol}",
                     params={"interval": "Min1", "start": start_s, "end": end_s},
                 )
-            rows = rows_from_columns(_mexc_data(reply))
-        return [c for c in candles_from_rows(symbol, rows) if start_s <= c.open_time <= end_s]
+            bars = bars_from_columns(_mexc_data(reply))
+        return [c for c in candles_from_bars(symbol, bars) if start_s <= c.open_time <= end_s]

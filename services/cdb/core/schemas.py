@@ -1,11 +1,15 @@
-"""``schemas/*.json``: one JSON Schema per event, generated from the pydantic models."""
+"""``schemas/*.json``: one JSON Schema per event and per bot_rest answer
+(``bot_rest.*.json``), generated from the pydantic models."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from cdb.core.events import EVENT_MODELS
+from cdb.core.rest import REST_MODELS
 
 __all__ = ["render_schemas", "schema_drift", "write_schemas"]
 
@@ -13,7 +17,8 @@ __all__ = ["render_schemas", "schema_drift", "write_schemas"]
 def render_schemas() -> dict[str, str]:
     """File name → JSON text, deterministic (sorted keys, trailing newline)."""
     rendered = {}
-    for name, model in EVENT_MODELS.items():
+    models: dict[str, type[BaseModel]] = {**EVENT_MODELS, **REST_MODELS}
+    for name, model in models.items():
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://cdb.io/schemas/{name}.json"

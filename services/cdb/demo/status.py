@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
+from cdb.core.probe import probe_health
 from cdb.demo.plan import DEFAULT_PORTS, OPTIONAL, START_ORDER
-from cdb.demo.supervisor import probe_health
 
 __all__ = ["ServiceReport", "gather_status", "print_status"]
 

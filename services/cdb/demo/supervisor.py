@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from cdb.core.probe import probe_health
 from cdb.demo.plan import ServiceSpec
 
 __all__ = ["Child", "StartError", "Supervisor"]
@@ -81,23 +82,6 @@ class Child:
     @property
     def stayed_healthy(self) -> bool:
         return self.healthy_at is not None and not self.bad_probes and self.exit_code is None
-
-
-async def probe_health(client: httpx.AsyncClient, url: str, path: str = "/health") -> str:
-    """The ``status`` a service's ``/health`` reports, or why it could not be read; for
-    another ``path`` (Prometheus's ``/-/ready``) an HTTP 200 is ``ok``."""
-    try:
-        reply = await client.get(f"{url}{path}", timeout=2.0)
-    except httpx.HTTPError as error:
-        return f"unreachable ({type(error).__name__})"
-    if path != "/health":
-        return "ok" if reply.status_code == 200 else f"HTTP {reply.status_code}"
-    try:
-        body = reply.json()
-    except ValueError:
-        return f"HTTP {reply.status_code}"
-    status = body.get("status") if isinstance(body, dict) else None
-    return str(status) if status else f"HTTP {reply.status_code}"
 
 
 class Supervisor:

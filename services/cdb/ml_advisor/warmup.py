@@ -2,18 +2,18 @@
 
 The features look back ``WARMUP_BARS`` (120) one-minute bars. Without history a new
 symbol waits two live hours; with ``BOT_REST_URL`` set, the first candle of a symbol whose
-window is not full fetches the missing minutes (MEXC's Min1 klines through bot_rest)
-once. Warm-up is best effort: when bot_rest does not answer, the window fills live.
+window is not full fetches the missing minutes (MEXC's Min1 klines through bot_rest, read
+with the kernel's typed client) once. Warm-up is best effort: when bot_rest does not
+answer, the window fills live.
 """
 
 from __future__ import annotations
 
 import logging
 
-import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from cdb.core.events import Candle, deterministic_id
+from cdb.core.rest import KlineBar
+from cdb.core.rest_client import BotRestClient, BotRestError
 
 __all__ = ["KlineWarmup"]
 
@@ -22,38 +22,13 @@ log = logging.getLogger("cdb.ml_advisor.warmup")
 BAR_SECONDS = 60
 
 
-class _Bar(BaseModel):
-    """One bar of bot_rest's ``GET /klines/{symbol}`` (MEXC's Min1 layout)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    time: int
-    open: float
-    close: float
-    high: float
-    low: float
-    vol: float
-    amount: float
-    realOpen: float | None = None
-    realHigh: float | None = None
-    realLow: float | None = None
-    realClose: float | None = None
-
-
-class _Klines(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    bars: list[_Bar]
-
-
 class KlineWarmup:
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.client = httpx.AsyncClient(timeout=timeout_s)
+        self.rest = BotRestClient(base_url, timeout_s)
         self.attempted: set[str] = set()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.rest.close()
 
     def wants(self, symbol: str) -> bool:
         return symbol not in self.attempted
@@ -63,13 +38,9 @@ class KlineWarmup:
         self.attempted.add(symbol)
         if before <= first:
             return []
-        url = f"{self.base_url}/klines/{symbol}"
-        params = {"start": first, "end": before - BAR_SECONDS}
         try:
-            reply = await self.client.get(url, params=params)
-            reply.raise_for_status()
-            bars = _Klines.model_validate_json(reply.content).bars
-        except (httpx.HTTPError, ValidationError) as error:
+            bars = (await self.rest.klines(symbol, first, before - BAR_SECONDS)).bars
+        except BotRestError as error:
             log.warning(
                 "warm-up from bot_rest failed; the window fills live",
                 extra={"symbol": symbol, "error": str(error)[:300]},
@@ -85,7 +56,7 @@ class KlineWarmup:
         return candles
 
 
-def _candle(symbol: str, bar: _Bar) -> Candle | None:
+def _candle(symbol: str, bar: KlineBar) -> Candle | None:
     """The bar as a candle (MEXC's ``real*`` prices are the bar's own), or None if odd."""
     open_ = bar.realOpen if bar.realOpen is not None else bar.open
     high = max(bar.realHigh if bar.realHigh is not None else bar.high, open_)

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from cdb.core.bus import PAYLOAD_FIELD
 from cdb.core.config import ServiceSettings
 from cdb.core.events import Candle, MarketData, Stream
-from cdb.demo.supervisor import probe_health
+from cdb.core.probe import probe_health
 from cdb.report.books import (
     EquityPoint,
     FillRow,

@@ -1,10 +1,25 @@
-"""What bot_rest answers: one pydantic model per payload."""
+"""bot_rest's HTTP contract: one pydantic model per answer, the single source of
+``schemas/bot_rest.*.json`` (like the bus events), shared by bot_rest's routes and
+:mod:`cdb.core.rest_client`.
+
+Fields are added, never renamed or removed, so an older client keeps reading a newer
+bot_rest (unknown fields are ignored); a missing or mistyped field is a malformed answer.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ContractOut", "KlineBar", "KlinesOut", "TickerOut", "TickersOut", "UniverseOut"]
+__all__ = [
+    "REST_MODELS",
+    "ContractOut",
+    "ErrorOut",
+    "KlineBar",
+    "KlinesOut",
+    "TickerOut",
+    "TickersOut",
+    "UniverseOut",
+]
 
 
 class _Out(BaseModel):
@@ -27,6 +42,8 @@ class ContractOut(_Out):
 
 
 class UniverseOut(_Out):
+    """``GET /universe``: the USDT-margined perpetuals open for API trading, by symbol."""
+
     count: int
     symbols: list[ContractOut]
 
@@ -45,6 +62,8 @@ class TickerOut(_Out):
 
 
 class TickersOut(_Out):
+    """``GET /tickers[?symbol=]``: 24 h tickers of the USDT contracts."""
+
     count: int
     tickers: list[TickerOut]
 
@@ -66,8 +85,28 @@ class KlineBar(_Out):
 
 
 class KlinesOut(_Out):
+    """``GET /klines/{symbol}?start=&end=``: Min1 bars opening in ``[start, end]``."""
+
     symbol: str
     interval: str
     start: int
     end: int
     bars: list[KlineBar]
+
+
+class ErrorOut(_Out):
+    """Every non-200 answer: ``bad_request`` (400), ``unknown_symbol`` (404),
+    ``mexc_error`` (502, with MEXC's ``code``), ``mexc_timeout`` (504)."""
+
+    error: str
+    message: str
+    code: int | None = None
+
+
+# schema file stem → model (``cdb schemas`` writes ``schemas/<stem>.json``)
+REST_MODELS: dict[str, type[BaseModel]] = {
+    "bot_rest.universe": UniverseOut,
+    "bot_rest.tickers": TickersOut,
+    "bot_rest.klines": KlinesOut,
+    "bot_rest.error": ErrorOut,
+}

@@ -29,13 +29,14 @@ from cdb.execution_service.live import MexcVenue
 from cdb.execution_service.mexc_client import MexcPrivateClient
 from cdb.execution_service.paper import PaperFillModel
 from cdb.execution_service.paper_venue import PaperVenue
-from cdb.execution_service.reconcile import compare_positions
+from cdb.execution_service.reconcile import compare_positions, venue_close_fills
 from cdb.execution_service.service import ExecutionService
 from cdb.execution_service.settings import ExecutionSettings
 from cdb.execution_service.venue import (
     ExecutionVenue,
     PriceMove,
     Submission,
+    VenueClose,
     VenuePosition,
 )
 from cdb.mexc_sim.app import RunningSimulator, running_simulator
@@ -147,6 +148,7 @@ async def test_one_order_through_the_port_on_either_venue(
                              last=order.stop_loss * 0.99, start=now, end=now + 60)  # fmt: skip
     stop_fill = venue.stop_exit(position, through_stop)
     held = await venue.open_positions()
+    assert await venue.closed_positions(symbol, "long", now - 60) == []  # closed nothing
 
     if venue.mode == "paper":  # the book is its state: nothing kept, cdb closes at the stop
         assert found.kind == "unknown"
@@ -311,6 +313,51 @@ async def test_an_unexplained_position_halts_new_orders_until_cleared(
     assert await order_row(live_service, fresh) == ("filled", "")
 
 
+@pytest.mark.parametrize("closed_contracts", [10, 4])
+async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
+    closed_contracts: int, live_service: ExecutionService, mexc: Mexc, bus: Bus
+) -> None:
+    """MEXC executed the stop that went with the order (here: a close of the whole
+    position, or of part of it): the whole close is booked from MEXC's position history
+    (exit price, PnL, a ``closed`` result for risk_manager); a partial one cannot be told
+    apart from a stranger's trade and halts."""
+    await live_service.start()
+    symbol = mexc.symbol
+    order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=7)
+    await approve(live_service, order)
+    await live_service.on_order(order)
+    mexc.open_by_hand(symbol, closed_contracts, side=4)  # MEXC closes (its stop)
+    exit_price = mexc.price(symbol)
+
+    check = await live_service.reconcile_positions()
+    assert check is not None
+    async with live_service.kernel.database.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT status, exit_price, realized_pnl FROM positions WHERE order_id = %s",
+            (order.order_id,),
+        )
+        position = await cursor.fetchone()
+        cursor = await conn.execute(
+            "SELECT payload FROM outbox WHERE event_id = %s", (f"{order.order_id}:closed",)
+        )
+        result = await cursor.fetchone()
+    assert position is not None
+    if closed_contracts == 4:
+        assert check.result == "mismatch" and live_service.halted
+        assert position[0] == "open" and result is None
+        return
+    assert check.result == "explained" and not live_service.halted, check
+    assert position[0] == "closed" and position[1] == pytest.approx(exit_price)
+    entry = mexc.exchange.orders[next(iter(mexc.exchange.orders))].deal_avg_price
+    assert position[2] == pytest.approx((exit_price - entry) * order.quantity)
+    assert result is not None
+    closed = json.loads(result[0])
+    assert closed["mode"] == "live" and "MEXC position" in closed["reason"]
+    assert symbol not in live_service.positions or not live_service.positions[symbol]
+    again = await live_service.reconcile_positions()
+    assert again is not None and again.result == "matched"
+
+
 def test_the_comparison_explains_what_it_can_and_nothing_else() -> None:
     def held(quantity: float) -> VenuePosition:
         return VenuePosition("A_USDT", "long", quantity, 1.0)
@@ -336,6 +383,18 @@ def test_the_comparison_explains_what_it_can_and_nothing_else() -> None:
     # the other side is another position
     short = VenuePosition("A_USDT", "short", 5.0, 1.0)
     assert compare_positions([short], [booked("a", 5, 50)], [], snapshot).result == "mismatch"
+
+    # the venue closed what the book holds: only a close of exactly that much explains it
+    def gone(quantity: float, at: float) -> VenueClose:
+        return VenueClose("A_USDT", "long", quantity, 1.2, at, f"closed {at}")
+
+    ours = [booked("a", 5, 50), booked("b", 5, 60)]
+    fills = venue_close_fills(ours, [gone(10, 70)])
+    assert fills is not None and [f.price for _, f in fills] == [1.2, 1.2]
+    assert [f.realized_pnl for _, f in fills] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert venue_close_fills(ours, [gone(4, 70)]) is None  # partial
+    assert venue_close_fills(ours, [gone(10, 70), gone(3, -100)]) is not None  # older: not it
+    assert venue_close_fills(ours, [gone(10, 70), gone(3, 20)]) is None  # too much: unclear
 
 
 # -- as a process: fail closed, restarts, and the owner's way to clear -------------------

@@ -60,8 +60,14 @@ def order_result(
     )
 
 
-def closed_result(position: OpenPosition, fill: Fill, at: float) -> OrderResult:
-    """A position closed at its stop."""
+def closed_result(
+    position: OpenPosition,
+    fill: Fill,
+    at: float,
+    reason: str = "",
+    mode: TradingMode = "paper",
+) -> OrderResult:
+    """A position closed (at its stop, unless ``reason`` says otherwise)."""
     return OrderResult(
         event_id=f"{position.order_id}:closed",
         order_id=position.order_id,
@@ -72,6 +78,7 @@ def closed_result(position: OpenPosition, fill: Fill, at: float) -> OrderResult:
         quantity=fill.quantity,
         fee=fill.fee,
         realized_pnl=fill.realized_pnl,
-        reason=f"stop-loss {position.stop_loss:g} hit",
+        reason=(reason or f"stop-loss {position.stop_loss:g} hit")[:500],
+        mode=mode,
         timestamp=at,
     )

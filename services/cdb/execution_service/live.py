@@ -17,6 +17,7 @@ from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
 from cdb.execution_service.venue import (
     PriceMove,
     Submission,
+    VenueClose,
     VenueOutcome,
     VenuePosition,
     VenueRefused,
@@ -32,6 +33,8 @@ MAINTENANCE_NOTE = (
 )
 
 POSITION_SIDE: Mapping[int, Literal["long", "short"]] = MappingProxyType({1: "long", 2: "short"})
+POSITION_TYPE: Mapping[str, int] = MappingProxyType({"long": 1, "short": 2})
+CLOSED = 3  # position state
 
 
 class MexcVenue:
@@ -152,6 +155,33 @@ class MexcVenue:
                 )
             )
         return held
+
+    async def closed_positions(
+        self, symbol: str, side: Literal["long", "short"], since: float
+    ) -> Sequence[VenueClose]:
+        """From ``GET /api/v1/private/position/list/history_positions`` (the newest 100)."""
+        try:
+            rows = await self.client.history_positions(symbol, POSITION_TYPE[side])
+            size = float((await self.contract(symbol)).get("contractSize") or 1)
+        except MexcError as error:
+            raise VenueRefused(str(error)) from None
+        closes = []
+        for row in rows:
+            closed_at = float(row.get("updateTime") or 0) / 1000
+            vol = float(row.get("closeVol") or 0)
+            if int(row.get("state", 0)) != CLOSED or closed_at < since or vol <= 0:
+                continue
+            closes.append(
+                VenueClose(
+                    symbol=symbol,
+                    side=side,
+                    quantity=vol * size,
+                    price=float(row.get("closeAvgPrice") or 0),
+                    closed_at=closed_at,
+                    reference=f"MEXC position {row.get('positionId')}",
+                )
+            )
+        return closes
 
     async def close(self) -> None:
         await self.client.close()

@@ -145,6 +145,19 @@ class MexcPrivateClient:
             raise MexcError(-1, "open_positions: data is not a list")
         return [row for row in data if isinstance(row, dict)]
 
+    async def history_positions(self, symbol: str, position_type: int) -> list[dict[str, Any]]:
+        """``GET /api/v1/private/position/list/history_positions``, the newest 100 closed
+        positions of one contract and side (``data`` a list, or paginated ``resultList``)."""
+        params = {"symbol": symbol, "type": position_type, "page_num": 1, "page_size": 100}
+        data = await self._call(
+            "GET", "/api/v1/private/position/list/history_positions", params=params
+        )
+        if isinstance(data, dict):
+            data = data.get("resultList")
+        if not isinstance(data, list):
+            raise MexcError(-1, "history_positions: data is not a list")
+        return [row for row in data if isinstance(row, dict)]
+
     async def cancel_orders(self, order_ids: list[str]) -> list[dict[str, Any]]:
         data = await self._call("POST", "/api/v1/private/order/cancel", body=order_ids)
         return list(data or [])

@@ -7,11 +7,18 @@ again) and there are no positions to reconcile."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from cdb.core.events import Order, TradingMode
 from cdb.execution_service.book import Fill, OpenPosition
 from cdb.execution_service.paper import PaperFillModel
-from cdb.execution_service.venue import PriceMove, Submission, VenueOutcome, VenuePosition
+from cdb.execution_service.venue import (
+    PriceMove,
+    Submission,
+    VenueClose,
+    VenueOutcome,
+    VenuePosition,
+)
 
 __all__ = ["PaperVenue"]
 
@@ -42,6 +49,11 @@ class PaperVenue:
 
     async def open_positions(self) -> Sequence[VenuePosition] | None:
         return None
+
+    async def closed_positions(
+        self, symbol: str, side: Literal["long", "short"], since: float
+    ) -> Sequence[VenueClose]:
+        return []  # it closes nothing on its own: every paper close is booked by cdb
 
     async def close(self) -> None:
         return None

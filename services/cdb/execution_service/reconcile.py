@@ -8,6 +8,12 @@ positions of that venue. A difference is *explained* when
 * the book holds more and positions cdb booked after the venue's snapshot was taken
   (a fill recorded while the query was on its way) cover the excess.
 
+A third explanation needs the venue's history, so the service asks for it only where it
+can apply (:func:`book_venue_closes`): the venue holds nothing of a (symbol, side) the book
+holds, and the positions the venue closed on its own since the book's opened them (its
+stop, a liquidation, a close by hand) add up to exactly what the book holds. Those closes
+are then booked, at the venue's average close price.
+
 Anything else is *unexplained*: the book no longer says what the venue holds, and the
 service fails closed (see :mod:`cdb.execution_service.service`).
 """
@@ -20,13 +26,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cdb.core.events import Order
-from cdb.execution_service.book import OpenPosition
-from cdb.execution_service.venue import VenuePosition
+from cdb.execution_service.book import Fill, OpenPosition
+from cdb.execution_service.venue import VenueClose, VenuePosition
 
-__all__ = ["Difference", "PositionCheck", "compare_positions"]
+__all__ = [
+    "CLOSE_SLACK_S",
+    "Difference",
+    "PositionCheck",
+    "compare_positions",
+    "venue_close_fills",
+]
 
 Side = Literal["long", "short"]
 REL_TOLERANCE = 1e-6  # the book stores MEXC's own fill quantities; only float noise differs
+# a venue close counts from this long before the book opened the position: the venue
+# filled it (and may have stopped it out) before cdb booked the fill; an older close
+# taken in by mistake makes the sum too large, which is a mismatch, never a wrong close
+CLOSE_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -108,3 +124,28 @@ def compare_positions(
             why = "the book holds more than the venue"
         unexplained.append(Difference(symbol, side, venue, booked, why))
     return PositionCheck(matched, tuple(explained), tuple(unexplained))
+
+
+def venue_close_fills(
+    ours: Sequence[OpenPosition], closes: Sequence[VenueClose]
+) -> list[tuple[OpenPosition, Fill]] | None:
+    """The close fill of each of ``ours`` (one symbol and side, none of it held at the venue
+    any more) when the venue's own closes since they opened add up to exactly their
+    quantity; None when they do not (unexplained)."""
+    if not ours:
+        return None
+    since = min(p.opened_at for p in ours) - CLOSE_SLACK_S
+    taken = [c for c in closes if c.closed_at >= since]
+    quantity = _sum(c.quantity for c in taken)
+    booked = _sum(p.quantity for p in ours)
+    if not taken or not _close(quantity, booked):
+        return None
+    price = _sum(c.price * c.quantity for c in taken) / quantity
+    fills = []
+    for position in ours:
+        direction = 1.0 if position.side == "long" else -1.0
+        pnl = direction * (price - position.entry_price) * position.quantity
+        # the fee of a venue's close is not in its position history: booked as 0
+        fills.append((position, Fill(price=price, quantity=position.quantity, fee=0.0,
+                                     realized_pnl=pnl)))  # fmt: skip
+    return fills

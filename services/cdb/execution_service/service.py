@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -46,7 +47,12 @@ from cdb.execution_service.live import MexcVenue
 from cdb.execution_service.mexc_client import MexcPrivateClient
 from cdb.execution_service.paper import FeeSchedule, PaperFillModel
 from cdb.execution_service.paper_venue import PaperVenue
-from cdb.execution_service.reconcile import PositionCheck, compare_positions
+from cdb.execution_service.reconcile import (
+    CLOSE_SLACK_S,
+    PositionCheck,
+    compare_positions,
+    venue_close_fills,
+)
 from cdb.execution_service.settings import ExecutionSettings
 from cdb.execution_service.venue import ExecutionVenue, PriceMove, VenueOutcome, VenueRefused
 
@@ -357,17 +363,18 @@ class ExecutionService(Service[ExecutionSettings]):
             snapshot_at = await store.database_now(conn)
         try:
             held = await self.venue.open_positions()
+            if held is None:
+                return None
+            async with self.kernel.database.connection() as conn:
+                book = await store.open_positions_of_mode(conn, self.venue.mode)
+                in_flight = await store.orders_to_reconcile(conn, self.venue.mode)
+            check = compare_positions(held, book, in_flight, snapshot_at)
+            check = await self._book_venue_closes(check, book)
         except CHECK_ERRORS as error:
             self.metrics.position_checks.labels("failed").inc()
             self.position_check = {"result": "failed", "error": str(error)[:300], "at": snapshot_at}
             log.error("cannot check positions at the venue", extra={"error": str(error)[:300]})
             return None
-        if held is None:
-            return None
-        async with self.kernel.database.connection() as conn:
-            book = await store.open_positions_of_mode(conn, self.venue.mode)
-            in_flight = await store.orders_to_reconcile(conn, self.venue.mode)
-        check = compare_positions(held, book, in_flight, snapshot_at)
         self.metrics.position_checks.labels(check.result).inc()
         self.position_check = {
             "result": check.result,
@@ -385,6 +392,31 @@ class ExecutionService(Service[ExecutionSettings]):
         if check.explained:
             log.info("position differences explained", extra={"check": self.position_check})
         return check
+
+    async def _book_venue_closes(
+        self, check: PositionCheck, book: Sequence[OpenPosition]
+    ) -> PositionCheck:
+        """Where the venue holds nothing of what the book holds, the positions it closed on
+        its own (the stop it executed) may add up to it: then they are booked as closes
+        (one transaction each, with their ``closed`` result) and the difference is
+        explained (:func:`.reconcile.venue_close_fills`)."""
+        explained, unexplained = list(check.explained), []
+        for difference in check.unexplained:
+            ours = [p for p in book if (p.symbol, p.side) == (difference.symbol, difference.side)]
+            if difference.venue > 0 or not ours:
+                unexplained.append(difference)
+                continue
+            since = min(p.opened_at for p in ours) - CLOSE_SLACK_S
+            closes = await self.venue.closed_positions(difference.symbol, difference.side, since)
+            fills = venue_close_fills(ours, closes)
+            if fills is None:
+                unexplained.append(difference)
+                continue
+            venue_refs = ", ".join(sorted(c.reference for c in closes))
+            for position, fill in fills:
+                await self._close(position, fill, reason=f"closed at the venue ({venue_refs})")
+            explained.append(replace(difference, why=f"closed at the venue: {venue_refs}"))
+        return PositionCheck(check.matched, tuple(explained), tuple(unexplained))
 
     async def _halt(self, check: PositionCheck) -> None:
         """Fail closed: no new order is sent; a critical alert (once per mismatch and day)."""
@@ -443,11 +475,12 @@ class ExecutionService(Service[ExecutionSettings]):
             if fill is not None:
                 await self._close(position, fill)
 
-    async def _close(self, position: OpenPosition, fill: Fill) -> None:
+    async def _close(self, position: OpenPosition, fill: Fill, reason: str = "") -> None:
+        """Close once (at its stop, unless ``reason`` says otherwise)."""
         async with self.kernel.database.connection() as conn, conn.transaction():
             closed = await store.close_position(conn, position, fill)
             if closed:
-                result = closed_result(position, fill, time.time())
+                result = closed_result(position, fill, time.time(), reason, self.venue.mode)
                 await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
         async with self.positions_lock:
             self.positions.get(position.symbol, {}).pop(position.order_id, None)
@@ -461,8 +494,12 @@ class ExecutionService(Service[ExecutionSettings]):
             self.metrics.stop_closes.inc()
             self.metrics.realized.set(self.realized)
             log.info(
-                "stop-loss close",
-                extra={"order_id": position.order_id, "pnl": round(fill.realized_pnl, 6)},
+                "position closed",
+                extra={
+                    "order_id": position.order_id,
+                    "pnl": round(fill.realized_pnl, 6),
+                    "reason": result.reason,
+                },
             )
         await self.outbox.flush()
 

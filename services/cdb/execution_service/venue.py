@@ -14,6 +14,7 @@ One order, from the service's side::
     outcome = await venue.lookup(order)     # later: what the venue knows of it, by order_id
     fill = venue.stop_exit(position, move)  # a price moved: does this venue close it here?
     held = await venue.open_positions()     # reconciliation: what the venue holds
+    gone = await venue.closed_positions(symbol, side, since)  # what it closed on its own
 
 ``submit`` is idempotent on ``order.order_id`` (the client order id): sending the same
 order twice never makes two. ``lookup`` answers ``unknown`` only when the venue has no
@@ -34,6 +35,7 @@ __all__ = [
     "OutcomeKind",
     "PriceMove",
     "Submission",
+    "VenueClose",
     "VenueOutcome",
     "VenuePosition",
     "VenueRefused",
@@ -89,6 +91,19 @@ class VenuePosition:
     entry_price: float
 
 
+@dataclass(frozen=True)
+class VenueClose:
+    """A position the venue closed on its own (its stop, a liquidation, a close by hand),
+    in base units, at its average close price, at ``closed_at`` (epoch s)."""
+
+    symbol: str
+    side: Literal["long", "short"]
+    quantity: float
+    price: float
+    closed_at: float
+    reference: str  # the venue's name for it, for people
+
+
 class ExecutionVenue(Protocol):
     """The port. ``mode`` is recorded with every order and result of this venue."""
 
@@ -116,6 +131,12 @@ class ExecutionVenue(Protocol):
     async def open_positions(self) -> Sequence[VenuePosition] | None:
         """What the venue holds now; None when the venue keeps no positions apart from
         cdb's own book (paper), so there is nothing to reconcile."""
+        ...
+
+    async def closed_positions(
+        self, symbol: str, side: Literal["long", "short"], since: float
+    ) -> Sequence[VenueClose]:
+        """Positions of ``symbol`` and ``side`` the venue closed at or after ``since``."""
         ...
 
     async def close(self) -> None: ...

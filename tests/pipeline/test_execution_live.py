@@ -23,8 +23,9 @@ from redis.asyncio import Redis
 
 from cdb.core.bus import Bus
 from cdb.core.events import Control, ControlSettings, Order, Stream
-from cdb.execution_service.live import LiveExecutor, LiveOutcome
+from cdb.execution_service.live import MexcVenue
 from cdb.execution_service.mexc_client import MexcPrivateClient, sign
+from cdb.execution_service.venue import VenueOutcome
 from cdb.mexc_sim.config import SimConfig
 from cdb.mexc_sim.private_api import PrivateExchange, private_router
 from cdb.mexc_sim.rest import rest_router
@@ -364,10 +365,10 @@ async def test_a_contract_without_api_access_is_refused_before_sending(venue: Ve
     venue.sim.set_faults(api_closed=[venue.symbol])  # MEXC closes some contracts to the API
     client = MexcPrivateClient(venue.url, SecretStr(KEY), SecretStr(SECRET))
     try:
-        outcome = await LiveExecutor(client).prepare(an_order(venue))
+        outcome = await MexcVenue(client).prepare(an_order(venue))
     finally:
         await client.close()
-    assert isinstance(outcome, LiveOutcome)
+    assert isinstance(outcome, VenueOutcome)
     assert outcome.kind == "rejected" and "apiAllowed=false" in outcome.reason
     assert venue.exchange.submits == 0
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cdb.core.events import Order
-from cdb.execution_service.paper import FeeSchedule, OpenPosition, PaperFillModel
+from cdb.execution_service.book import OpenPosition
+from cdb.execution_service.paper import FeeSchedule, PaperFillModel
 
 
 def order(side: str = "long", price: float = 100.0, quantity: float = 10.0) -> Order:

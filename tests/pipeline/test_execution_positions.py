@@ -27,9 +27,10 @@ from cdb.core.events import Candle, Order
 from cdb.core.metrics import Health, ServiceMetrics
 from cdb.core.service import Kernel
 from cdb.execution_service import store
-from cdb.execution_service.paper import OpenPosition
+from cdb.execution_service.book import OpenPosition
 from cdb.execution_service.service import ExecutionService
 from cdb.execution_service.settings import ExecutionSettings
+from cdb.execution_service.venue import PriceMove
 
 SYMBOL = "X_USDT"
 
@@ -172,7 +173,11 @@ async def test_a_stop_during_a_reload_is_not_undone_by_it(
 
     async def stop_out() -> None:
         position = service.positions[SYMBOL][order.order_id]
-        await service._close(position, tick)
+        move = PriceMove(SYMBOL, low=tick, high=tick, open_=None, last=tick,
+                         start=time.time(), end=time.time())  # fmt: skip
+        fill = service.venue.stop_exit(position, move)
+        assert fill is not None
+        await service._close(position, fill)
 
     closed = f"SELECT 1 FROM positions WHERE order_id = '{order.order_id}' AND status = 'closed'"
     await PausedReload(monkeypatch).around(service, stop_out, closed)

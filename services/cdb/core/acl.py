@@ -78,7 +78,7 @@ ACCESS: dict[str, Access] = {
     "execution_service": _service(
         "execution_service",
         [S.ORDERS, S.CANDLES, S.MARKET_DATA, S.CONTROL],
-        [S.ORDER_RESULTS],
+        [S.ORDER_RESULTS, S.ALERTS],  # alerts: a position mismatch with the venue
     ),
     "ml_advisor": _service("ml_advisor", [S.CANDLES, S.MARKET_DATA, S.CONTROL], [S.ML_SIGNALS]),
     # tells the owner: reads what happened (and what the bus gave up on), writes nothing

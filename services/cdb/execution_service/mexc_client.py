@@ -80,15 +80,24 @@ class MexcPrivateClient:
             "Content-Type": "application/json",
         }
 
-    async def _call(self, method: str, path: str, *, body: Any = None, signed: bool = True) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        signed: bool = True,
+    ) -> Any:
+        query = query_string(params or {})
         try:
             if method == "POST":
                 content = json.dumps(body, separators=(",", ":"))
                 headers = self._headers(content) if signed else {}
                 reply = await self.http.post(path, content=content, headers=headers)
             else:
-                headers = self._headers("") if signed else {}
-                reply = await self.http.get(path, headers=headers)
+                headers = self._headers(query) if signed else {}
+                reply = await self.http.get(f"{path}?{query}" if query else path, headers=headers)
         except httpx.TransportError as error:
             raise TransientError(f"MEXC unreachable: {type(error).__name__}") from None
         if reply.status_code >= 500 or reply.status_code == 429:
@@ -126,6 +135,28 @@ class MexcPrivateClient:
         if not isinstance(data, dict):
             raise MexcError(2040, "order not exist")
         return data
+
+    async def open_positions(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """``GET /api/v1/private/position/open_positions`` (every contract, or one)."""
+        data = await self._call(
+            "GET", "/api/v1/private/position/open_positions", params={"symbol": symbol}
+        )
+        if not isinstance(data, list):
+            raise MexcError(-1, "open_positions: data is not a list")
+        return [row for row in data if isinstance(row, dict)]
+
+    async def history_positions(self, symbol: str, position_type: int) -> list[dict[str, Any]]:
+        """``GET /api/v1/private/position/list/history_positions``, the newest 100 closed
+        positions of one contract and side (``data`` a list, or paginated ``resultList``)."""
+        params = {"symbol": symbol, "type": position_type, "page_num": 1, "page_size": 100}
+        data = await self._call(
+            "GET", "/api/v1/private/position/list/history_positions", params=params
+        )
+        if isinstance(data, dict):
+            data = data.get("resultList")
+        if not isinstance(data, list):
+            raise MexcError(-1, "history_positions: data is not a list")
+        return [row for row in data if isinstance(row, dict)]
 
     async def cancel_orders(self, order_ids: list[str]) -> list[dict[str, Any]]:
         data = await self._call("POST", "/api/v1/private/order/cancel", body=order_ids)

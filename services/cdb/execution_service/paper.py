@@ -7,8 +7,6 @@ Usage::
     exit_price = model.exit_price_for(position, low=.., high=.., open_=.., last=..,
                                       start=.., end=..)    # None: stop not hit
     close = model.fill_close(position, exit_price)          # with realised PnL
-    order_result(order, "filled", fill, "", "paper", at)    # the events, live and replay
-    closed_result(position, close, at)
 
 Market orders pay MEXC's USDT-M futures taker fee, 0.02 % of notional by default (maker
 0 %; see docs/TRADING_PIPELINE.md for the source). Slippage moves every fill against the
@@ -19,18 +17,11 @@ price gapped through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from cdb.core.events import Order, OrderResult, OrderStatus, TradingMode
+from cdb.core.events import Order
+from cdb.execution_service.book import Fill, OpenPosition
 
-__all__ = [
-    "FeeSchedule",
-    "Fill",
-    "OpenPosition",
-    "PaperFillModel",
-    "closed_result",
-    "order_result",
-]
+__all__ = ["FeeSchedule", "PaperFillModel"]
 
 MEXC_FUTURES_TAKER_FEE = 0.0002
 MEXC_FUTURES_MAKER_FEE = 0.0
@@ -40,29 +31,6 @@ MEXC_FUTURES_MAKER_FEE = 0.0
 class FeeSchedule:
     taker_rate: float = MEXC_FUTURES_TAKER_FEE
     maker_rate: float = MEXC_FUTURES_MAKER_FEE
-
-
-@dataclass(frozen=True)
-class Fill:
-    price: float
-    quantity: float
-    fee: float
-    realized_pnl: float = 0.0
-
-    @property
-    def notional(self) -> float:
-        return self.price * self.quantity
-
-
-@dataclass(frozen=True)
-class OpenPosition:
-    order_id: str
-    symbol: str
-    side: Literal["long", "short"]
-    quantity: float
-    entry_price: float
-    stop_loss: float
-    opened_at: float
 
 
 class PaperFillModel:
@@ -120,40 +88,3 @@ class PaperFillModel:
         pnl = direction * (price - position.entry_price) * position.quantity
         fee = price * position.quantity * self.fees.taker_rate
         return Fill(price=price, quantity=position.quantity, fee=fee, realized_pnl=pnl)
-
-
-def order_result(
-    order: Order, status: OrderStatus, fill: Fill | None, reason: str, mode: TradingMode, at: float
-) -> OrderResult:
-    """What became of ``order``; its event id is derived, so a retry re-emits the same one."""
-    return OrderResult(
-        event_id=f"{order.order_id}:{status}",
-        order_id=order.order_id,
-        signal_id=order.signal_id,
-        symbol=order.symbol,
-        side=order.side,
-        status=status,
-        fill_price=fill.price if fill else 0.0,
-        quantity=fill.quantity if fill else 0.0,
-        fee=fill.fee if fill else 0.0,
-        reason=reason[:500],
-        mode=mode,
-        timestamp=at,
-    )
-
-
-def closed_result(position: OpenPosition, fill: Fill, at: float) -> OrderResult:
-    """A position closed at its stop."""
-    return OrderResult(
-        event_id=f"{position.order_id}:closed",
-        order_id=position.order_id,
-        symbol=position.symbol,
-        side=position.side,
-        status="closed",
-        fill_price=fill.price,
-        quantity=fill.quantity,
-        fee=fill.fee,
-        realized_pnl=fill.realized_pnl,
-        reason=f"stop-loss {position.stop_loss:g} hit",
-        timestamp=at,
-    )

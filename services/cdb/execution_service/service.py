@@ -1,10 +1,22 @@
-"""execution_service: ``orders`` → fills, positions and ``order_results``; stop-loss watch.
+"""execution_service: ``orders`` → fills, positions and ``order_results``; stop-loss watch;
+reconciliation with the venue.
 
-Paper (default): the order row, its entry fill, the position and the ``order_result``
-(outbox) are written in one transaction keyed by ``order_id``; the result is published
-after the commit. Prices from ``candles`` and ``market_data`` feed the fill price and the
-stop-loss watch; a stop closes the position (update-if-open, close fill, result) in one
-transaction. Live: see :mod:`cdb.execution_service.live`.
+The service keeps the transaction, the outbox and the metrics; where orders go is the
+venue's business (:mod:`cdb.execution_service.venue`: paper by default, MEXC live). Every
+order takes the same road, whichever the venue, and reads top to bottom below:
+
+1. ``on_order``: the intent is committed (``pending``, after the risk check of
+   ``_authorised``); a redelivered order finds its row.
+2. ``_drive``: one step under the order's advisory lock (``_step``): never sent → the
+   submit is counted (durable) and sent; sent before → looked up at the venue, and sent
+   again with the same id only when the venue has no trace of it.
+3. ``_settle``: the outcome, the fill, the position and the ``order_result`` (outbox) in
+   one transaction; published after the commit.
+
+Prices feed the venue's stop watch (``_watch``: the paper venue closes positions at their
+stop, MEXC executes the stop itself). Housekeeping drives unsettled orders again and
+reconciles the venue's positions with the book; a difference it cannot explain stops new
+orders (fail closed) until the owner clears it (``POST /positions/reconcile``).
 """
 
 from __future__ import annotations
@@ -14,35 +26,60 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
+from fastapi import APIRouter, Depends
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
-from cdb.core.events import Candle, Control, MarketData, Order, Stream
+from cdb.core.events import Alert, Candle, Control, MarketData, Order, Stream
+from cdb.core.http import admin_credential
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.execution_service import store
-from cdb.execution_service.live import MAINTENANCE_NOTE, LiveExecutor, LiveOutcome
-from cdb.execution_service.mexc_client import MexcError, MexcPrivateClient
-from cdb.execution_service.paper import (
-    FeeSchedule,
-    Fill,
-    OpenPosition,
-    PaperFillModel,
-    closed_result,
-    order_result,
+from cdb.execution_service.book import Fill, OpenPosition, closed_result, order_result
+from cdb.execution_service.live import MexcVenue
+from cdb.execution_service.mexc_client import MexcPrivateClient
+from cdb.execution_service.paper import FeeSchedule, PaperFillModel
+from cdb.execution_service.paper_venue import PaperVenue
+from cdb.execution_service.reconcile import (
+    CLOSE_SLACK_S,
+    PositionCheck,
+    compare_positions,
+    venue_close_fills,
 )
 from cdb.execution_service.settings import ExecutionSettings
+from cdb.execution_service.venue import ExecutionVenue, PriceMove, VenueOutcome, VenueRefused
 
-__all__ = ["ExecutionService"]
+__all__ = ["ExecutionService", "venue_for"]
 
 log = logging.getLogger("cdb.execution_service")
 
-MAX_SUBMITS = 3  # sends of one live order MEXC cannot find, before it stays unknown
+MAX_SUBMITS = 3  # sends of one order the venue cannot find, before it stays unknown
+CHECK_ERRORS: tuple[type[BaseException], ...] = (VenueRefused, *TRANSIENT_ERRORS)
+
+
+def venue_for(
+    settings: ExecutionSettings, price_of: Callable[[str], float | None]
+) -> ExecutionVenue:
+    """The venue ``TRADING_MODE`` names (the settings checked live's three switches)."""
+    if settings.trading_mode == "paper":
+        fees = FeeSchedule(taker_rate=settings.taker_fee_rate, maker_rate=settings.maker_fee_rate)
+        return PaperVenue(PaperFillModel(settings.paper_slippage_bps, fees), price_of)
+    log.warning("LIVE trading: orders go to MEXC", extra={"url": settings.mexc_rest_url})
+    client = MexcPrivateClient(
+        settings.mexc_rest_url,
+        settings.mexc_api_key,
+        settings.mexc_api_secret,
+        recv_window_s=settings.mexc_recv_window_s,
+        timeout_s=settings.mexc_timeout_s,
+    )
+    return MexcVenue(client, leverage=settings.mexc_leverage)
 
 
 class ExecutionMetrics:
@@ -62,6 +99,17 @@ class ExecutionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.halted = Gauge(
+            "execution_venue_halted",
+            "1 while new orders are held back by a position mismatch with the venue",
+            registry=r,
+        )
+        self.position_checks = Counter(
+            "execution_position_checks_total",
+            "Position reconciliations by result (matched, explained, mismatch, failed)",
+            ["result"],
+            registry=r,
+        )
 
 
 class ExecutionService(Service[ExecutionSettings]):
@@ -71,12 +119,9 @@ class ExecutionService(Service[ExecutionSettings]):
     def __init__(self, settings: ExecutionSettings, kernel: Any) -> None:
         super().__init__(settings, kernel)
         self.metrics = ExecutionMetrics(kernel.metrics.registry)
-        self.model = PaperFillModel(
-            settings.paper_slippage_bps,
-            FeeSchedule(taker_rate=settings.taker_fee_rate, maker_rate=settings.maker_fee_rate),
-        )
         self.outbox = Outbox(self.name, kernel.database, kernel.bus)
-        self.prices: dict[str, float] = {}
+        self.prices: dict[str, float] = {}  # the latest market price per symbol
+        self.venue = venue_for(settings, self.prices.get)
         self.positions: dict[str, dict[str, OpenPosition]] = {}
         # held by a reload from its read to its swap, and by every open and close of a
         # position in memory: a snapshot read before a fill (or a stop) never undoes it
@@ -84,31 +129,19 @@ class ExecutionService(Service[ExecutionSettings]):
         self.control: AppliedControl | None = None
         self.paused = False
         self.realized = 0.0
-        self.live: LiveExecutor | None = None
-        if settings.trading_mode == "live":
-            client = MexcPrivateClient(
-                settings.mexc_rest_url,
-                settings.mexc_api_key,
-                settings.mexc_api_secret,
-                recv_window_s=settings.mexc_recv_window_s,
-                timeout_s=settings.mexc_timeout_s,
-            )
-            self.live = LiveExecutor(client, leverage=settings.mexc_leverage)
+        self.halted = ""  # why new orders are held back: a position mismatch ("": not)
+        self.position_check: dict[str, Any] | None = None  # the last one, for /status
+        self._next_position_check = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         self._adopt(await load_control(self.kernel.database, self.name))
         await self._reload_positions()
         await self.outbox.flush()
-        if self.live is not None:
-            log.warning(
-                "LIVE trading: orders go to MEXC", extra={"url": self.settings.mexc_rest_url}
-            )
-            await self.reconcile_live()
+        await self.reconcile()
 
     async def close(self) -> None:
-        if self.live is not None:
-            await self.live.client.close()
+        await self.venue.close()
 
     def consumers(self) -> Sequence[Consumer[Any]]:
         return [
@@ -136,7 +169,7 @@ class ExecutionService(Service[ExecutionSettings]):
         return [self._housekeeping]
 
     async def _housekeeping(self) -> None:
-        """Outbox retries, positions opened by replicas, live reconciliation."""
+        """Outbox retries, positions opened by replicas, reconciliation with the venue."""
         while not self.kernel.stop.is_set():
             await sleep_unless(self.kernel.stop, self.settings.live_poll_interval_s)
             if self.kernel.stop.is_set():
@@ -144,48 +177,18 @@ class ExecutionService(Service[ExecutionSettings]):
             try:
                 await self.outbox.flush()
                 await self._reload_positions()
-                if self.live is not None:
-                    await self.reconcile_live()
+                await self.reconcile()
             except Exception as error:  # retried on the next round
                 log.warning("housekeeping failed", extra={"error": str(error)[:300]})
 
-    # -- orders --------------------------------------------------------------------
+    # -- one order, top to bottom --------------------------------------------------
     async def on_order(self, order: Order) -> None:
-        if self.live is not None:
-            await self._live_order(order)
-        else:
-            await self._paper_order(order)
-        await self.outbox.flush()
-
-    async def _paper_order(self, order: Order) -> None:
-        mode: Literal["paper", "live"] = "paper"
-        opened_at: float | None = None
         async with self.kernel.database.connection() as conn, conn.transaction():
-            if await store.order_status(conn, order.order_id) is not None:
-                return  # already executed: its result is in the outbox
-            await self._authorised(conn, order)
-            self._adopt(await current_control(conn, self.name))  # a peer may have applied it
-            if self.paused:
-                if not await store.insert_order(conn, order, "rejected", mode, "trading is paused"):
-                    return  # a replica executed it in the meantime
-                await self.outbox.add(
-                    conn,
-                    order_result(order, "rejected", None, "trading is paused", mode, time.time()),
-                    Stream.ORDER_RESULTS,
-                )
-                status, fill = "rejected", None
-            else:
-                fill = self.model.fill_open(order, self.prices.get(order.symbol))
-                if not await store.insert_order(conn, order, "filled", mode):
-                    return  # a replica executed it in the meantime
-                opened_at = await store.open_position(conn, order, fill)
-                await self.outbox.add(
-                    conn,
-                    order_result(order, "filled", fill, "", mode, time.time()),
-                    Stream.ORDER_RESULTS,
-                )
-                status = "filled"
-        await self._count(order, status, fill, opened_at)
+            if await store.order_status(conn, order.order_id) is None:
+                await self._authorised(conn, order)
+                await store.insert_order(conn, order, "pending", self.venue.mode)  # intent
+        await self._drive(order)
+        await self.outbox.flush()
 
     async def _authorised(self, conn: store.Conn, order: Order) -> None:
         """Only what risk_manager approved is executed: the order must equal, field for
@@ -205,91 +208,69 @@ class ExecutionService(Service[ExecutionSettings]):
         )
         raise Refused(f"{reason} (order {order.order_id}, signal {order.signal_id})")
 
-    async def _live_order(self, order: Order) -> None:
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            if await store.order_status(conn, order.order_id) is None:
-                await self._authorised(conn, order)
-                await store.insert_order(conn, order, "pending", "live")  # the intent first
-        await self._drive_live(order)
-
-    async def reconcile_live(self) -> None:
-        """Every pending or unknown live order is driven one step (see ``_live_step``)."""
-        async with self.kernel.database.connection() as conn:
-            orders = await store.live_orders_to_reconcile(conn)
-        for order in orders:
-            try:
-                await self._drive_live(order)
-            except TRANSIENT_ERRORS as error:  # MEXC or a store unreachable: next round
-                log.warning(
-                    "live order not reconciled now",
-                    extra={"order_id": order.order_id, "error": str(error)[:300]},
-                )
-        await self.outbox.flush()
-
-    async def _drive_live(self, order: Order) -> None:
+    async def _drive(self, order: Order) -> None:
         """One step towards a known outcome under the order's advisory lock, so replicas,
         redeliveries and housekeeping never send or settle one order at the same time.
         Busy elsewhere: left to that worker (housekeeping looks again if it dies). The lock's
         connection runs in autocommit, so each store call below is durable when it returns
-        (a submit is counted before the POST)."""
+        (a submit is counted before it is sent)."""
         async with self.kernel.database.connection() as conn:
             await conn.set_autocommit(True)
             try:
                 if not await store.lock_order(conn, order.order_id):
                     return
                 try:
-                    outcome = await self._live_step(conn, order)
+                    outcome = await self._step(conn, order)
                     if outcome is not None:
-                        await self._settle_live(order, outcome)
+                        await self._settle(order, outcome)
                 finally:
                     await store.unlock_order(conn, order.order_id)
             finally:
                 with contextlib.suppress(psycopg.Error):  # a broken connection is discarded
                     await conn.set_autocommit(False)
 
-    async def _live_step(self, conn: store.Conn, order: Order) -> LiveOutcome | None:
-        """Never submitted: send it (paused: reject it). Submitted before, or unknown: look
-        it up; only when MEXC does not know it, send it again with the same externalOid,
+    async def _step(self, conn: store.Conn, order: Order) -> VenueOutcome | None:
+        """Never submitted: send it (held back: reject it). Submitted before, or unknown:
+        look it up; only when the venue does not know it, send it again with the same id,
         at most ``MAX_SUBMITS`` times in all. ``None``: nothing to settle now."""
-        assert self.live is not None
         state = await store.live_state(conn, order.order_id)
         if state is None or state.status not in ("pending", "unknown"):
             return None
         self._adopt(await current_control(conn, self.name))
+        held_back = self._held_back()
         if state.submit_attempts == 0:
-            if self.paused:
-                return LiveOutcome("rejected", reason="trading is paused")
-            # MEXC has never seen this id: whatever stops the send is a rejection
+            if held_back:
+                return VenueOutcome("rejected", reason=held_back)
+            # the venue has never seen this id: whatever stops the send is a rejection
             return await self._submit(conn, order, refused="rejected")
         try:
-            found = await self.live.lookup(order)
-        except MexcError as error:  # e.g. a revoked key: say so, keep the order as it is
+            found = await self.venue.lookup(order)
+        except VenueRefused as error:  # e.g. a revoked key: say so, keep the order as it is
             log.error(
-                "cannot reconcile live order",
+                f"cannot reconcile {self.venue.mode} order",
                 extra={"order_id": order.order_id, "error": str(error)},
             )
             return None
-        if found.kind != "unknown" or state.submit_attempts >= MAX_SUBMITS or self.paused:
+        if found.kind != "unknown" or state.submit_attempts >= MAX_SUBMITS or held_back:
             return found  # unknown stays unknown until proven; looked up every round
-        # sent before, and MEXC cannot find it: the earlier submit may still surface
+        # sent before, and the venue cannot find it: the earlier submit may still surface
         return await self._submit(conn, order, refused="unknown")
 
     async def _submit(
         self, conn: store.Conn, order: Order, refused: Literal["rejected", "unknown"]
-    ) -> LiveOutcome:
+    ) -> VenueOutcome:
         """Count the submit, then send; what stops the send becomes a ``refused`` outcome."""
-        assert self.live is not None
-        context = "" if refused == "rejected" else "sent before, not found at MEXC; resend: "
-        body = await self.live.prepare(order)
-        if isinstance(body, LiveOutcome):
-            return LiveOutcome(refused, reason=context + body.reason)
+        context = "" if refused == "rejected" else "sent before, not found at the venue; resend: "
+        submission = await self.venue.prepare(order)
+        if isinstance(submission, VenueOutcome):
+            return VenueOutcome(refused, reason=context + submission.reason)
         await store.count_submit(conn, order.order_id)
         try:
-            return await self.live.submit(order, body)
-        except MexcError as error:
-            return LiveOutcome(refused, reason=f"{context}{error} ({MAINTENANCE_NOTE})")
+            return await self.venue.submit(submission)
+        except VenueRefused as error:
+            return VenueOutcome(refused, reason=f"{context}{error}")
 
-    async def _settle_live(self, order: Order, outcome: LiveOutcome) -> None:
+    async def _settle(self, order: Order, outcome: VenueOutcome) -> None:
         if outcome.kind == "open":
             return  # stays pending; looked up again by housekeeping
         kind = outcome.kind
@@ -304,21 +285,26 @@ class ExecutionService(Service[ExecutionSettings]):
             if kind == "filled":
                 assert outcome.fill is not None
                 opened_at = await store.open_position(conn, order, outcome.fill)
-            await self.outbox.add(
-                conn,
-                order_result(order, kind, outcome.fill, outcome.reason, "live", time.time()),
-                Stream.ORDER_RESULTS,
+            result = order_result(
+                order, kind, outcome.fill, outcome.reason, self.venue.mode, time.time()
             )
+            await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
         if kind == "unknown":
             log.error(
-                "live order unknown to MEXC; kept as unknown until proven",
-                extra={"order_id": order.order_id},
+                "order unknown to the venue; kept as unknown until proven",
+                extra={"order_id": order.order_id, "mode": self.venue.mode},
             )
         elif kind == "rejected":
-            log.error(
-                "live order refused", extra={"order_id": order.order_id, "reason": outcome.reason}
-            )
+            log.error("order refused", extra={"order_id": order.order_id, "reason": outcome.reason})
         await self._count(order, kind, outcome.fill, opened_at)
+
+    def _held_back(self) -> str:
+        """Why no new order may be sent now ("": it may)."""
+        if self.paused:
+            return "trading is paused"
+        if self.halted:
+            return f"trading halted: {self.halted}"
+        return ""
 
     async def _count(
         self, order: Order, status: str, fill: Fill | None, opened_at: float | None
@@ -344,61 +330,157 @@ class ExecutionService(Service[ExecutionSettings]):
             self.positions.setdefault(order.symbol, {})[order.order_id] = position
         self._show_positions()
 
+    # -- reconciliation with the venue ---------------------------------------------
+    async def reconcile(self) -> None:
+        """Unsettled orders first (their fills explain positions), then positions when
+        their interval is due."""
+        await self.reconcile_orders()
+        if time.monotonic() >= self._next_position_check:
+            self._next_position_check = time.monotonic() + self.settings.position_check_interval_s
+            await self.reconcile_positions()
+
+    async def reconcile_orders(self) -> None:
+        """Every pending or unknown order of this venue is driven one step (``_step``)."""
+        async with self.kernel.database.connection() as conn:
+            orders = await store.orders_to_reconcile(conn, self.venue.mode)
+        for order in orders:
+            try:
+                await self._drive(order)
+            except TRANSIENT_ERRORS as error:  # the venue or a store unreachable: next round
+                log.warning(
+                    "order not reconciled now",
+                    extra={"order_id": order.order_id, "error": str(error)[:300]},
+                )
+        await self.outbox.flush()
+
+    async def reconcile_positions(self, *, clear: bool = False) -> PositionCheck | None:
+        """The venue's positions against the book (see :mod:`.reconcile`). An unexplained
+        difference halts new orders; only ``clear`` (the owner's ``POST
+        /positions/reconcile``) or a restart lifts a halt, and only when they agree.
+        None: nothing to compare (a venue without positions of its own), or the venue
+        could not be asked (logged, counted as ``failed``; the state stays as it was)."""
+        async with self.kernel.database.connection() as conn:
+            snapshot_at = await store.database_now(conn)
+        try:
+            held = await self.venue.open_positions()
+            if held is None:
+                return None
+            async with self.kernel.database.connection() as conn:
+                book = await store.open_positions_of_mode(conn, self.venue.mode)
+                in_flight = await store.orders_to_reconcile(conn, self.venue.mode)
+            check = compare_positions(held, book, in_flight, snapshot_at)
+            check = await self._book_venue_closes(check, book)
+        except CHECK_ERRORS as error:
+            self.metrics.position_checks.labels("failed").inc()
+            self.position_check = {"result": "failed", "error": str(error)[:300], "at": snapshot_at}
+            log.error("cannot check positions at the venue", extra={"error": str(error)[:300]})
+            return None
+        self.metrics.position_checks.labels(check.result).inc()
+        self.position_check = {
+            "result": check.result,
+            "at": snapshot_at,
+            "matched": check.matched,
+            "explained": [d.describe() for d in check.explained],
+            "unexplained": [d.describe() for d in check.unexplained],
+        }
+        if check.unexplained:
+            await self._halt(check)
+        elif clear and self.halted:
+            log.warning("halt lifted: the venue and the book agree", extra={"was": self.halted})
+            self.halted = ""
+            self.metrics.halted.set(0)
+        if check.explained:
+            log.info("position differences explained", extra={"check": self.position_check})
+        return check
+
+    async def _book_venue_closes(
+        self, check: PositionCheck, book: Sequence[OpenPosition]
+    ) -> PositionCheck:
+        """Where the venue holds nothing of what the book holds, the positions it closed on
+        its own (the stop it executed) may add up to it: then they are booked as closes
+        (one transaction each, with their ``closed`` result) and the difference is
+        explained (:func:`.reconcile.venue_close_fills`)."""
+        explained, unexplained = list(check.explained), []
+        for difference in check.unexplained:
+            ours = [p for p in book if (p.symbol, p.side) == (difference.symbol, difference.side)]
+            if difference.venue > 0 or not ours:
+                unexplained.append(difference)
+                continue
+            since = min(p.opened_at for p in ours) - CLOSE_SLACK_S
+            closes = await self.venue.closed_positions(difference.symbol, difference.side, since)
+            fills = venue_close_fills(ours, closes)
+            if fills is None:
+                unexplained.append(difference)
+                continue
+            venue_refs = ", ".join(sorted(c.reference for c in closes))
+            for position, fill in fills:
+                await self._close(position, fill, reason=f"closed at the venue ({venue_refs})")
+            explained.append(replace(difference, why=f"closed at the venue: {venue_refs}"))
+        return PositionCheck(check.matched, tuple(explained), tuple(unexplained))
+
+    async def _halt(self, check: PositionCheck) -> None:
+        """Fail closed: no new order is sent; a critical alert (once per mismatch and day)."""
+        reason = "position mismatch with the venue: " + "; ".join(
+            d.describe() for d in check.unexplained
+        )
+        if reason != self.halted:
+            log.error("trading halted", extra={"reason": reason})
+        self.halted = reason[:1000]
+        self.metrics.halted.set(1)
+        day = datetime.now(UTC).date().isoformat()
+        alert = Alert(
+            event_id=f"execution:position-mismatch:{day}:{check.fingerprint()}",
+            kind="position_mismatch",
+            severity="critical",
+            message=(
+                f"{self.halted[:700]}. New orders are held back until the venue and the book "
+                "agree and the owner clears the halt (POST /positions/reconcile)."
+            ),
+            source=self.name,
+            details={"unexplained": len(check.unexplained), "mode": self.venue.mode},
+            timestamp=time.time(),
+        )
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await self.outbox.add(conn, alert, Stream.ALERTS)
+        await self.outbox.flush()
+
     # -- prices and stops ----------------------------------------------------------
     async def on_candle(self, candle: Candle) -> None:
         self.prices[candle.symbol] = candle.close
         await self._watch(
-            candle.symbol,
-            low=candle.low,
-            high=candle.high,
-            open_=candle.open,
-            event_start=float(candle.open_time),
-            event_end=candle.open_time + 60.0,
-            last=candle.close,
+            PriceMove(
+                candle.symbol,
+                low=candle.low,
+                high=candle.high,
+                open_=candle.open,
+                last=candle.close,
+                start=float(candle.open_time),
+                end=candle.open_time + 60.0,
+            )
         )
 
     async def on_market_data(self, md: MarketData) -> None:
         self.prices[md.symbol] = md.price
         at = md.timestamp + 2.0  # whole seconds: a tick of the fill's second counts
         await self._watch(
-            md.symbol,
-            low=md.price,
-            high=md.price,
-            open_=None,
-            event_start=at,
-            event_end=at,
-            last=md.price,
-        )
+            PriceMove(md.symbol, low=md.price, high=md.price, open_=None, last=md.price,
+                      start=at, end=at)
+        )  # fmt: skip
 
-    async def _watch(
-        self,
-        symbol: str,
-        *,
-        low: float,
-        high: float,
-        open_: float | None,
-        event_start: float,
-        event_end: float,
-        last: float,
-    ) -> None:
-        """Close positions whose stop this price (a bar or a tick) reached. A bar that began
-        before the position opened counts only with its close: its low/high may be older."""
-        if self.live is not None:
-            return  # live positions carry their stop at MEXC (stopLossPrice)
-        for position in list(self.positions.get(symbol, {}).values()):
-            exit_price = self.model.exit_price_for(
-                position, low=low, high=high, open_=open_, last=last,
-                start=event_start, end=event_end,
-            )  # fmt: skip
-            if exit_price is not None:
-                await self._close(position, exit_price)
+    async def _watch(self, move: PriceMove) -> None:
+        """Close the positions this price takes through their stop, where the venue leaves
+        that to cdb (paper; MEXC executes its stops itself)."""
+        for position in list(self.positions.get(move.symbol, {}).values()):
+            fill = self.venue.stop_exit(position, move)
+            if fill is not None:
+                await self._close(position, fill)
 
-    async def _close(self, position: OpenPosition, exit_price: float) -> None:
-        fill = self.model.fill_close(position, exit_price)
+    async def _close(self, position: OpenPosition, fill: Fill, reason: str = "") -> None:
+        """Close once (at its stop, unless ``reason`` says otherwise)."""
         async with self.kernel.database.connection() as conn, conn.transaction():
             closed = await store.close_position(conn, position, fill)
             if closed:
-                result = closed_result(position, fill, time.time())
+                result = closed_result(position, fill, time.time(), reason, self.venue.mode)
                 await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
         async with self.positions_lock:
             self.positions.get(position.symbol, {}).pop(position.order_id, None)
@@ -412,8 +494,12 @@ class ExecutionService(Service[ExecutionSettings]):
             self.metrics.stop_closes.inc()
             self.metrics.realized.set(self.realized)
             log.info(
-                "stop-loss close",
-                extra={"order_id": position.order_id, "pnl": round(fill.realized_pnl, 6)},
+                "position closed",
+                extra={
+                    "order_id": position.order_id,
+                    "pnl": round(fill.realized_pnl, 6),
+                    "reason": result.reason,
+                },
             )
         await self.outbox.flush()
 
@@ -450,6 +536,20 @@ class ExecutionService(Service[ExecutionSettings]):
         self.control = control
         self.paused = bool(control.settings.paused)
 
+    def router(self) -> APIRouter:
+        # lifting a halt lets orders reach the venue again: the admin credential only
+        token = self.settings.admin_token.get_secret_value()
+        router = APIRouter(dependencies=[Depends(admin_credential(token))])
+
+        @router.post("/positions/reconcile")
+        async def reconcile_now() -> dict[str, Any]:
+            await self.reconcile_orders()
+            await self.reconcile_positions(clear=True)
+            return {"halted": bool(self.halted), "halt_reason": self.halted,
+                    "position_check": self.position_check}  # fmt: skip
+
+        return router
+
     def status(self) -> dict[str, Any]:
         return {
             "config": public_config(self.settings),
@@ -463,4 +563,10 @@ class ExecutionService(Service[ExecutionSettings]):
             "control": self.control.describe() if self.control else None,
             "open_positions": sum(len(v) for v in self.positions.values()),
             "realized_pnl_usdt": round(self.realized, 6),
+            "venue": {
+                "mode": self.venue.mode,
+                "halted": bool(self.halted),
+                "halt_reason": self.halted,
+                "position_check": self.position_check,
+            },
         }

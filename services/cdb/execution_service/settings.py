@@ -25,6 +25,8 @@ class ExecutionSettings(ServiceSettings):
     mexc_recv_window_s: int = Field(default=10, ge=1, le=60)
     mexc_timeout_s: float = Field(default=10.0, gt=0)
     live_poll_interval_s: float = Field(default=5.0, gt=0)
+    # how often the venue's positions are compared with the book (live; at start too)
+    position_check_interval_s: float = Field(default=60.0, gt=0, le=86_400)
     live_trading_confirm: str = ""
     mexc_api_key: SecretStr = SecretStr("")
     mexc_api_secret: SecretStr = SecretStr("")

@@ -11,21 +11,23 @@ from typing import Any, Literal
 import psycopg
 from psycopg import AsyncConnection
 
-from cdb.core.events import Order
-from cdb.execution_service.paper import Fill, OpenPosition
+from cdb.core.events import Order, TradingMode
+from cdb.execution_service.book import Fill, OpenPosition
 
 __all__ = [
     "LiveState",
     "approved_order",
     "close_position",
     "count_submit",
+    "database_now",
     "insert_order",
-    "live_orders_to_reconcile",
     "live_state",
     "load_open_positions",
     "lock_order",
     "open_position",
+    "open_positions_of_mode",
     "order_status",
+    "orders_to_reconcile",
     "realized_pnl",
     "set_order_status",
     "unlock_order",
@@ -164,6 +166,14 @@ async def load_open_positions(conn: Conn) -> list[OpenPosition]:
     ]
 
 
+async def database_now(conn: Conn) -> float:
+    """The database's clock (epoch s): what ``opened_at`` is measured on."""
+    cursor = await conn.execute("SELECT extract(epoch FROM clock_timestamp())")
+    row = await cursor.fetchone()
+    assert row is not None
+    return float(row[0])
+
+
 async def realized_pnl(conn: Conn) -> float:
     """Realised PnL of every closed position (fees apart)."""
     cursor = await conn.execute(
@@ -173,12 +183,28 @@ async def realized_pnl(conn: Conn) -> float:
     return float(row[0]) if row else 0.0
 
 
-async def live_orders_to_reconcile(conn: Conn) -> list[Order]:
-    """Live orders whose outcome is not known yet: pending (sent or not) and unknown."""
+async def open_positions_of_mode(conn: Conn, mode: TradingMode) -> list[OpenPosition]:
+    """Open positions of one venue's orders (``mode``), for reconciling with the venue."""
+    cursor = await conn.execute(
+        "SELECT p.order_id, p.symbol, p.side, p.quantity, p.entry_price, p.stop_loss,"
+        " extract(epoch FROM p.opened_at) FROM positions p JOIN orders o USING (order_id)"
+        " WHERE p.status = 'open' AND o.mode = %s",
+        (mode,),
+    )
+    return [
+        OpenPosition(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[5]), float(r[6]))
+        for r in await cursor.fetchall()
+    ]
+
+
+async def orders_to_reconcile(conn: Conn, mode: TradingMode) -> list[Order]:
+    """Orders of one venue whose outcome is not known yet: pending (sent or not) and
+    unknown, oldest first."""
     cursor = await conn.execute(
         "SELECT order_id, signal_id, symbol, side, quantity, notional, price, stop_loss,"
         " extract(epoch FROM created_at) FROM orders"
-        " WHERE mode = 'live' AND status IN ('pending', 'unknown') ORDER BY created_at"
+        " WHERE mode = %s AND status IN ('pending', 'unknown') ORDER BY created_at",
+        (mode,),
     )
     return [
         Order(
@@ -191,14 +217,14 @@ async def live_orders_to_reconcile(conn: Conn) -> list[Order]:
             notional=float(r[5]),
             price=float(r[6]),
             stop_loss=float(r[7]),
-            mode="live",
+            mode=mode,
             timestamp=float(r[8]),
         )
         for r in await cursor.fetchall()
     ]
 
 
-# -- live orders: one worker at a time per order, submits counted before they are made -----
+# -- one worker at a time per order, submits counted before they are made -------------------
 
 
 @dataclass(frozen=True)
@@ -213,6 +239,7 @@ def _order_lock_key(order_id: str) -> str:
 
 async def lock_order(conn: Conn, order_id: str) -> bool:
     """Take the order's session advisory lock on ``conn`` (False: another worker has it).
+    The key keeps its historical ``live-order`` name; paper orders take it too.
     The lock dies with the connection, so a crashed worker never holds an order."""
     cursor = await conn.execute(
         "SELECT pg_try_advisory_lock(hashtext(%s))", (_order_lock_key(order_id),)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from cdb.mexc_sim.config import SimConfig
-from cdb.mexc_sim.private_api import private_router
+from cdb.mexc_sim.private_api import PrivateExchange, private_router
 from cdb.mexc_sim.rest import rest_router
 from cdb.mexc_sim.simulator import Simulator
 from cdb.mexc_sim.websocket import serve_session
@@ -31,8 +31,14 @@ def api_keys_from_env() -> dict[str, str]:
     return {key: secret} if key and secret else {}
 
 
-def build_app(sim: Simulator, api_keys: dict[str, str] | None = None) -> FastAPI:
-    """WebSocket ``/edge``, REST ``/api/v1/contract/...``, ``/health`` and ``/sim/*`` controls."""
+def build_app(
+    sim: Simulator,
+    api_keys: dict[str, str] | None = None,
+    exchange: PrivateExchange | None = None,
+) -> FastAPI:
+    """WebSocket ``/edge``, REST ``/api/v1/contract/...``, the private order and position
+    endpoints (their state in ``exchange``, to inspect or fault it), ``/health`` and
+    ``/sim/*`` controls."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -76,7 +82,9 @@ def build_app(sim: Simulator, api_keys: dict[str, str] | None = None) -> FastAPI
     async def drop() -> dict[str, int]:
         return {"dropped": await sim.drop_connections()}
 
-    app.include_router(private_router(price_of=sim.price_of, api_keys=api_keys or {}))
+    app.include_router(
+        private_router(price_of=sim.price_of, api_keys=api_keys or {}, exchange=exchange)
+    )
     return app
 
 
@@ -104,13 +112,15 @@ class _QuietServer(uvicorn.Server):
 
 @asynccontextmanager
 async def running_simulator(
-    config: SimConfig, api_keys: dict[str, str] | None = None
+    config: SimConfig,
+    api_keys: dict[str, str] | None = None,
+    exchange: PrivateExchange | None = None,
 ) -> AsyncIterator[RunningSimulator]:
     """Serve ``config`` on 127.0.0.1 (``port=0``: any free port) until the block ends."""
     sim = Simulator(config)
     server = _QuietServer(
         uvicorn.Config(
-            build_app(sim, api_keys),
+            build_app(sim, api_keys, exchange),
             host=config.host,
             port=config.port,
             log_config=None,

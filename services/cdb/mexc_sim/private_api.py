@@ -20,6 +20,12 @@ Mounted by mexc_sim's app: ``private_router(sim.price_of, api_keys)``.
 * ``GET /api/v1/private/order/external/{symbol}/{external_oid}``,
   ``GET /api/v1/private/order/get/{order_id}``, ``POST /api/v1/private/order/cancel``
   (a JSON list of at most 50 order ids).
+* Positions (open even while the order endpoints are "under maintenance"):
+  ``GET /api/v1/private/position/open_positions[?symbol=]`` (``data``: a list of
+  position objects, ``holdVol`` in contracts, ``positionType`` 1 long 2 short, ``state``
+  1 holding) and ``GET /api/v1/private/position/list/history_positions?symbol=&type=
+  &page_num=&page_size=`` (closed ones, ``state`` 3). One position per key, contract and
+  side (hedge mode): fills of the same side add to it at an averaged price.
 
 State lives in a :class:`PrivateExchange` (pass one in to inspect it or to put the order
 endpoints "under maintenance", as MEXC marks them for many accounts).
@@ -41,7 +47,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-__all__ = ["PrivateExchange", "SimOrder", "private_router"]
+__all__ = ["PrivateExchange", "SimOrder", "SimPosition", "private_router"]
 
 TAKER_FEE = 0.0002  # MEXC USDT-M futures taker fee (maker 0 %)
 MAKER_FEE = 0.0
@@ -114,6 +120,47 @@ class SimOrder:
 
 
 @dataclass
+class SimPosition:
+    position_id: int
+    symbol: str
+    position_type: int  # 1 long, 2 short
+    open_type: int
+    leverage: int
+    hold_vol: float = 0.0
+    open_avg_price: float = 0.0
+    close_vol: float = 0.0
+    close_avg_price: float = 0.0
+    realised: float = 0.0
+    state: int = 1  # 1 holding, 3 closed
+    create_time: int = 0
+    update_time: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "positionId": self.position_id,
+            "symbol": self.symbol,
+            "positionType": self.position_type,
+            "openType": self.open_type,
+            "state": self.state,
+            "holdVol": self.hold_vol,
+            "frozenVol": 0,
+            "closeVol": self.close_vol,
+            "holdAvgPrice": self.open_avg_price,
+            "openAvgPrice": self.open_avg_price,
+            "closeAvgPrice": self.close_avg_price,
+            "liquidatePrice": 0,
+            "oim": 0,
+            "im": 0,
+            "holdFee": 0,
+            "realised": self.realised,
+            "leverage": self.leverage,
+            "createTime": self.create_time,
+            "updateTime": self.update_time,
+            "autoAddIm": False,
+        }
+
+
+@dataclass
 class PrivateExchange:
     """Orders and positions per API key; no module-level state."""
 
@@ -125,7 +172,11 @@ class PrivateExchange:
     orders: dict[str, SimOrder] = field(default_factory=dict)
     by_external: dict[tuple[str, str], str] = field(default_factory=dict)
     holdings: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    positions: dict[tuple[str, str, int], SimPosition] = field(default_factory=dict)
+    history: dict[str, list[SimPosition]] = field(default_factory=dict)  # per key, closed
     submits: int = 0
+    position_queries: int = 0
+    positions_delay_ms: int = 0  # fault: a position query is answered this late
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(102015012431820288))
 
     def submit(self, api_key: str, body: Any, market_price: Callable[[str], float | None]) -> str:
@@ -192,6 +243,62 @@ class PrivateExchange:
         else:
             key = (order.api_key, order.symbol, CLOSES[order.side])
             self.holdings[key] = self.holdings.get(key, 0.0) - order.vol
+        order.position_id = self._book_position(key, order, price)
+
+    def _book_position(self, key: tuple[str, str, int], order: SimOrder, price: float) -> int:
+        """The position a fill opens, adds to, reduces or closes; returns its id."""
+        now = int(time.time() * 1000)
+        position = self.positions.get(key)
+        if position is None:  # a close always has one: submit checked the holding
+            position = SimPosition(
+                position_id=next(self._ids),
+                symbol=order.symbol,
+                position_type=key[2],
+                open_type=order.open_type,
+                leverage=order.leverage,
+                create_time=now,
+            )
+            self.positions[key] = position
+        position.update_time = now
+        if order.side in OPENS:
+            held = position.hold_vol + order.vol
+            position.open_avg_price = (
+                position.open_avg_price * position.hold_vol + price * order.vol
+            ) / held
+            position.hold_vol = held
+            return position.position_id
+        closed = position.close_vol + order.vol
+        position.close_avg_price = (
+            position.close_avg_price * position.close_vol + price * order.vol
+        ) / closed
+        position.close_vol = closed
+        direction = 1.0 if position.position_type == 1 else -1.0
+        size = self.contract_size_of(order.symbol)
+        position.realised += direction * (price - position.open_avg_price) * order.vol * size
+        position.hold_vol = max(0.0, position.hold_vol - order.vol)
+        if position.hold_vol <= 1e-12:
+            position.state = 3
+            del self.positions[key]
+            self.history.setdefault(key[0], []).append(position)
+        return position.position_id
+
+    def open_positions(self, api_key: str, symbol: str | None) -> list[dict[str, Any]]:
+        self.position_queries += 1
+        return [
+            p.describe()
+            for (owner, sym, _), p in sorted(self.positions.items())
+            if owner == api_key and (symbol is None or sym == symbol)
+        ]
+
+    def history_positions(
+        self, api_key: str, symbol: str | None, kind: int | None
+    ) -> list[dict[str, Any]]:
+        self.position_queries += 1
+        return [
+            p.describe()
+            for p in reversed(self.history.get(api_key, []))
+            if (symbol is None or p.symbol == symbol) and (kind is None or p.position_type == kind)
+        ]
 
     def find(self, api_key: str, order_id: str) -> SimOrder:
         order = self.orders.get(order_id)
@@ -364,6 +471,39 @@ def private_router(
             return _ok(book.find(key, order_id).describe())
         except MexcRefusal as refusal:
             return _fail(refusal.code, refusal.message)
+
+    def optional_int(request: Request, name: str) -> int | None:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return None
+        if not raw.isdigit():
+            raise MexcRefusal(600, f"Parameter error: {name}")
+        return int(raw)
+
+    @router.get("/api/v1/private/position/open_positions")
+    async def open_positions(request: Request) -> JSONResponse:
+        try:
+            key = authenticate(request, query_parameters(request))
+            symbol = request.query_params.get("symbol") or None
+            rows = book.open_positions(key, symbol)
+        except MexcRefusal as refusal:
+            return _fail(refusal.code, refusal.message)
+        if book.positions_delay_ms:  # read now; a client that dies meanwhile never hears it
+            await asyncio.sleep(book.positions_delay_ms / 1000)
+        return _ok(rows)
+
+    @router.get("/api/v1/private/position/list/history_positions")
+    async def history_positions(request: Request) -> JSONResponse:
+        try:
+            key = authenticate(request, query_parameters(request))
+            page = optional_int(request, "page_num") or 1
+            size = min(optional_int(request, "page_size") or 20, 100)
+            rows = book.history_positions(
+                key, request.query_params.get("symbol") or None, optional_int(request, "type")
+            )
+        except MexcRefusal as refusal:
+            return _fail(refusal.code, refusal.message)
+        return _ok(rows[(page - 1) * size : page * size])
 
     @router.post("/api/v1/private/order/cancel")
     async def cancel(request: Request) -> JSONResponse:

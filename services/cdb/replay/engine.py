@@ -24,13 +24,8 @@ from itertools import groupby
 from cdb.bot_ws.candles import ClosedCandle
 from cdb.bot_ws.window import market_data_of, top_movers, window_stat
 from cdb.core.events import Candle, MarketData, Order, OrderResult, Signal
-from cdb.execution_service.paper import (
-    FeeSchedule,
-    OpenPosition,
-    PaperFillModel,
-    closed_result,
-    order_result,
-)
+from cdb.execution_service.book import OpenPosition, closed_result, order_result
+from cdb.execution_service.paper import FeeSchedule, PaperFillModel
 from cdb.report.books import (
     Books,
     EquityPoint,

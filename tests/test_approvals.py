@@ -20,7 +20,9 @@ from typing import Any, Literal
 import psycopg
 import pytest
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
+from cdb import cli
 from cdb.core.acl import acl_tokens
 from cdb.core.bus import Bus
 from cdb.core.events import ApprovalDecision, ApprovalRequest, Order, Signal, Stream
@@ -498,3 +500,50 @@ async def test_kill_9_of_execution_service_between_the_approval_and_the_fill(
         locker.close()
         await console.close()
         stop(execution, risk)
+
+
+async def test_the_cli_lists_held_orders_and_decides_as_the_console_does(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**service_env, **MANUAL}
+    risk = service("risk_manager", env, tmp_path)
+    runner = CliRunner()
+    as_console = {**as_user(service_env, "console"), "USER": "tester"}
+
+    def cdb(*args: str) -> Any:
+        return asyncio.to_thread(runner.invoke, cli.app, list(args), env=as_console)
+
+    try:
+        await started(risk)
+        assert "no orders waiting" in (await cdb("approvals")).output
+        first = await hold(bus, env, signal("CLI1_USDT"))
+        second = await hold(bus, env, signal("CLI2_USDT"))
+        listed = await cdb("approvals")
+        assert listed.exit_code == 0, listed.output
+        lines = listed.output.splitlines()
+        assert len(lines) == 2 and {line.split()[0] for line in lines} == {
+            first.order.order_id,
+            second.order.order_id,
+        }
+        assert "1000.00 USDT" in lines[0] and "s left" in lines[0]
+
+        vetoed = await cdb("veto", first.order.order_id, "--reason", "not this one")
+        assert vetoed.exit_code == 0, vetoed.output
+        assert f"order {first.order.order_id}: vetoed by cli:tester" in vetoed.output
+        approved = await cdb("approve", second.order.order_id, "--actor", "owner@phone")
+        assert f"order {second.order.order_id}: approved by owner@phone" in approved.output
+        again = await cdb("approve", first.order.order_id)
+        assert again.exit_code == 1 and "vetoed already: nothing sent" in again.output
+        unknown = await cdb("veto", "ord-nope")
+        assert unknown.exit_code == 1 and "no held order ord-nope" in unknown.output
+
+        orders = await entries(bus, Stream.ORDERS)
+        assert published_orders(orders) == [second.order.order_id]
+        assert audit(env, first.order.order_id) == [("cli:tester", "pending", "vetoed")]
+        assert scalar(
+            env, "SELECT reason FROM approvals WHERE order_id = %s", (first.order.order_id,)
+        ) == ("not this one")
+        everything = await cdb("approvals", "--all")
+        assert "vetoed by cli:tester (not this one)" in everything.output
+    finally:
+        stop(risk)

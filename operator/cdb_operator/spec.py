@@ -61,6 +61,8 @@ class SecretRef(SpecModel):
 class TradingSpec(SpecModel):
     mode: Literal["paper", "live"] = "paper"
     paused: bool = False
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout_seconds: int = Field(default=60, ge=5, le=3600, alias="approvalTimeoutSeconds")
     credentials_secret_ref: SecretRef | None = Field(default=None, alias="credentialsSecretRef")
 
     @model_validator(mode="after")
@@ -106,6 +108,8 @@ class TradingBotSpec(SpecModel):
             stop_loss_pct=float(self.risk.stop_loss_pct),
             shadow_enabled=self.shadow_mode.enabled,
             shadow_confidence_threshold=float(self.shadow_mode.confidence_threshold),
+            approval=self.trading.approval,
+            approval_timeout_s=self.trading.approval_timeout_seconds,
         )
 
 
@@ -136,6 +140,8 @@ class ResolvedConfig(BaseModel):
     risk: dict[str, float]
     paused: bool
     shadow: dict[str, float | bool]
+    approval: str
+    approval_timeout_seconds: int
 
     @classmethod
     def build(cls, spec: TradingBotSpec, symbols: list[str]) -> ResolvedConfig:
@@ -153,6 +159,8 @@ class ResolvedConfig(BaseModel):
             risk=spec.risk.model_dump(by_alias=True),
             paused=spec.trading.paused,
             shadow=spec.shadow_mode.model_dump(by_alias=True),
+            approval=spec.trading.approval,
+            approval_timeout_seconds=spec.trading.approval_timeout_seconds,
         )
 
     def document(self) -> dict[str, Any]:
@@ -168,6 +176,8 @@ class ResolvedConfig(BaseModel):
             "trading": {
                 "mode": self.mode,
                 "paused": self.paused,
+                "approval": self.approval,
+                "approvalTimeoutSeconds": self.approval_timeout_seconds,
                 "credentialsSecretRef": self.credentials_secret,
             },
             "shadowMode": self.shadow,

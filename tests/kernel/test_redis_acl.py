@@ -27,6 +27,8 @@ from cdb.core.bus import Bus, Consumer
 from cdb.core.events import (
     STREAMS,
     Alert,
+    ApprovalDecision,
+    ApprovalRequest,
     Candle,
     Control,
     ControlSettings,
@@ -107,6 +109,18 @@ SAMPLES: dict[Stream, Event] = {
         settings=ControlSettings(max_daily_loss_pct=100.0, paused=False),
         timestamp=NOW,
     ),
+    Stream.APPROVALS: ApprovalRequest(
+        event_id="approval-request-ord-forged",
+        order=ORDER,
+        exposure_after_usdt=1e9,
+        exposure_after_pct=100.0,
+        equity_usdt=1e4,
+        expires_at=NOW + 60,
+        timestamp=NOW,
+    ),
+    Stream.APPROVAL_DECISIONS: ApprovalDecision(
+        order_id="ord-forged", decision="approve", actor="forger", timestamp=NOW
+    ),
 }
 
 
@@ -152,7 +166,9 @@ def test_a_forged_order_and_a_forged_control_event_are_refused_by_redis() -> Non
     order_writers = {u for u, a in ACCESS.items() if Stream.ORDERS in a.writes}
     control_writers = {u for u, a in ACCESS.items() if Stream.CONTROL in a.writes}
     assert order_writers == {"risk_manager"}
-    assert control_writers == {"operator"}
+    assert control_writers == {"operator", "console"}  # the console: the demo's control path
+    decision_writers = {u for u, a in ACCESS.items() if Stream.APPROVAL_DECISIONS in a.writes}
+    assert decision_writers == {"console"}
     assert STREAMS[Order] == Stream.ORDERS  # the stream the samples above were refused on
 
 

@@ -151,6 +151,8 @@ def test_the_crd_defaults_are_the_operator_defaults(api_server: ApiServer) -> No
     assert defaulted["chunkSize"] == 200 and defaulted["trading"] == {
         "mode": "paper",
         "paused": False,
+        "approval": "auto",
+        "approvalTimeoutSeconds": 60,
     }
 
 

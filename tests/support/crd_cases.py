@@ -28,7 +28,7 @@ DESIGN_SPEC = {
     "chunkSize": 200,
     "signal": {"thresholdPct": 3.0, "minVolume": 100000, "lookbackMinutes": 15},
     "risk": {"maxDailyLossPct": 5, "maxPositionPct": 10, "maxExposurePct": 50, "stopLossPct": 2},
-    "trading": {"mode": "paper", "paused": False},
+    "trading": {"mode": "paper", "paused": False, "approval": "auto", "approvalTimeoutSeconds": 60},
     "shadowMode": {"enabled": True, "confidenceThreshold": 0.7},
 }
 
@@ -49,7 +49,31 @@ CASES: list[tuple[str, dict[str, Any] | None, str, str]] = [
         "ok",
         "",
     ),
+    (
+        "manual approval",
+        {"symbols": TWO, "trading": {"approval": "manual", "approvalTimeoutSeconds": 5}},
+        "ok",
+        "",
+    ),
     ("no spec", None, "schema", "spec: Required value"),
+    (
+        "approval maybe",
+        {"symbols": TWO, "trading": {"approval": "maybe"}},
+        "schema",
+        'spec.trading.approval: Unsupported value: "maybe"',
+    ),
+    (
+        "approval timeout 4 s",
+        {"symbols": TWO, "trading": {"approvalTimeoutSeconds": 4}},
+        "schema",
+        "spec.trading.approvalTimeoutSeconds in body should be greater than or equal to 5",
+    ),
+    (
+        "approval timeout 3601 s",
+        {"symbols": TWO, "trading": {"approvalTimeoutSeconds": 3601}},
+        "schema",
+        "spec.trading.approvalTimeoutSeconds in body should be less than or equal to 3600",
+    ),
     (
         "chunk size 0",
         {"symbols": TWO, "chunkSize": 0},

@@ -149,7 +149,7 @@ livenessProbe:
    the keys of cdb.core.acl.ACCESS (a test keeps the two equal). The Secret holds
    `redis-password` (the admin, `default`) and `<user>-password` for each. */}}
 {{- define "cdb.redisUsers" -}}
-{{- list "bot_ws" "bot_rest" "signal_engine" "risk_manager" "execution_service" "ml_advisor" "notifier" "operator" "viewer" | toJson -}}
+{{- list "bot_ws" "bot_rest" "signal_engine" "risk_manager" "execution_service" "ml_advisor" "notifier" "operator" "console" "viewer" | toJson -}}
 {{- end -}}
 
 {{/* The writable places of a read-only root: /data and /tmp. */}}

@@ -9,7 +9,8 @@ apply the same rules. A service's user
 * touches only its own bookkeeping keys (``cdb:done:<group>:*``, ``cdb:attempts:<group>:*``),
 
 so execution_service cannot forge a decision, signal_engine cannot forge an order and no
-service but the operator can write ``cdb:control``. The ``default`` user (the admin
+service but the operator and the owner's console can write ``cdb:control``; only the
+console answers held orders (``cdb:approval_decisions``). The ``default`` user (the admin
 password) stays for Redis's own probes, backups and the operator's tools.
 
 ``python -m cdb.core.acl FILE`` writes the ACL file from ``REDIS_PASSWORD`` (default
@@ -72,8 +73,8 @@ ACCESS: dict[str, Access] = {
     "signal_engine": _service("signal_engine", [S.MARKET_DATA, S.CONTROL], [S.SIGNALS]),
     "risk_manager": _service(
         "risk_manager",
-        [S.SIGNALS, S.ORDER_RESULTS, S.ML_SIGNALS, S.CONTROL],
-        [S.ORDERS, S.ALERTS],
+        [S.SIGNALS, S.ORDER_RESULTS, S.ML_SIGNALS, S.CONTROL, S.APPROVAL_DECISIONS],
+        [S.ORDERS, S.ALERTS, S.APPROVALS],
     ),
     "execution_service": _service(
         "execution_service",
@@ -82,8 +83,13 @@ ACCESS: dict[str, Access] = {
     ),
     "ml_advisor": _service("ml_advisor", [S.CANDLES, S.MARKET_DATA, S.CONTROL], [S.ML_SIGNALS]),
     # tells the owner: reads what happened (and what the bus gave up on), writes nothing
-    "notifier": _service("notifier", [S.ALERTS, S.ORDER_RESULTS, S.CONTROL, S.DEAD_LETTER], []),
+    "notifier": _service(
+        "notifier", [S.ALERTS, S.ORDER_RESULTS, S.CONTROL, S.APPROVALS, S.DEAD_LETTER], []
+    ),
     "operator": Access(writes=(S.CONTROL,), keys=("cdb:operator:published:*",)),
+    # the owner's console (and `cdb approve`/`veto`): answers held orders and, in the
+    # demo, pauses or changes limits through the control path; reads nothing on the bus
+    "console": Access(writes=(S.APPROVAL_DECISIONS, S.CONTROL)),
     # the demo's view and `cdb status`: read every stream, write nothing
     "viewer": Access(reads=tuple(s for s in Stream), browse_only=True),
 }

@@ -19,6 +19,8 @@ __all__ = [
     "EVENT_MODELS",
     "STREAMS",
     "Alert",
+    "ApprovalDecision",
+    "ApprovalRequest",
     "Candle",
     "Control",
     "ControlSettings",
@@ -67,6 +69,8 @@ class Stream(StrEnum):
     ORDER_RESULTS = "cdb:order_results"
     ALERTS = "cdb:alerts"
     CONTROL = "cdb:control"
+    APPROVALS = "cdb:approvals"
+    APPROVAL_DECISIONS = "cdb:approval_decisions"
     DEAD_LETTER = "cdb:dead_letter"
 
 
@@ -208,6 +212,8 @@ class ControlSettings(BaseModel):
     stop_loss_pct: Annotated[float, Field(gt=0, le=100)] | None = None
     shadow_enabled: bool | None = None
     shadow_confidence_threshold: Unit | None = None
+    approval: Literal["auto", "manual"] | None = None
+    approval_timeout_s: Annotated[int, Field(ge=5, le=3600)] | None = None
 
 
 class Control(Event):
@@ -226,8 +232,51 @@ class Control(Event):
     timestamp: float = Field(ge=0, allow_inf_nan=False)
 
 
+class ApprovalRequest(Event):
+    """An order risk_manager holds in manual approval mode, until approved, vetoed or expired.
+
+    ``order`` is the exact order an approval releases (same ``order_id``); ``event_id`` is
+    ``approval-request-<order_id>``, so a republished request is the same event.
+    """
+
+    type: Literal["approval_request"] = "approval_request"
+    order: Order
+    exposure_after_usdt: NonNegative = Field(description="open exposure if this order fills")
+    exposure_after_pct: NonNegative = Field(description="the same, in % of equity")
+    equity_usdt: NonNegative
+    reasons: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=20, description="the signal's reason, the rule's numbers"
+    )
+    expires_at: float = Field(ge=0, allow_inf_nan=False, description="unix seconds")
+    timestamp: float = Field(ge=0, allow_inf_nan=False)
+
+
+class ApprovalDecision(Event):
+    """The owner's answer to an :class:`ApprovalRequest` (console or ``cdb approve``/``veto``).
+
+    ``event_id`` is unique per request made by a human (a replayed request keeps its id);
+    risk_manager applies at most one decision per order: the first one wins.
+    """
+
+    type: Literal["approval_decision"] = "approval_decision"
+    order_id: str = Field(min_length=1, max_length=64)
+    decision: Literal["approve", "veto"]
+    actor: str = Field(min_length=1, max_length=253, description='e.g. "console:owner"')
+    reason: str = Field(default="", max_length=500)
+    timestamp: float = Field(ge=0, allow_inf_nan=False)
+
+
 EventModel: TypeAlias = (
-    MarketData | Candle | Signal | MlSignal | Order | OrderResult | Alert | Control
+    MarketData
+    | Candle
+    | Signal
+    | MlSignal
+    | Order
+    | OrderResult
+    | Alert
+    | Control
+    | ApprovalRequest
+    | ApprovalDecision
 )
 
 EVENT_MODELS: dict[str, type[Event]] = {
@@ -239,6 +288,8 @@ EVENT_MODELS: dict[str, type[Event]] = {
     "order_result": OrderResult,
     "alert": Alert,
     "control": Control,
+    "approval_request": ApprovalRequest,
+    "approval_decision": ApprovalDecision,
 }
 
 STREAMS: dict[type[Event], Stream] = {
@@ -250,6 +301,8 @@ STREAMS: dict[type[Event], Stream] = {
     OrderResult: Stream.ORDER_RESULTS,
     Alert: Stream.ALERTS,
     Control: Stream.CONTROL,
+    ApprovalRequest: Stream.APPROVALS,
+    ApprovalDecision: Stream.APPROVAL_DECISIONS,
 }
 
 AnyEvent: TypeAdapter[EventModel] = TypeAdapter(Annotated[EventModel, Field(discriminator="type")])

@@ -24,3 +24,10 @@ CREATE TABLE approvals (
 );
 CREATE INDEX approvals_pending ON approvals (expires_at) WHERE state = 'pending';
 CREATE INDEX approvals_requested ON approvals (requested_at);
+
+-- A held order's decision row says 'held' until the owner answers: execution_service
+-- executes only orders of an 'approved' row, so a held or vetoed order is refused there
+-- too. Approve turns it 'approved'; veto and expiry 'rejected' with the reason.
+ALTER TABLE risk_decisions DROP CONSTRAINT risk_decisions_decision_check;
+ALTER TABLE risk_decisions ADD CONSTRAINT risk_decisions_decision_check
+    CHECK (decision IN ('approved', 'rejected', 'held'));

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from cdb.approvals.command import approvals, approve, veto
 from cdb.core.config import PostgresSettings, load_settings_or_exit
 from cdb.core.db import apply_migrations
 from cdb.core.schemas import schema_drift, write_schemas
@@ -57,6 +58,9 @@ app.command()(demo)
 app.command()(status)
 app.command()(report)
 app.command()(replay)
+app.command()(approvals)
+app.command()(approve)
+app.command()(veto)
 
 
 def momentum_rule(threshold_pct: float, min_volume: float) -> MarketDataRule:

@@ -7,6 +7,10 @@ order (``event_id`` = ``order_id``, derived from ``signal_id``) is published aft
 commit, then the signal acknowledged. Order results are applied once per
 (order, status) through the ``equity`` ledger's unique key; a breaker trip writes a
 ``risk_events`` row and an ``alert`` through the outbox in the same transaction.
+
+In manual approval mode an approved order is held instead of published: its
+``approval_request`` goes out through the outbox with the decision, and the order only
+after the owner's ``approval_decision`` (``approvals.py``; docs/TRADING_PIPELINE.md).
 """
 
 from __future__ import annotations
@@ -22,11 +26,20 @@ from prometheus_client import Counter, Gauge
 
 from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
-from cdb.core.events import Alert, Control, MlSignal, Order, OrderResult, Signal, Stream
+from cdb.core.events import (
+    Alert,
+    ApprovalDecision,
+    Control,
+    MlSignal,
+    Order,
+    OrderResult,
+    Signal,
+    Stream,
+)
 from cdb.core.http import admin_credential
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
-from cdb.risk_manager import store
+from cdb.risk_manager import approvals, store
 from cdb.risk_manager.rules import DayState, Rejection, RiskBook, RiskLimits
 from cdb.risk_manager.settings import RiskManagerSettings
 
@@ -60,6 +73,17 @@ class RiskMetrics:
         self.shadow = Counter(
             "risk_ml_shadow_signals_total", "ML signals logged in shadow mode", registry=r
         )
+        self.approvals = Counter(
+            "risk_approvals_total",
+            "Orders held for the owner's approval and how they ended",
+            ["outcome"],  # held, approved, vetoed, expired
+            registry=r,
+        )
+        for outcome in ("held", "approved", "vetoed", "expired"):
+            self.approvals.labels(outcome)
+        self.pending = Gauge(
+            "risk_approvals_pending", "Orders waiting for the owner's approval", registry=r
+        )
 
     def show(self, book: RiskBook) -> None:
         self.equity.set(book.equity)
@@ -81,6 +105,7 @@ class RiskManager(Service[RiskManagerSettings]):
         self.metrics = RiskMetrics(kernel.metrics.registry)
         self.outbox = Outbox(self.name, kernel.database, kernel.bus)
         self.summary: dict[str, Any] = {}
+        self.pending = 0
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -88,6 +113,7 @@ class RiskManager(Service[RiskManagerSettings]):
         async with self.kernel.database.connection() as conn, conn.transaction():
             await store.lock_book(conn)
             book, _ = await self._load(conn, time.time())
+            self.pending = await approvals.pending_count(conn)
         self._show(book)
         await self.outbox.flush()
 
@@ -97,10 +123,24 @@ class RiskManager(Service[RiskManagerSettings]):
             self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result),
             self.consumer(Stream.ML_SIGNALS, MlSignal, self.on_ml_signal),
             self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
+            self.consumer(
+                Stream.APPROVAL_DECISIONS,
+                ApprovalDecision,
+                self.on_approval_decision,
+                touches_health=False,
+            ),
         ]
 
     def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
-        return [self._flush_outbox_periodically]
+        return [self._flush_outbox_periodically, self._expire_periodically]
+
+    async def _expire_periodically(self) -> None:
+        while not self.kernel.stop.is_set():
+            await sleep_unless(self.kernel.stop, 1.0)
+            try:
+                await self.expire_due()
+            except Exception as error:  # retried on the next round
+                log.warning("approval expiry failed", extra={"error": str(error)[:300]})
 
     async def _flush_outbox_periodically(self) -> None:
         while not self.kernel.stop.is_set():
@@ -114,12 +154,14 @@ class RiskManager(Service[RiskManagerSettings]):
     async def on_signal(self, signal: Signal) -> None:
         now = time.time()
         order: Order | None
+        held = False
         async with self.kernel.database.connection() as conn, conn.transaction():
             await store.lock_book(conn)
             existing = await store.find_decision(conn, signal.signal_id)
             self._adopt(await current_control(conn, self.name))  # a peer may have applied it
             if existing is not None:
-                order = existing[1]
+                # only an approved decision's order goes out again (held: the owner's)
+                order = existing[1] if existing[0] == "approved" else None
                 fresh = False
             else:
                 fresh = True
@@ -140,8 +182,12 @@ class RiskManager(Service[RiskManagerSettings]):
                     )
                 else:
                     order = decision
-                    await store.insert_decision(conn, signal.signal_id, order)
+                    rule = self._policy()
+                    held = rule.mode == "manual"
+                    await store.insert_decision(conn, signal.signal_id, order, held=held)
                     await store.save_position(conn, book.positions[order.order_id])
+                    if held:
+                        await self._hold(conn, book, signal, order, now, rule.timeout_s)
         if fresh:
             self._show(book)
             if order is None:
@@ -151,15 +197,143 @@ class RiskManager(Service[RiskManagerSettings]):
                     "signal rejected",
                     extra={"signal_id": signal.signal_id, "reason": decision.reason},
                 )
+            elif held:
+                self.metrics.approvals.labels("held").inc()
+                log.info(
+                    "order held for approval",
+                    extra={"order_id": order.order_id, "notional": round(order.notional, 2)},
+                )
             else:
                 self.metrics.approved.inc()
                 log.info(
                     "order approved",
                     extra={"order_id": order.order_id, "notional": round(order.notional, 2)},
                 )
-        if order is not None:
+        if order is not None and not held:
             await self.kernel.bus.publish(order, Stream.ORDERS)
         await self.outbox.flush()
+
+    async def _hold(
+        self, conn: Any, book: RiskBook, signal: Signal, order: Order, now: float, timeout: int
+    ) -> None:
+        """Keep ``order`` for the owner: the row, and its request through the outbox."""
+        limits = self.limits
+        equity = book.equity
+        reasons = [
+            signal.reason,
+            f"{signal.side} {order.quantity:.6g} {order.symbol} at {order.price:.6g}: "
+            f"{order.notional:.2f} USDT = {limits.max_position_pct:g}% of equity "
+            f"{equity:.2f} USDT",
+            f"stop loss {order.stop_loss:.6g} ({limits.stop_loss_pct:g}%)",
+            f"exposure after fill {book.exposure:.2f} USDT "
+            f"(limit {limits.max_exposure_pct:g}% of equity)",
+        ]
+        request = approvals.request_for(
+            order,
+            equity=equity,
+            exposure_after=book.exposure,
+            reasons=[r for r in reasons if r],
+            now=now,
+            expires_at=now + timeout,
+        )
+        await approvals.hold(conn, request)
+        await self.outbox.add(conn, request, Stream.APPROVALS)
+        self.pending = await approvals.pending_count(conn)
+
+    def _policy(self) -> approvals.ApprovalPolicy:
+        return approvals.policy(
+            self.settings.risk_approval, self.settings.risk_approval_timeout_s, self.control
+        )
+
+    async def on_approval_decision(self, decision: ApprovalDecision) -> None:
+        """The owner's answer. The first decision of a pending order takes effect (the
+        approved order goes out through the outbox with it); the winning decision delivered
+        again (a crash before its acknowledgement) publishes the same order again, which
+        execution_service executes once; anything else (a second device, a double tap, a
+        veto after an approve) is refused and logged. An approve after the window closed
+        expires the order instead."""
+        now = time.time()
+        outcome = "refused"
+        republish: Order | None = None
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await store.lock_book(conn)
+            self._adopt(await current_control(conn, self.name))
+            held = await approvals.find(conn, decision.order_id)
+            if held is None:
+                outcome = "unknown"
+            elif held.state == "pending" and held.expires_at <= now:
+                if await self._settle(conn, held.order, "expired", None):
+                    outcome = "expired"
+            elif held.state == "pending":
+                state: approvals.State = "approved" if decision.decision == "approve" else "vetoed"
+                if await self._settle(conn, held.order, state, decision):
+                    outcome = state
+                    if state == "approved":
+                        await self.outbox.add(conn, held.order, Stream.ORDERS)
+            elif held.state == "approved" and held.decision_event_id == decision.event_id:
+                outcome = "republished"  # the winning decision again: a redelivery
+                republish = held.order
+            book, _ = await self._load(conn, now)
+            self.pending = await approvals.pending_count(conn)
+        self._show(book)
+        if outcome in ("approved", "vetoed", "expired"):
+            self.metrics.approvals.labels(outcome).inc()
+        extra = {
+            "order_id": decision.order_id,
+            "decision": decision.decision,
+            "actor": decision.actor,
+            "event_id": decision.event_id,
+            "outcome": outcome,
+        }
+        if outcome in ("approved", "vetoed", "republished"):
+            log.info("approval decision applied", extra=extra)
+        else:
+            state_now = held.state if held is not None else "none"
+            log.warning("approval decision refused", extra=extra | {"state": state_now})
+        if republish is not None:
+            await self.kernel.bus.publish(republish, Stream.ORDERS)
+        await self.outbox.flush()
+
+    async def expire_due(self) -> int:
+        """Expire every pending order whose window closed; returns how many."""
+        now = time.time()
+        expired = 0
+        async with self.kernel.database.connection() as conn, conn.transaction():
+            await store.lock_book(conn)
+            due = await approvals.due(conn, now)
+            if not due:
+                return 0
+            self._adopt(await current_control(conn, self.name))
+            for order_id in due:
+                held = await approvals.find(conn, order_id)
+                if held is not None and await self._settle(conn, held.order, "expired", None):
+                    expired += 1
+            book, _ = await self._load(conn, now)
+            self.pending = await approvals.pending_count(conn)
+        self._show(book)
+        self.metrics.approvals.labels("expired").inc(expired)
+        if expired:
+            log.info("held orders expired", extra={"count": expired})
+        return expired
+
+    async def _settle(
+        self,
+        conn: Any,
+        order: Order,
+        state: approvals.State,
+        decision: ApprovalDecision | None,
+    ) -> bool:
+        assert state != "pending"
+        return await approvals.settle(
+            conn,
+            order,
+            state,
+            actor=decision.actor if decision else approvals.EXPIRY_ACTOR,
+            reason=(decision.reason if decision else "")
+            or ("expired" if state == "expired" else ""),
+            event_id=decision.event_id if decision else None,
+            control=self.control,
+        )
 
     async def on_order_result(self, result: OrderResult) -> None:
         now = time.time()
@@ -292,7 +466,9 @@ class RiskManager(Service[RiskManagerSettings]):
             "breaker_reason": book.today.breaker_reason if book.today else "",
             "day": book.today.day.isoformat() if book.today else None,
             "opening_equity_usdt": book.today.opening_equity if book.today else None,
+            "approvals_pending": self.pending,
         }
+        self.metrics.pending.set(self.pending)
 
     def router(self) -> APIRouter:
         # lifting a tripped breaker changes the book: the admin credential only
@@ -309,6 +485,7 @@ class RiskManager(Service[RiskManagerSettings]):
         return {
             "config": public_config(self.settings),
             "in_force": asdict(self.limits),
+            "approval": asdict(self._policy()) | {"pending": self.pending},
             "control": self.control.describe() if self.control else None,
             "book": self.summary,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from cdb.core.config import ServiceSettings
@@ -15,3 +17,7 @@ class RiskManagerSettings(ServiceSettings):
     max_daily_loss_pct: float = Field(default=5.0, gt=0, le=100, allow_inf_nan=False)
     starting_equity: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
     shadow_confidence_threshold: float = Field(default=0.7, ge=0, le=1, allow_inf_nan=False)
+    # manual: every order the rules approve waits for the owner (console, cdb approve);
+    # a control event's approval / approval_timeout_s override these two
+    risk_approval: Literal["auto", "manual"] = "auto"
+    risk_approval_timeout_s: int = Field(default=60, ge=1, le=3600)

@@ -141,14 +141,16 @@ async def find_decision(conn: Conn, signal_id: str) -> tuple[str, Order | None] 
 
 
 async def insert_decision(
-    conn: Conn, signal_id: str, order: Order | None, reason: str = ""
+    conn: Conn, signal_id: str, order: Order | None, reason: str = "", *, held: bool = False
 ) -> None:
+    """``approved`` (or ``held`` for the owner's approval) with its order, or ``rejected``."""
+    decision = "rejected" if order is None else "held" if held else "approved"
     await conn.execute(
         "INSERT INTO risk_decisions (signal_id, decision, order_id, reason, order_event)"
         " VALUES (%s, %s, %s, %s, %s)",
         (
             signal_id,
-            "approved" if order is not None else "rejected",
+            decision,
             order.order_id if order is not None else None,
             reason,
             Jsonb(order.model_dump(mode="json")) if order is not None else None,

@@ -1,0 +1,1 @@
+"""The owner's answers to held orders from the command line (``cdb approvals|approve|veto``)."""

@@ -295,6 +295,14 @@ class LocalStack:
         """The credential of state-changing endpoints, in ``admin.token`` (mode 0600)."""
         return _secret(self.admin_token_path)
 
+    @property
+    def console_password_path(self) -> Path:
+        return self.data_dir / "console.password"
+
+    def console_password(self) -> str:
+        """The console's login password, in ``console.password`` (mode 0600)."""
+        return _secret(self.console_password_path)
+
     def service_env(self, service: str) -> dict[str, str]:
         """``env()`` for one service: its own Redis user when it has one, never the admin
         password (mexc_sim, which uses no Redis, gets no Redis password at all)."""

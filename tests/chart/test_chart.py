@@ -273,7 +273,11 @@ def test_every_container_is_hardened_with_resources_probes_and_writable_data_tmp
         assert (pod_ctx["runAsUser"], pod_ctx["runAsGroup"]) == (1000, 1000), name
         is_job = "CronJob/" in name
         token = spec.get("automountServiceAccountToken")
-        assert token is (name == "Deployment/cdb-operator"), f"{name}: token mount {token}"
+        # the operator, and the console where it patches a TradingBot: nobody else
+        talks_to_api = name == "Deployment/cdb-operator" or (
+            name == "Deployment/console" and value_set != "static-screener-values.yaml"
+        )
+        assert token is talks_to_api, f"{value_set} {name}: token mount {token}"
         containers = spec.get("initContainers", []) + spec["containers"]
         for c in containers:
             ctx = c["securityContext"]
@@ -296,7 +300,8 @@ def test_python_services_run_their_module_on_their_port_with_the_right_probes(
 ) -> None:
     ports = {"bot_ws": 8000, "signal_engine": 8001, "risk_manager": 8002,
              "execution_service": 8003, "bot_rest": 8004, "ml_advisor": 8005,
-             "notifier": 8006, "mexc_sim": 8010, "cdb_operator": 8080}  # fmt: skip
+             "notifier": 8006, "console": 8007, "mexc_sim": 8010,
+             "cdb_operator": 8080}  # fmt: skip
     seen = set()
     for _, name, spec in all_pods(rendered):
         for c in spec["containers"]:
@@ -428,8 +433,10 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
         "cdb-admin",
         "cdb-grafana",
         "cdb-notifier-vapid",
+        "cdb-console",
     }
     assert set(secrets["cdb-admin"]["data"]) == {"admin-token"}  # POST /breaker/reset
+    assert set(secrets["cdb-console"]["data"]) == {"password", "session-secret"}
     # the admin's and one per Redis ACL user (cdb.core.acl), each random and kept
     assert set(secrets["cdb-redis"]["data"]) == {
         "redis-password",
@@ -460,7 +467,7 @@ def test_passwords_come_from_secrets_and_existing_secrets_are_used(
         ("mexc-keys", "mexc-api-secret"), ("notifier-channels", "urls"),
         ("notifier-vapid", "vapid-private-key"),
         *(("cdb-redis-auth", f"{user}-password") for user in ACCESS),
-        ("cdb-admin-auth", "admin-token"),
+        ("cdb-admin-auth", "admin-token"), ("cdb-console-auth", "session-secret"),
     }  # fmt: skip
 
 
@@ -530,6 +537,50 @@ def test_operator_rbac_is_least_privilege_and_env_is_complete(rendered: dict[str
     ]
 
 
+def test_the_console_patches_only_its_bot_and_reads_its_password_from_a_file(
+    rendered: dict[str, Path],
+) -> None:
+    objs = objects(rendered["defaults"])
+    role = find(objs, "Role", "cdb-console")
+    assert role["rules"] == [
+        {"apiGroups": ["cdb.io"], "resources": ["tradingbots"],
+         "resourceNames": ["mexc-momentum"], "verbs": ["get", "patch"]}
+    ]  # fmt: skip
+    binding = find(objs, "RoleBinding", "cdb-console")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "cdb-console", "namespace": "cdb"}
+    ]
+    assert find(objs, "Service", "console")["spec"]["type"] == "ClusterIP"
+    assert not [o for o in objs if o["kind"] == "Ingress"]  # off by default
+    spec = next(pod_specs(find(objs, "Deployment", "console")))
+    assert spec["serviceAccountName"] == "cdb-console"
+    container = spec["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CONSOLE_TRADINGBOT"]["value"] == "cdb/mexc-momentum"
+    assert env["REDIS_USERNAME"]["value"] == "console"
+    assert env["CONSOLE_PASSWORD_FILE"]["value"] == "/etc/cdb-console/password"
+    assert not [e for e in env.values() if e.get("valueFrom", {}).get("secretKeyRef", {}).get(
+        "key") == "password"]  # fmt: skip
+    login = next(v for v in spec["volumes"] if v["name"] == "login")
+    assert (
+        login["secret"]["secretName"] == "cdb-console" and login["secret"]["defaultMode"] == 0o440
+    )
+    assert {m["mountPath"]: m.get("readOnly") for m in container["volumeMounts"]}[
+        "/etc/cdb-console"] is True  # fmt: skip
+    services = dict(item.split("=") for item in env["CONSOLE_SERVICES"]["value"].split(","))
+    assert services["signal_engine"] == "http://signal-engine:8001"
+
+    static = objects(rendered["static-screener-values.yaml"])  # no operator: control events
+    spec = next(pod_specs(find(static, "Deployment", "console")))
+    assert "CONSOLE_TRADINGBOT" not in {e["name"] for e in spec["containers"][0]["env"]}
+    assert not [o for o in static if o["kind"] == "Role" and o["metadata"]["name"] == "cdb-console"]
+    ingress = find(static, "Ingress", "console")
+    assert ingress["spec"]["tls"] == [{"hosts": ["cdb-console.example"],
+                                       "secretName": "cdb-console-tls"}]  # fmt: skip
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["CONSOLE_SECURE_COOKIES"] == "true"  # https through the Ingress
+
+
 def allowed(objs: list[dict[str, Any]], source: str, target: str, port: int) -> bool:
     """Whether the policies let `source` pods open `port` on `target` pods (both directions)."""
     policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
@@ -576,7 +627,9 @@ def test_network_policies_allow_the_design_flows_and_nothing_else(
         ("cdb-backup", "postgres", 5432), ("cdb-backup", "redis", 6379),
         ("prometheus", "alertmanager", 9093), ("alertmanager", "notifier", 8006),
         ("notifier", "postgres", 5432), ("notifier", "redis", 6379),
-        ("prometheus", "notifier", 8006),
+        ("prometheus", "notifier", 8006), ("console", "redis", 6379),
+        ("console", "postgres", 5432), ("console", "signal-engine", 8001),
+        ("console", "notifier", 8006), ("prometheus", "console", 8007),
     ]  # fmt: skip
     for flow in flows:
         assert allowed(objs, *flow), f"flow {flow} is blocked"
@@ -586,6 +639,7 @@ def test_network_policies_allow_the_design_flows_and_nothing_else(
         ("signal-engine", "mexc-sim", 8010), ("risk-manager", "execution-service", 8003),
         ("bot-ws", "postgres", 5433), ("alertmanager", "redis", 6379),
         ("notifier", "execution-service", 8003), ("bot-ws", "notifier", 8006),
+        ("console", "mexc-sim", 8010), ("bot-ws", "console", 8007),
     ]  # fmt: skip
     for flow in forbidden:
         assert not allowed(objs, *flow), f"flow {flow} should be blocked"
@@ -644,7 +698,9 @@ def test_notes_print_the_next_commands() -> None:
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
     for command in ("port-forward svc/grafana 3000:3000", "kubectl -n cdb get tb",
-                    "apply -f", "create job --from=cronjob/cdb-backup"):  # fmt: skip
+                    "apply -f", "create job --from=cronjob/cdb-backup",
+                    "port-forward svc/console 8007:8007",
+                    "get secret cdb-console -o jsonpath='{.data.password}'"):  # fmt: skip
         assert command in notes, command
 
 

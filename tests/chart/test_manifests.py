@@ -38,6 +38,6 @@ def test_manifests_hold_no_secret_and_the_whole_stack() -> None:
     names = {o["metadata"]["name"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
     assert names == {
         "redis", "postgres", "bot-rest", "signal-engine", "risk-manager", "execution-service",
-        "cdb-operator", "prometheus", "grafana", "notifier", "alertmanager",
+        "cdb-operator", "prometheus", "grafana", "notifier", "alertmanager", "console",
     }  # fmt: skip
     assert {"CronJob", "NetworkPolicy", "TradingBot", "Role"} <= kinds

@@ -27,7 +27,7 @@ STACK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1", "REDIS_PASSWORD": "x"}
 def test_plan_follows_the_seed_order_with_offset_ports() -> None:
     options = DemoOptions(port_offset=100, symbols=12, seed=3)
     every = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
-             "execution_service", "notifier", "ml_advisor")  # fmt: skip
+             "execution_service", "notifier", "ml_advisor", "console")  # fmt: skip
     plan = demo_plan(options, STACK, available=every)
     assert [s.name for s in plan] == list(every)
     assert [s.port for s in plan] == [DEFAULT_PORTS[name] + 100 for name in every]
@@ -41,6 +41,11 @@ def test_plan_follows_the_seed_order_with_offset_ports() -> None:
         assert spec.env["BOT_REST_URL"] == "http://127.0.0.1:8104"
         assert spec.env["TRADING_MODE"] == "paper"
         assert spec.env["REDIS_PASSWORD"] == "x"
+    console = plan[-1]
+    assert console.env["CONSOLE_SERVICES"].split(",") == [
+        f"{s.name}={s.url}" for s in plan[:-1]
+    ]  # the console shows the health of every service started before it
+    assert console.env["CONSOLE_NOTIFIER_URL"] == "http://127.0.0.1:8106"
 
 
 def test_the_approval_mode_reaches_risk_manager_only() -> None:
@@ -89,7 +94,7 @@ def test_the_demo_command_takes_the_approval_mode_from_its_option_or_the_environ
 
 def test_plan_leaves_out_an_absent_or_unwanted_ml_advisor() -> None:
     core = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
-            "execution_service", "notifier")  # fmt: skip
+            "execution_service", "notifier", "console")  # fmt: skip
     assert [s.name for s in demo_plan(DemoOptions(), STACK, available=core)] == list(core)
     with_ml = (*core, "ml_advisor")
     plan = demo_plan(DemoOptions(with_ml=False), STACK, available=with_ml)
@@ -194,6 +199,10 @@ async def test_headless_demo_runs_the_whole_stack_and_keeps_the_books(tmp_path: 
         assert re.search(rf"\b{name}\b[^\n]*healthy throughout", output), output
         assert (data_dir / "logs" / f"{name}.log").exists()
     assert "stopped; data kept in" in output
+    password = data_dir / "console.password"
+    assert "console: http://127.0.0.1:" in output and str(password) in output, output
+    assert password.stat().st_mode & 0o777 == 0o600
+    assert re.search(r"\bconsole\b[^\n]*healthy throughout", output), output
 
     # the data survived the stop: start only PostgreSQL from the data directory and count
     postgres = LocalPostgres(data_dir / "postgres", postgres_port)

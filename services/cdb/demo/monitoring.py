@@ -23,7 +23,7 @@ RULES = (
     Path(__file__).resolve().parents[3] / "charts" / "cdb" / "files" / "prometheus" / "alerts.yml"
 )
 SCRAPED = ("bot_ws", "bot_rest", "signal_engine", "risk_manager", "execution_service",
-           "ml_advisor", "notifier")  # fmt: skip
+           "ml_advisor", "notifier", "console")  # fmt: skip
 DEMO_FOR = "15s"
 
 

@@ -2,9 +2,9 @@
 
 Redis and PostgreSQL come first (:class:`cdb.localstack.LocalStack`), then the exchange
 simulator, the REST bot, the screener, the signal engine, risk manager and execution
-service, and the ML advisor when it is installed. Every service takes its configuration
-from the environment; the ports are the documented defaults plus an optional offset, so
-tests can run a second stack beside a running demo.
+service, the notifier, the ML advisor when it is installed, and the owner's console.
+Every service takes its configuration from the environment; the ports are the documented
+defaults plus an optional offset, so tests can run a second stack beside a running demo.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "bot_rest": 8004,
     "ml_advisor": 8005,
     "notifier": 8006,
+    "console": 8007,
     "mexc_sim": 8010,
     "alertmanager": 9093,
     "prometheus": 9090,
@@ -50,6 +51,7 @@ START_ORDER: tuple[str, ...] = (
     "execution_service",
     "notifier",
     "ml_advisor",
+    "console",
 )
 OPTIONAL: frozenset[str] = frozenset({"ml_advisor"})
 
@@ -162,6 +164,12 @@ def demo_plan(
                 "--history-min",  # enough past bars for the advisor's warm-up (120)
                 "150",
             )
+        own: dict[str, str] = {}
+        if name == "console":  # the owner's console shows every service started before it
+            own = {
+                "CONSOLE_SERVICES": ",".join(f"{spec.name}={spec.url}" for spec in specs),
+                "CONSOLE_NOTIFIER_URL": f"http://127.0.0.1:{options.port('notifier')}",
+            }
         specs.append(
             ServiceSpec(
                 name=name,

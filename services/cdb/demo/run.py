@@ -92,6 +92,10 @@ class Demo:
         own = {
             "ml_advisor": {"ML_MODEL_DIR": str(self.model_dir)},
             "notifier": notifier_env(self.data_dir),
+            "console": {
+                "CONSOLE_PASSWORD_FILE": self._console_password_file(),
+                "ADMIN_TOKEN": self.stack.admin_token,  # to subscribe browsers at the notifier
+            },
         }
         specs = [
             spec.model_copy(update={"env": {**spec.env, **own[spec.name]}})
@@ -143,6 +147,17 @@ class Demo:
             for child in self.supervisor.children:
                 display.child(child)
             await self.supervisor.start_all(stop)
+
+    def _console_password_file(self) -> str:
+        self.stack.console_password()  # generated once (mode 0600) before the console starts
+        return str(self.stack.console_password_path)
+
+    def console_address(self) -> str:
+        """Where the owner's console answers and where its password is, for people."""
+        return (
+            f"console: http://127.0.0.1:{self.options.port('console')} (log in with the"
+            f" password in {self.stack.console_password_path})"
+        )
 
     def _redis(self) -> Redis:
         assert self.settings is not None
@@ -265,6 +280,7 @@ async def run_demo(
 
         if stop.is_set():
             return 130
+        console.print(demo.console_address(), highlight=False)
         if options.approval == "manual":
             console.print(
                 f"approval mode: manual — every order waits {options.approval_timeout_s} s for"

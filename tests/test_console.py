@@ -1,0 +1,241 @@
+"""The console over real HTTP: what an unauthenticated caller gets (nothing), the session
+and CSRF rules, the login limit, the live stream, and the two actions on the bus."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from cdb.console.auth import LoginLimiter, SessionCodec
+from cdb.core.bus import PAYLOAD_FIELD
+from cdb.core.events import ApprovalDecision, Control, Stream
+from tests.conftest import REDIS_PASSWORD
+from tests.console_support import (
+    PASSWORD,
+    SYMBOL,
+    execute,
+    hold_order,
+    logged_in,
+    login,
+    open_position,
+    start_console,
+)
+from tests.support import ServiceProcess
+
+PAGES = ["/", "/positions", "/trades", "/signals", "/risk", "/bot", "/approvals", "/approvals/o-1"]
+
+
+@pytest.fixture
+def console(service_env: dict[str, str], tmp_path: Path) -> Any:
+    with start_console(service_env, tmp_path) as proc:
+        open_position(service_env)
+        yield proc
+
+
+def entries(env: dict[str, str], stream: Stream) -> list[dict[str, Any]]:
+    admin = redis.Redis(
+        host=env["REDIS_HOST"], port=int(env["REDIS_PORT"]), password=REDIS_PASSWORD
+    )
+    with admin:
+        return [json.loads(fields[PAYLOAD_FIELD]) for _, fields in admin.xrange(stream.value)]
+
+
+def test_without_a_session_pages_redirect_and_the_api_says_401_with_no_data(
+    console: ServiceProcess,
+) -> None:
+    forged = {"cdb_session": "eyJzaWQiOiJ4In0.forged.signature"}
+    for cookies in ({}, forged):
+        with httpx.Client(base_url=console.url, cookies=cookies, timeout=10) as client:
+            for path in PAGES:
+                reply = client.get(path)
+                assert reply.status_code == 303, (path, reply.status_code)
+                assert reply.headers["location"].startswith("/login?next=")
+                assert SYMBOL not in reply.text
+            for method, path in [
+                ("GET", "/events/positions"),
+                ("GET", "/push/key"),
+                ("POST", "/push/subscribe"),
+                ("POST", "/approvals/o-1/decide"),
+                ("POST", "/bot/change"),
+                ("POST", "/logout"),
+            ]:
+                reply = client.request(method, path)
+                assert reply.status_code == 401, (method, path, reply.status_code)
+                assert SYMBOL not in reply.text
+                assert reply.headers["x-frame-options"] == "DENY"
+
+
+def test_the_owner_logs_in_and_sees_the_books_behind_strict_headers(
+    console: ServiceProcess,
+) -> None:
+    assert login(console.url, "not the password").status_code == 401
+    client, _ = logged_in(console.url)
+    with closing(client):
+        for path in PAGES[:-1]:
+            reply = client.get(path)
+            assert reply.status_code == 200, (path, reply.text[:300])
+            csp = reply.headers["content-security-policy"]
+            assert "default-src 'self'" in csp and "'unsafe-inline'" not in csp
+            assert reply.headers["x-frame-options"] == "DENY"
+            assert reply.headers["x-content-type-options"] == "nosniff"
+            assert reply.headers["referrer-policy"] == "no-referrer"
+            assert "<script>" not in reply.text  # no inline script anywhere
+        positions = client.get("/positions").text
+        assert SYMBOL in positions and "500.0000" in positions
+        assert client.get("/approvals/o-1").status_code == 404
+        cookie = client.cookies.jar
+        session = next(c for c in cookie if c.name == "cdb_session")
+        assert session.has_nonstandard_attr("HttpOnly")
+        assert (session.get_nonstandard_attr("SameSite") or "").lower() == "strict"
+    status = httpx.get(f"{console.url}/status", timeout=5).text
+    assert PASSWORD not in status and "test-only-session-secret" not in status
+    assert "test-only-console-password" not in console.log()
+
+
+def test_a_missing_or_forged_csrf_token_is_refused_and_nothing_is_published(
+    console: ServiceProcess, service_env: dict[str, str]
+) -> None:
+    hold_order(service_env, "held-1")
+    client, csrf = logged_in(console.url)
+    with closing(client):
+        for token in (None, "forged", csrf[:-2] + "xx"):
+            data = {"decision": "approve", **({"csrf": token} if token else {})}
+            assert client.post("/approvals/held-1/decide", data=data).status_code == 403
+            change = {"action": "pause", **({"csrf": token} if token else {})}
+            assert client.post("/bot/change", data=change).status_code == 403
+            headers = {"X-CSRF-Token": token} if token else {}
+            assert client.post("/push/subscribe", headers=headers, json={}).status_code == 403
+        assert entries(service_env, Stream.APPROVAL_DECISIONS) == []
+        assert entries(service_env, Stream.CONTROL) == []
+
+        reply = client.post(
+            "/approvals/held-1/decide", data={"decision": "veto", "csrf": csrf, "reason": "no"}
+        )
+        assert reply.status_code == 303
+        assert (
+            client.post(
+                "/approvals/held-1/decide", data={"decision": "veto", "csrf": csrf}
+            ).status_code
+            == 303
+        )  # a second click: a second event, risk_manager takes the first
+        decisions = [ApprovalDecision.model_validate(e) for e in entries(
+            service_env, Stream.APPROVAL_DECISIONS)]  # fmt: skip
+        assert [(d.order_id, d.decision, d.actor) for d in decisions] == [
+            ("held-1", "veto", "console:owner")
+        ] * 2
+        assert decisions[0].reason == "no"
+        assert decisions[0].event_id != decisions[1].event_id
+
+        execute(service_env, "UPDATE approvals SET state = 'vetoed' WHERE order_id = 'held-1'")
+        late = client.post("/approvals/held-1/decide", data={"decision": "approve", "csrf": csrf})
+        assert late.status_code == 409  # decided: the console publishes nothing more
+        assert len(entries(service_env, Stream.APPROVAL_DECISIONS)) == 2
+
+
+def test_pause_and_thresholds_go_out_as_control_events_one_generation_up(
+    console: ServiceProcess, service_env: dict[str, str]
+) -> None:
+    execute(
+        service_env,
+        "INSERT INTO control_state (service, bot, bot_uid, generation, config_hash, settings)"
+        " VALUES ('signal_engine', 'demo-bot', 'uid-1', 4, 'h', '{\"paused\": false}')",
+    )
+    client, csrf = logged_in(console.url)
+    with closing(client):
+        assert client.post("/bot/change", data={"action": "pause", "csrf": csrf}).status_code == 200
+        bad = client.post(
+            "/bot/change",
+            data={"action": "settings", "csrf": csrf, "signal_threshold_pct": "-1"},
+        )
+        assert bad.status_code == 400 and "greater than 0" in bad.text
+        good = client.post(
+            "/bot/change",
+            data={"action": "settings", "csrf": csrf, "signal_threshold_pct": "2.5",
+                  "approval": "manual"},
+        )  # fmt: skip
+        assert good.status_code == 200, good.text[:300]
+    controls = [Control.model_validate(e) for e in entries(service_env, Stream.CONTROL)]
+    assert [(c.bot, c.bot_uid, c.generation) for c in controls] == [("demo-bot", "uid-1", 5)] * 2
+    assert controls[0].settings.paused is True
+    assert controls[1].settings.signal_threshold_pct == 2.5
+    assert controls[1].settings.approval == "manual"
+
+
+def test_ten_wrong_passwords_are_rate_limited_and_then_even_the_right_one_waits(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with start_console(service_env, tmp_path, CONSOLE_LOGIN_BACKOFF_MAX_S="3") as console:
+        codes = [login(console.url, f"wrong-{i}").status_code for i in range(10)]
+        assert codes == [401] * 5 + [429] * 5
+        refused = login(console.url, PASSWORD)
+        assert refused.status_code == 429 and "cdb_session" not in refused.headers.get(
+            "set-cookie", ""
+        )
+        time.sleep(3.5)  # the block (capped at 3 s here) passes
+        assert login(console.url, PASSWORD).status_code == 303
+
+
+def test_the_live_stream_sends_the_page_and_then_what_changed(
+    console: ServiceProcess, service_env: dict[str, str]
+) -> None:
+    client, _ = logged_in(console.url)
+    updates: list[str] = []
+    with closing(client), client.stream("GET", "/events/positions", timeout=20) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "update":
+                updates.append(json.loads(line[6:]))
+                if len(updates) == 1:
+                    open_position(service_env, "LATER_USDT", "o-2")
+                else:
+                    break
+    assert SYMBOL in updates[0] and "LATER_USDT" not in updates[0]
+    assert "LATER_USDT" in updates[1]
+
+
+def test_a_session_ends_at_logout_and_with_a_new_password(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with start_console(service_env, tmp_path) as console:
+        client, csrf = logged_in(console.url)
+        with closing(client):
+            kept = dict(client.cookies)
+            assert client.post("/logout", data={"csrf": csrf}).status_code == 303
+            again = httpx.get(f"{console.url}/positions", cookies=kept, timeout=5)
+            assert again.status_code == 303  # the copied cookie no longer works
+        client, _ = logged_in(console.url)
+        with closing(client):
+            (tmp_path / "console.password").write_text("a-new-password\n")
+            assert client.get("/positions").status_code == 303
+
+
+def test_session_codec_and_limiter_units() -> None:
+    codec = SessionCodec("k", max_age_s=60)
+    cookie, session = codec.issue("pw")
+    assert codec.check(cookie, "pw") == session
+    assert codec.check(cookie, "other") is None
+    assert codec.check(cookie[:-1] + ("A" if cookie[-1] != "A" else "B"), "pw") is None
+    assert SessionCodec("other-key", 60).check(cookie, "pw") is None
+    assert codec.csrf_ok(session, session.csrf_token)
+    assert not codec.csrf_ok(session, "") and not codec.csrf_ok(session, None)
+    limiter = LoginLimiter(per_minute=5, max_s=900)
+    for i in range(5):
+        assert limiter.retry_after("a", 100.0 + i) == 0
+        limiter.failed("a", 100.0 + i)
+    assert limiter.retry_after("a", 105.0) == pytest.approx(59.0)
+    assert limiter.retry_after("b", 105.0) == 0  # another client is not blocked
+    for i in range(5):  # a second round doubles the block
+        limiter.failed("a", 200.0 + i)
+    assert limiter.retry_after("a", 205.0) == pytest.approx(119.0)
+    assert re.fullmatch(r"[0-9a-f]{64}", session.csrf_token)

@@ -11,14 +11,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
-from cdb.core.events import Stream
-from cdb.replay import HistoryError, Replay, generate_candles, load_candles, save_candles
+from cdb.core.events import Candle, Stream
+from cdb.replay import (
+    CandleGrid,
+    HistoryError,
+    Replay,
+    ReplayConfig,
+    ReplayResult,
+    generate_candles,
+    grid_of_candles,
+    load_candles,
+    load_history,
+    save_candles,
+)
 from cdb.report.books import connect
+from cdb.risk_manager.rules import RiskLimits
+from cdb.signal_engine.strategy import StrategyParams
 from tests.support import ServiceProcess, eventually_async
 
 
@@ -46,6 +62,138 @@ def test_history_errors_name_the_problem(tmp_path: Path) -> None:
         load_candles(one)
     with pytest.raises(HistoryError, match="row 3 \\(BTC_USDT\\)"):
         load_candles(one, "BTC_USDT")
+
+
+def test_history_loads_as_columns_and_errors_name_the_row(tmp_path: Path) -> None:
+    candles = generate_candles(symbols=3, minutes=20, seed=4)
+    for name in ("k.csv", "k.parquet"):
+        grid = load_history(save_candles(candles, tmp_path / name))
+        assert isinstance(grid, CandleGrid)
+        assert grid.to_candles() == load_candles(tmp_path / name)
+    one = tmp_path / "one.parquet"
+    save_candles(candles[:4], one)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(one)
+    closes = table.column("close").to_pylist()
+    closes[2] = -1.0
+    pq.write_table(table.set_column(table.schema.get_field_index("close"), "close",
+                                    pa.array(closes)), one)  # fmt: skip
+    with pytest.raises(HistoryError, match=f"row 4 \\({candles[2].symbol}\\)"):
+        load_history(one)
+    with pytest.raises(HistoryError, match="no such file"):
+        load_history(tmp_path / "nope.parquet")
+    # two candles of one symbol in one minute do not fit a grid: candles, minute path
+    twice = tmp_path / "twice.csv"
+    save_candles([*candles, candles[0]], twice)
+    history = load_history(twice)
+    assert isinstance(history, list) and len(history) == len(candles) + 1
+
+
+def test_convert_writes_a_parquet_the_replay_reads(tmp_path: Path) -> None:
+    from cdb.cli import app
+
+    candles = generate_candles(symbols=3, minutes=30, seed=2)
+    csv = save_candles(candles, tmp_path / "old.csv")
+    out = tmp_path / "new.parquet"
+    result = CliRunner().invoke(
+        app, ["replay", "--candles", str(csv), "--save", str(out), "--convert"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "replayed" not in result.output  # converted only
+    assert load_candles(out) == load_candles(csv)
+    refused = CliRunner().invoke(app, ["replay", "--candles", str(csv), "--convert"])
+    assert refused.exit_code == 2 and "--convert needs --save" in refused.output
+
+
+def assert_same_outcome(minutes: ReplayResult, grid: ReplayResult) -> None:
+    """The grid path made exactly the minute path's trades (and published the same movers)."""
+    assert grid.signals == minutes.signals
+    assert grid.orders == minutes.orders
+    assert grid.results == minutes.results
+    assert grid.rejections == minutes.rejections
+    assert grid.books == minutes.books
+    assert (grid.candles, grid.minutes, grid.movers) == (
+        minutes.candles,
+        minutes.minutes,
+        minutes.movers,
+    )
+    fed = {(md.symbol, md.timestamp) for md in grid.market_data}
+    assert [md for md in minutes.market_data if (md.symbol, md.timestamp) in fed] == (
+        grid.market_data
+    )
+
+
+@pytest.fixture(scope="module")
+def day_part() -> list[Candle]:
+    return generate_candles(symbols=12, minutes=300, seed=3)
+
+
+CONFIGS = {
+    "services' defaults": ReplayConfig(),
+    "no breaker": ReplayConfig(limits=RiskLimits(max_daily_loss_pct=100.0)),
+    "shorts, no cooldown, tight stop": ReplayConfig(
+        strategy=StrategyParams(allow_short=True, cooldown_s=0.0),
+        limits=RiskLimits(stop_loss_pct=0.5, max_daily_loss_pct=100.0),
+    ),
+    "low bar, top 3": ReplayConfig(
+        strategy=StrategyParams(threshold_pct=0.5, min_volume=1_000, lookback_min=5),
+        limits=RiskLimits(max_exposure_pct=80.0),
+        top_n=3,
+    ),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_grid_path_makes_the_minute_paths_trades(
+    day_part: list[Candle], config: ReplayConfig
+) -> None:
+    minutes = Replay(config).run_minutes(day_part)
+    grid = grid_of_candles(day_part)
+    assert grid is not None
+    fast = Replay(config).run_grid(grid)
+    assert minutes.orders and any(r.status == "closed" for r in minutes.results)
+    assert_same_outcome(minutes, fast)
+    assert len(fast.market_data) < fast.movers  # it skipped the movers that cannot matter
+    assert Replay(config).run(day_part).orders == minutes.orders  # run takes the grid path
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    hole_share=st.sampled_from([0.0, 0.02, 0.2]),
+    config=st.sampled_from(list(CONFIGS.values())),
+)
+def test_grid_path_equals_minute_path_with_missing_candles_and_minutes(
+    day_part: list[Candle], seed: int, hole_share: float, config: ReplayConfig
+) -> None:
+    rng = np.random.default_rng(seed)
+    times = sorted({c.open_time for c in day_part})
+    gone_minutes = set(rng.choice(times, size=3, replace=False).tolist())
+    late = {day_part[0].symbol: times[40]}  # a listing, and a delisting
+    early = {day_part[-1].symbol: times[-60]}
+    kept = [
+        c
+        for c in day_part
+        if c.open_time not in gone_minutes
+        and rng.random() >= hole_share
+        and c.open_time >= late.get(c.symbol, 0)
+        and c.open_time <= early.get(c.symbol, times[-1])
+    ]
+    grid = grid_of_candles(kept)
+    assert grid is not None
+    assert_same_outcome(Replay(config).run_minutes(kept), Replay(config).run_grid(grid))
+
+
+def test_candles_that_fit_no_grid_take_the_minute_path(day_part: list[Candle]) -> None:
+    doubled = [*day_part, day_part[5]]
+    assert grid_of_candles(doubled) is None
+    assert Replay().run(doubled).orders == Replay().run_minutes(doubled).orders
+    odd = [c.model_copy(update={"open_time": c.open_time + 30}) if i == 7 else c
+           for i, c in enumerate(day_part)]  # fmt: skip
+    assert grid_of_candles(odd) is None
 
 
 def test_replay_is_deterministic_and_trades() -> None:

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import typer
 
+from cdb.core.events import Candle
 from cdb.replay.engine import Replay, ReplayConfig
-from cdb.replay.history import HistoryError, generate_candles, load_candles, save_candles
+from cdb.replay.grid import CandleGrid, grid_of_candles
+from cdb.replay.history import (
+    HistoryError,
+    generate_candles,
+    load_history,
+    save_candles,
+    save_history,
+)
 from cdb.risk_manager.rules import RiskLimits
 from cdb.signal_engine.strategy import StrategyParams
 
@@ -28,6 +36,9 @@ def replay(
     seed: int = typer.Option(7, help="Generated: mexc_sim's seed."),
     scenario: str = typer.Option("pump", help="Generated: walk or pump."),
     save: Path = typer.Option(None, help="Also write the candles used (CSV/Parquet)."),
+    convert: bool = typer.Option(
+        False, "--convert", help="Only write --save (e.g. a CSV as Parquet) and stop."
+    ),
     threshold_pct: float = typer.Option(3.0, min=0.0001, help="SIGNAL_THRESHOLD_PCT"),
     min_volume: float = typer.Option(100_000.0, min=0, help="SIGNAL_MIN_VOLUME"),
     lookback_min: int = typer.Option(15, min=1, help="LOOKBACK_MIN"),
@@ -38,23 +49,33 @@ def replay(
     """Replay candles through the live signal, risk and execution code; write the report."""
     from cdb.report.render import PngExportError, write_report
 
+    if convert and save is None:
+        typer.echo("replay: --convert needs --save (the file to write)", err=True)
+        raise typer.Exit(2)
+    history: CandleGrid | list[Candle]
     try:
         if candles is not None:
-            history = load_candles(candles, symbol)
+            history = load_history(candles, symbol)
             source = str(candles)
         else:
-            history = generate_candles(
+            generated = generate_candles(
                 symbols=symbols, minutes=minutes, seed=seed, scenario=scenario
             )
+            history = grid_of_candles(generated) or generated
             source = f"mexc_sim market model (seed {seed}, {scenario}, {symbols} symbols)"
     except HistoryError as error:
         typer.echo(f"replay: {error}", err=True)
         raise typer.Exit(2) from None
-    if not history:
+    if not isinstance(history, CandleGrid) and not history:
         typer.echo("replay: no candles", err=True)
         raise typer.Exit(2)
     if save is not None:
-        typer.echo(f"wrote {save_candles(history, save)}")
+        if isinstance(history, CandleGrid):
+            typer.echo(f"wrote {save_history(history, save)}")
+        else:
+            typer.echo(f"wrote {save_candles(history, save)}")
+        if convert:
+            return
     config = ReplayConfig(
         strategy=StrategyParams(
             threshold_pct=threshold_pct, min_volume=min_volume, lookback_min=lookback_min

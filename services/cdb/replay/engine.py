@@ -11,21 +11,39 @@ Not a second implementation: every decision is made by the modules the services 
 Per minute, in the order the live services see it: the minute's candles (execution marks
 prices and checks stops), then the movers as ``market_data`` (execution marks the price,
 signal_engine decides, risk_manager sizes, execution fills). ``now`` is bar time.
+
+Two paths give the same signals, orders, fills and books (``tests/test_replay.py`` holds
+them to it):
+
+* :meth:`Replay.minute` (and :meth:`Replay.run_minutes`): every minute, every symbol's
+  window, every mover through the strategy, as the services see them;
+* :meth:`Replay.run_grid` (what :meth:`Replay.run` takes when the candles fit a
+  :class:`~cdb.replay.grid.CandleGrid`): the windows of all minutes at once with numpy
+  (:func:`~cdb.replay.grid.window_over`, the same float operations), and only the minutes
+  where something can happen go through the same strategy, risk and fill code: a mover
+  whose rounded change and volume can pass the strategy's threshold, and a minute whose
+  low/high (or mover price) can reach an open position's stop. Everything skipped is a
+  call that returns "nothing" in the minute path: a mover below the threshold makes no
+  signal and changes no cooldown, and a bar that does not reach the stop closes nothing.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 
+import numpy as np
+
 from cdb.bot_ws.candles import ClosedCandle
-from cdb.bot_ws.window import market_data_of, top_movers, window_stat
+from cdb.bot_ws.window import WindowStat, market_data_of, top_movers, window_stat
 from cdb.core.events import Candle, MarketData, Order, OrderResult, Signal
 from cdb.execution_service.book import OpenPosition, closed_result, order_result
 from cdb.execution_service.paper import FeeSchedule, PaperFillModel
+from cdb.replay.grid import CandleGrid, Window, grid_of_candles, window_over
 from cdb.report.books import (
     Books,
     EquityPoint,
@@ -59,6 +77,9 @@ class ReplayResult:
 
     candles: int = 0
     minutes: int = 0
+    movers: int = 0  # market_data the screener published (gainers + losers, every minute)
+    # the movers that went through the strategy: all of them on the minute path, only
+    # those that could signal or stop a position on the grid path
     market_data: list[MarketData] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
@@ -99,14 +120,33 @@ class Replay:
         self.history: dict[str, deque[ClosedCandle]] = {}
         self.prices: dict[str, float] = {}
         self.positions: dict[str, dict[str, OpenPosition]] = {}
+        self.position_rows: dict[str, int] = {}  # order id → its row in books.positions
         self.result = ReplayResult()
 
     # -- driving --------------------------------------------------------------------
-    def run(self, candles: Iterable[Candle]) -> ReplayResult:
+    def run(self, history: CandleGrid | Iterable[Candle]) -> ReplayResult:
+        """The whole history: the grid path when the candles fit a grid (and this replay is
+        fresh), else minute by minute. Both give the same signals, orders and books."""
+        if isinstance(history, CandleGrid):
+            if self._fresh:
+                return self.run_grid(history)
+            return self.run_minutes(history.to_candles())
+        candles = list(history)
+        grid = grid_of_candles(candles) if self._fresh else None
+        if grid is None:
+            return self.run_minutes(candles)
+        return self.run_grid(grid)
+
+    def run_minutes(self, candles: Iterable[Candle]) -> ReplayResult:
+        """Minute by minute, every mover through the strategy (the path ``minute`` takes)."""
         ordered = sorted(candles, key=lambda c: (c.open_time, c.symbol))
         for _, group in groupby(ordered, key=lambda c: c.open_time):
             self.minute(list(group))
         return self.result
+
+    @property
+    def _fresh(self) -> bool:
+        return not self.history and not self.result.minutes
 
     def minute(self, candles: list[Candle]) -> list[MarketData]:
         """One closed minute: its candles, then its movers. Returns the movers published."""
@@ -125,7 +165,23 @@ class Replay:
         for md in published:
             self.on_market_data(md)
         self.result.minutes += 1
+        self.result.movers += len(published)
         return published
+
+    # -- the grid path ------------------------------------------------------------------
+    def run_grid(self, grid: CandleGrid) -> ReplayResult:
+        """The whole ``grid`` on a fresh replay: the outcome of :meth:`run_minutes` on the
+        same candles, stepping only through the minutes where something can happen."""
+        if not self._fresh:
+            raise ValueError("run_grid replays a whole history on a fresh Replay")
+        window = window_over(grid, self.lookback)
+        gainers = _published(window, window.pct > 0, -window.pct, self.config.top_n)
+        losers = _published(window, window.pct < 0, window.pct, self.config.top_n)
+        _GridSteps(self, grid, window, gainers, losers).run()
+        self.result.candles += grid.candles
+        self.result.minutes += int(grid.minutes.sum())
+        self.result.movers += int((gainers >= 0).sum() + (losers >= 0).sum())
+        return self.result
 
     # -- execution_service: marks and stops --------------------------------------------
     def on_candle(self, candle: Candle) -> None:
@@ -190,16 +246,15 @@ class Replay:
                 created_at=_when(now),
             )
         )
-        for index, row in enumerate(books.positions):
-            if row.order_id == position.order_id:
-                books.positions[index] = row.model_copy(
-                    update={
-                        "status": "closed",
-                        "exit_price": fill.price,
-                        "realized_pnl": fill.realized_pnl,
-                        "closed_at": _when(now),
-                    }
-                )
+        index = self.position_rows.pop(position.order_id)
+        books.positions[index] = books.positions[index].model_copy(
+            update={
+                "status": "closed",
+                "exit_price": fill.price,
+                "realized_pnl": fill.realized_pnl,
+                "closed_at": _when(now),
+            }
+        )
         self._result(result, now)
 
     # -- risk_manager -------------------------------------------------------------------
@@ -235,6 +290,10 @@ class Replay:
     def _result(self, result: OrderResult, now: float) -> None:
         self.result.results.append(result)
         effect = self.book.apply_result(result, now)
+        if effect.applied and result.status in ("closed", "rejected"):
+            # a finished position weighs nothing in any later decision (not active), but
+            # the book's exposure and one-per-symbol checks walk every position it holds
+            self.book.positions.pop(result.order_id, None)
         if effect.breaker_tripped and self.book.today is not None:
             self.result.books.risk_events.append(
                 RiskEventRow(
@@ -286,6 +345,7 @@ class Replay:
                 created_at=_when(now),
             )
         )
+        self.position_rows[order.order_id] = len(books.positions)
         books.positions.append(
             PositionRow(
                 position_id=order.order_id,
@@ -309,3 +369,139 @@ class Replay:
             now,
         )
         self._result(order_result(order, "filled", fill, "", "paper", now), now)
+
+
+def _published(window: Window, side: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
+    """Each cell's place among its minute's published movers of one side (``top_movers``:
+    by ``key``, ties to the first symbol, i.e. the first column), -1 when not published."""
+    ok = window.valid & side
+    order = np.argsort(np.where(ok, key, np.inf), axis=1, kind="stable")[:, :n]
+    rank = np.full(ok.shape, -1, dtype=np.int64)
+    rank[np.arange(ok.shape[0])[:, None], order] = np.arange(order.shape[1])[None, :]
+    rank[~ok] = -1
+    return rank
+
+
+class _GridSteps:
+    """The grid path's loop: the rows where a mover can signal or a stop can be hit."""
+
+    def __init__(
+        self,
+        replay: Replay,
+        grid: CandleGrid,
+        window: Window,
+        gainers: np.ndarray,
+        losers: np.ndarray,
+    ) -> None:
+        self.replay = replay
+        self.grid = grid
+        self.window = window
+        self.rank = (gainers, losers)
+        self.column = {symbol: col for col, symbol in enumerate(grid.symbols)}
+        params = replay.strategy.params
+        # a superset of what the strategy can take: MarketData rounds pct_change to 4 and
+        # volume to 2 decimals, so a figure just short of the limit may round up to it
+        pct_margin = 1e-4 + 1e-9 * abs(params.threshold_pct)
+        volume_ok = window.volume >= params.min_volume - (0.01 + 1e-9 * abs(params.min_volume))
+        can_long = (gainers >= 0) & (window.pct >= params.threshold_pct - pct_margin) & volume_ok
+        can_short = (losers >= 0) & (window.pct <= -params.threshold_pct + pct_margin) & volume_ok
+        if not params.allow_short:
+            can_short[:] = False
+        rows_l, cols_l = np.nonzero(can_long)
+        rows_s, cols_s = np.nonzero(can_short)
+        rows = np.concatenate([rows_l, rows_s])
+        sides = np.concatenate([np.zeros_like(rows_l), np.ones_like(rows_s)])
+        cols = np.concatenate([cols_l, cols_s])
+        ranks = np.concatenate([gainers[rows_l, cols_l], losers[rows_s, cols_s]])
+        order = np.lexsort((ranks, sides, rows))
+        self.feed: list[tuple[int, int, int, int]] = list(
+            zip(
+                rows[order].tolist(),
+                sides[order].tolist(),
+                ranks[order].tolist(),
+                cols[order].tolist(),
+                strict=True,
+            )
+        )
+        # the lowest / highest price a stop can see in a cell: the bar's low / high or
+        # close (a bar older than the position counts by its close), or the mover's price
+        present, price = grid.present, window.price
+        low = np.where(present, np.fmin(grid.low, grid.close), np.inf)
+        low = np.where(window.valid & (price < low), price, low)
+        high = np.where(present, np.fmax(grid.high, grid.close), -np.inf)
+        high = np.where(window.valid & (price > high), price, high)
+        self.low = np.ascontiguousarray(low.T)
+        self.high = np.ascontiguousarray(high.T)
+        self.heap: list[tuple[int, str, int]] = []
+        self.due: dict[str, int] = {}
+
+    def next_reach(self, position: OpenPosition, col: int, row: int) -> int | None:
+        """The first row from ``row`` on whose prices reach the position's stop."""
+        if position.side == "long":
+            reach = self.low[col, row:] <= position.stop_loss
+        else:
+            reach = self.high[col, row:] >= position.stop_loss
+        if reach.shape[0] == 0:
+            return None
+        first = int(reach.argmax())
+        return row + first if reach[first] else None
+
+    def schedule(self, row: int, cols: Iterable[int]) -> None:
+        """Watch the open positions of ``cols`` that are new or were due at ``row``."""
+        for col in cols:
+            for position in self.replay.positions.get(self.grid.symbols[col], {}).values():
+                if self.due.get(position.order_id, -1) > row:
+                    continue
+                reach = self.next_reach(position, col, row + 1)
+                if reach is None:
+                    self.due.pop(position.order_id, None)
+                else:
+                    self.due[position.order_id] = reach
+                    heapq.heappush(self.heap, (reach, position.order_id, col))
+
+    def run(self) -> None:
+        replay, grid, window = self.replay, self.grid, self.window
+        symbols, feed, heap = grid.symbols, self.feed, self.heap
+        next_feed = 0
+        never = grid.rows
+        while True:
+            row = min(feed[next_feed][0] if next_feed < len(feed) else never,
+                      heap[0][0] if heap else never)  # fmt: skip
+            if row >= never:
+                return
+            end = grid.start + 60 * row
+            due: set[int] = set()
+            while heap and heap[0][0] == row:
+                _, order_id, col = heapq.heappop(heap)
+                if self.due.get(order_id) == row:
+                    due.add(col)
+            for col in sorted(due):  # the minute's candles, in symbol order
+                if grid.present[row, col]:
+                    replay._watch(
+                        symbols[col],
+                        low=float(grid.low[row, col]),
+                        high=float(grid.high[row, col]),
+                        open_=float(grid.open[row, col]),
+                        last=float(grid.close[row, col]),
+                        start=float(end),
+                        end=end + 60.0,
+                    )
+            movers: list[tuple[int, int, int]] = []
+            while next_feed < len(feed) and feed[next_feed][0] == row:
+                movers.append(feed[next_feed][1:])
+                next_feed += 1
+            fed = {col for _, _, col in movers}
+            for col in due - fed:  # a due symbol's mover: its price may reach the stop
+                for side, rank in enumerate(self.rank):
+                    if rank[row, col] >= 0:
+                        movers.append((side, int(rank[row, col]), col))
+            movers.sort()
+            for _, _, col in movers:  # gainers by rank, then losers, as published
+                stat = WindowStat(
+                    symbols[col],
+                    float(window.price[row, col]),
+                    float(window.pct[row, col]),
+                    float(window.volume[row, col]),
+                )
+                replay.on_market_data(market_data_of(stat, end + 60, replay.interval))
+            self.schedule(row, due | {col for _, _, col in movers})

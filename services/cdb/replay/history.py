@@ -2,19 +2,40 @@
 CSV/Parquet file in MEXC's kline layout (``time, open, close, high, low, vol, amount``;
 ``time`` in unix seconds, one row per closed Min1 bar, plus a ``symbol`` column or one
 symbol for the whole file).
+
+:func:`load_history` reads a file as columns (pyarrow: Parquet → arrays, no Python loop per
+row), checks them all at once against the :class:`~cdb.core.events.Candle` model's rules
+and gives a :class:`~cdb.replay.grid.CandleGrid`; a file with a bad row is read again row by
+row (:func:`load_candles`) so the error names the row. :func:`convert_history` turns any of
+these files (a CSV from before) into the Parquet file a replay reads fastest.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from cdb.core.events import Candle, deterministic_id
+from cdb.replay.grid import CandleGrid, grid_of, grid_of_candles
 
-__all__ = ["KLINE_COLUMNS", "HistoryError", "generate_candles", "load_candles", "save_candles"]
+__all__ = [
+    "KLINE_COLUMNS",
+    "HistoryError",
+    "convert_history",
+    "generate_candles",
+    "load_candles",
+    "load_history",
+    "save_candles",
+    "save_history",
+]
 
 KLINE_COLUMNS = ("time", "open", "close", "high", "low", "vol", "amount")
+# the Candle model's symbol rule (cdb.core.events.Symbol)
+SYMBOL = re.compile(r"^[A-Z0-9]+_[A-Z0-9]+$")
 
 
 class HistoryError(ValueError):
@@ -76,26 +97,114 @@ def generate_candles(
     return out
 
 
-def load_candles(path: Path, symbol: str | None = None) -> list[Candle]:
-    """Read a CSV or Parquet kline file; a bad row is reported with its line, not skipped."""
-    import pandas as pd
-
+def _is_parquet(path: Path) -> bool:
     if not path.exists():
         raise HistoryError(f"{path}: no such file")
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path)
-    else:
-        raise HistoryError(f"{path}: expected a .csv or .parquet file")
-    missing = [c for c in KLINE_COLUMNS if c not in frame.columns]
+        return True
+    if path.suffix.lower() == ".csv":
+        return False
+    raise HistoryError(f"{path}: expected a .csv or .parquet file")
+
+
+def _check_columns(path: Path, columns: list[str], symbol: str | None) -> None:
+    missing = [c for c in KLINE_COLUMNS if c not in columns]
     if missing:
         raise HistoryError(
             f"{path}: missing column(s) {', '.join(missing)} "
             f"(MEXC kline layout: {', '.join(KLINE_COLUMNS)}, plus symbol)"
         )
-    if "symbol" not in frame.columns and symbol is None:
+    if "symbol" not in columns and symbol is None:
         raise HistoryError(f"{path}: no 'symbol' column; pass the symbol (--symbol BTC_USDT)")
+
+
+def load_history(path: Path, symbol: str | None = None) -> CandleGrid | list[Candle]:
+    """A kline file as a grid (columns, checked at once), or as candles when they do not
+    fit a grid; a bad row is reported with its line, as :func:`load_candles` does."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path).read()  # not read_table: it imports pandas via dataset
+    else:
+        import pyarrow.csv as pa_csv
+
+        try:
+            table = pa_csv.read_csv(path)
+        except pa.ArrowInvalid:
+            return load_candles(path, symbol)  # let the row-by-row reader name the problem
+    _check_columns(path, table.column_names, symbol)
+    arrays = _columns(table, symbol, pa, pc)
+    if arrays is None:
+        candles = load_candles(path, symbol)  # raises with the bad row's number
+        return grid_of_candles(candles) or candles
+    names, codes, times, columns = arrays
+    grid = grid_of(names, codes, times, columns)
+    if grid is None:
+        return load_candles(path, symbol)
+    return grid
+
+
+def _columns(
+    table: Any, symbol: str | None, pa: Any, pc: Any
+) -> tuple[list[str], Any, Any, dict[str, Any]] | None:
+    """The table's columns as arrays, or ``None`` when any row breaks a Candle rule."""
+    if table.num_rows == 0:
+        return None
+    if "symbol" in table.column_names:
+        column = table.column("symbol")
+        textual = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if column.null_count or not textual:
+            return None
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        names = [str(name) for name in encoded.dictionary.to_pylist()]
+        codes = _numpy(pc.cast(encoded.indices, pa.int64()), np.int64)
+    elif symbol is not None:
+        names = [symbol]
+        codes = np.zeros(table.num_rows, dtype=np.int64)
+    else:
+        return None
+    if not all(3 <= len(name) <= 40 and SYMBOL.match(name) for name in names):
+        return None
+    columns: dict[str, Any] = {}
+    sources = {"time": "time", "open": "open", "high": "high", "low": "low", "close": "close",
+               "volume": "vol", "turnover": "amount"}  # fmt: skip
+    for name, source in sources.items():
+        column = table.column(source)
+        if column.null_count or not (
+            pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        ):
+            return None
+        try:
+            columns[name] = _numpy(pc.cast(column, pa.float64()).combine_chunks(), np.float64)
+        except pa.ArrowInvalid:
+            return None  # an integer a float cannot hold exactly
+    values = np.stack(list(columns.values()))
+    if not bool(np.isfinite(values).all()):
+        return None
+    times = np.trunc(columns.pop("time"))  # int(), as the row-by-row reader does
+    prices = np.stack([columns[name] for name in ("open", "high", "low", "close")])
+    amounts = np.stack([columns["volume"], columns["turnover"]])
+    if bool((times < 0).any() or (prices <= 0).any() or (amounts < 0).any()):
+        return None
+    return names, codes, times.astype(np.int64), columns
+
+
+def _numpy(array: Any, dtype: type[np.generic]) -> Any:
+    """A null-free arrow array of ``dtype`` as numpy, without a copy (``to_numpy`` would
+    import pandas, a second or more on a cold start)."""
+    values = np.frombuffer(array.buffers()[1], dtype=dtype)
+    return values[array.offset : array.offset + len(array)]
+
+
+def load_candles(path: Path, symbol: str | None = None) -> list[Candle]:
+    """Read a CSV or Parquet kline file row by row; a bad row is reported with its line."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path) if _is_parquet(path) else pd.read_csv(path)
+    _check_columns(path, list(frame.columns), symbol)
     out: list[Candle] = []
     for number, row in enumerate(frame.itertuples(index=False), start=2):
         values = row._asdict()
@@ -142,3 +251,41 @@ def save_candles(candles: list[Candle], path: Path) -> Path:
     else:
         frame.to_csv(path, index=False)
     return path
+
+
+def save_history(grid: CandleGrid, path: Path) -> Path:
+    """Write a grid's candles in the kline layout (Parquet or CSV by suffix), columnar."""
+    import pyarrow as pa
+
+    rows, cols = np.nonzero(grid.present)
+    names = np.asarray(grid.symbols, dtype=object)
+    table = pa.table(
+        {
+            "symbol": pa.array(names[cols], type=pa.string()),
+            "time": pa.array(grid.start + 60 * rows.astype(np.int64)),
+            "open": grid.open[rows, cols],
+            "close": grid.close[rows, cols],
+            "high": grid.high[rows, cols],
+            "low": grid.low[rows, cols],
+            "vol": grid.volume[rows, cols],
+            "amount": grid.turnover[rows, cols],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    else:
+        import pyarrow.csv as pa_csv
+
+        pa_csv.write_csv(table, path)
+    return path
+
+
+def convert_history(source: Path, target: Path, symbol: str | None = None) -> Path:
+    """Any kline file a replay reads (a CSV, an older Parquet) as ``target``, checked."""
+    history = load_history(source, symbol)
+    if isinstance(history, CandleGrid):
+        return save_history(history, target)
+    return save_candles(history, target)

@@ -244,7 +244,9 @@ async def test_a_held_order_reaches_the_browser_with_approve_and_veto_actions(
                         expires_at=expires, timestamp=now,
                     )
                 )  # fmt: skip
-            await eventually_async(lambda: len(push_service.accepted("/push/alive")) == 1, timeout=30)
+            await eventually_async(
+                lambda: len(push_service.accepted("/push/alive")) == 1, timeout=30
+            )
             await eventually_async(lambda: len(hook.accepted("/hook")) == 1, timeout=30)
             request = push_service.accepted("/push/alive")[0]
             assert 0 < int(request.headers["ttl"]) <= 60  # not kept past the expiry

@@ -46,7 +46,7 @@ FREQTRADE = "freqtrade==2026.9"
 SYMBOLS = 20
 MINUTES = 1440
 SEED = 7
-ROUNDS = 5  # fresh processes per engine, alternating
+ROUNDS = 9  # fresh processes per engine, alternating
 MINUTE_PATH_ROUNDS = 3
 TARGET = 10.0  # issue 17: replay at least 10x freqtrade on the same candles
 NO_BREAKER = 100.0  # max daily loss %: the breaker never trips (freqtrade has none)

@@ -56,7 +56,7 @@ def main() -> int:
         for name in names:
             console.print(f"running {name} …")
             rows = run_module(name, stack)
-            if rows and rows[0].get("error"):
+            if any(row.get("error") for row in rows):
                 failed.append(name)
             results["benchmarks"][name] = rows
             for row in rows:

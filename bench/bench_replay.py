@@ -1,17 +1,30 @@
-"""Replay speed on one core, and the same strategy backtested by freqtrade on the same candles.
+"""Replay speed against freqtrade: the same candles, the same rule, the same trades, one core.
 
-* cdb: ``cdb.replay.Replay`` (bot_ws window + signal_engine strategy + risk_manager rules +
-  paper fills, the live code) over a day of Min1 candles from mexc_sim's market model;
+* cdb: ``cdb replay``'s engine from the Parquet file (``load_history``: columns → the
+  minute-by-symbol grid, then ``Replay.run``: the screener's window with numpy, the live
+  strategy, risk rules and paper fills on the movers that can matter) over a day of Min1
+  candles from mexc_sim's market model. Timed from opening the file to the last trade.
 * freqtrade: installed by this benchmark into its own venv (``<data>/freqtrade-venv``,
-  never the project's), fed the same candles as JSON OHLCV files, with the same rule
-  (15-minute % change >= 3 and 15-minute quote volume >= 100,000), 2 % stop, 10 % of
-  equity per trade, at most 5 trades (50 %). freqtrade's exchange metadata (markets) is
-  normally downloaded; here the pairs' market entries are given to ccxt so it runs
-  offline. Timed: freqtrade's ``backtest_one_strategy`` (indicators + simulation), not
-  its start-up or file loading; the cdb figure likewise excludes loading.
+  never the project's), fed the same candles as JSON OHLCV files, with signal_engine's
+  rule as a freqtrade strategy: 15-minute % change >= 3 with >= 100,000 USDT turnover,
+  and its cooldown (no new signal on a pair within 15 minutes of the last); a 2 % stop,
+  no take-profit, 10 % of equity per trade, at most 5 trades (50 %). Timed: freqtrade's
+  ``backtest_one_strategy`` (indicators + simulation), not its start-up or file loading.
+  freqtrade's exchange metadata is normally downloaded; here ccxt is given the pairs'
+  market entries, so it runs offline.
+* The same work: neither has a daily circuit breaker (cdb's is set to 100 % for this
+  run: freqtrade has no equivalent), both count every trade entered. Both trade counts are
+  printed, and how many trades are the same (symbol and entry minute); counts further
+  apart than ``max(3, 3 %)`` make an error row: a speed ratio between engines doing
+  different work means nothing.
+* Both cold: every repeat is a fresh process (imports done before the clock starts),
+  cdb and freqtrade alternating, both pinned with ``taskset`` to the same CPU; min and
+  median of the repeats, with the load average after each figure's runs. The minute-by-
+  minute path (every mover through the strategy, as the live test drives it) is timed
+  the same way for comparison.
 
-Both run pinned to one CPU. If freqtrade cannot be installed, the row says so (and a
-line is printed): never a silent skip.
+If freqtrade cannot be installed or run, the module ends in an error row: never a silent
+skip.
 """
 
 from __future__ import annotations
@@ -19,23 +32,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from cdb.core.events import Candle
 from cdb.localstack import LocalStack
-from cdb.replay import Replay, generate_candles, load_candles, save_candles
+from cdb.replay import generate_candles, grid_of_candles, load_history, save_history
 
 FREQTRADE = "freqtrade==2026.9"
 SYMBOLS = 20
 MINUTES = 1440
 SEED = 7
-ROUNDS = 3
+ROUNDS = 9  # fresh processes per engine, alternating
+MINUTE_PATH_ROUNDS = 3
+TARGET = 10.0  # issue 17: replay at least 10x freqtrade on the same candles
+NO_BREAKER = 100.0  # max daily loss %: the breaker never trips (freqtrade has none)
 
 STRATEGY = '''
 from pandas import DataFrame
@@ -43,7 +57,8 @@ from freqtrade.strategy import IStrategy
 
 
 class CdbMomentum(IStrategy):
-    """signal_engine's rule: 15-minute change >= 3 % with >= 100,000 USDT traded."""
+    """signal_engine's rule: 15-minute change >= 3 % with >= 100,000 USDT traded, and its
+    cooldown: no new signal on a pair within 15 minutes of the last one."""
 
     timeframe = "1m"
     minimal_roi = {"0": 100.0}  # no take-profit: cdb exits by its 2 % stop only
@@ -57,11 +72,51 @@ class CdbMomentum(IStrategy):
         return df
 
     def populate_entry_trend(self, df: DataFrame, metadata: dict) -> DataFrame:
-        df.loc[(df["pct"] >= 3.0) & (df["vol15"] >= 100000), "enter_long"] = 1
+        wanted = ((df["pct"] >= 3.0) & (df["vol15"] >= 100000)).to_numpy()
+        keep, last = [], None
+        for row in wanted.nonzero()[0]:  # the cooldown: 15 one-minute rows after a signal
+            if last is None or row - last >= 15:
+                keep.append(row)
+                last = row
+        df["enter_long"] = 0
+        df.loc[df.index[keep], "enter_long"] = 1
         return df
 
     def populate_exit_trend(self, df: DataFrame, metadata: dict) -> DataFrame:
         return df
+'''
+
+CDB_RUNNER = '''
+"""One cold cdb replay: a fresh process, imports first, then the clock."""
+import json, sys, time
+from pathlib import Path
+
+import pyarrow, pyarrow.compute, pyarrow.parquet  # imports before the clock, as freqtrade's
+
+from cdb.replay import CandleGrid, Replay, ReplayConfig, load_history
+from cdb.risk_manager.rules import RiskLimits
+
+path, out, path_kind, no_breaker = Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+config = ReplayConfig(limits=RiskLimits(max_daily_loss_pct=no_breaker))
+if path_kind == "grid":
+    began = time.perf_counter()
+    history = load_history(path)
+    loaded = time.perf_counter()
+    result = Replay(config).run(history)
+    took = time.perf_counter() - began
+    replay_s = time.perf_counter() - loaded
+    grid = isinstance(history, CandleGrid)
+else:  # the minute path, from candles already in memory (reading them is not timed)
+    history = load_history(path)
+    candles = history.to_candles() if isinstance(history, CandleGrid) else history
+    began = time.perf_counter()
+    result = Replay(config).run_minutes(candles)
+    took = replay_s = time.perf_counter() - began
+    grid = False
+json.dump({"took_s": took, "replay_s": replay_s, "candles": result.candles, "grid": grid,
+           "signals": len(result.signals), "movers": result.movers,
+           "fed": len(result.market_data),
+           "trades": [[o.symbol, int(o.timestamp)] for o in result.orders]}, open(out, "w"))
 '''
 
 RUNNER = '''
@@ -73,6 +128,7 @@ from freqtrade.exchange.exchange import Exchange
 from freqtrade.optimize.backtesting import Backtesting
 
 config_path, out_path = sys.argv[1], sys.argv[2]
+export = sys.argv[3] if len(sys.argv) > 3 else ""  # a directory: write the trades there
 pairs = json.load(open(config_path))["exchange"]["pair_whitelist"]
 
 
@@ -111,7 +167,8 @@ with patch.object(Exchange, "_api_reload_markets", offline_markets), patch.objec
     from freqtrade.main import main
 
     try:
-        main(["backtesting", "-c", config_path, "--export", "none"])
+        main(["backtesting", "-c", config_path, "--export", "trades" if export else "none"]
+             + (["--backtest-directory", export] if export else []))
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
@@ -119,37 +176,18 @@ json.dump(timings, open(out_path, "w"))
 '''
 
 
-@contextmanager
-def one_core() -> Iterator[int]:
-    """Pin this process to one CPU for the measurement."""
-    before = os.sched_getaffinity(0)
-    cpu = max(before)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield cpu
-    finally:
-        os.sched_setaffinity(0, before)
+def candles_for(data_dir: Path) -> Path:
+    """The day of candles as Parquet (generated once: mexc_sim's model takes a while)."""
+    path = data_dir / f"replay-candles-{SYMBOLS}x{MINUTES}-seed{SEED}.parquet"
+    if not path.exists():
+        grid = grid_of_candles(generate_candles(symbols=SYMBOLS, minutes=MINUTES, seed=SEED))
+        assert grid is not None, "mexc_sim's candles always fit a grid"
+        save_history(grid, path)
+    return path
 
 
-def candles_for(data_dir: Path) -> list[Candle]:
-    cache = data_dir / f"replay-candles-{SYMBOLS}x{MINUTES}-seed{SEED}.parquet"
-    if cache.exists():
-        return load_candles(cache)
-    candles = generate_candles(symbols=SYMBOLS, minutes=MINUTES, seed=SEED)
-    save_candles(candles, cache)
-    return candles
-
-
-def replay_rate(candles: list[Candle]) -> tuple[float, Replay]:
-    best = float("inf")
-    replay = Replay()
-    with one_core():
-        for _ in range(ROUNDS):
-            replay = Replay()
-            began = time.perf_counter()
-            replay.run(candles)
-            best = min(best, time.perf_counter() - began)
-    return len(candles) / best, replay
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def install_freqtrade(venv: Path) -> str | None:
@@ -178,12 +216,16 @@ def install_freqtrade(venv: Path) -> str | None:
     return None
 
 
-def freqtrade_rate(candles: list[Candle], work: Path, venv: Path) -> tuple[float, str]:
+def freqtrade_work(parquet: Path, work: Path) -> int:
+    """freqtrade's user_data for the same candles (JSON OHLCV, the USDT turnover as its
+    volume column) and config; the number of candles written."""
     if work.exists():
         shutil.rmtree(work)
     data = work / "user_data" / "data" / "binance"
     (work / "user_data" / "strategies").mkdir(parents=True)
     data.mkdir(parents=True)
+    history = load_history(parquet)
+    candles = history.to_candles() if not isinstance(history, list) else history
     by_pair: dict[str, list[list[float]]] = {}
     for c in candles:
         by_pair.setdefault(c.symbol.replace("_", "/"), []).append(
@@ -212,74 +254,197 @@ def freqtrade_rate(candles: list[Candle], work: Path, venv: Path) -> tuple[float
         "strategy": "CdbMomentum",
     }
     (work / "config.json").write_text(json.dumps(config))
-    cpu = max(os.sched_getaffinity(0))
-    best = float("inf")
-    for round_ in range(2):
-        out = work / f"timing-{round_}.json"
-        run = subprocess.run(
-            ["taskset", "-c", str(cpu), str(venv / "bin" / "python"), "runner.py",
-             "config.json", str(out)],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )  # fmt: skip
-        if run.returncode != 0 or not out.exists():
-            raise RuntimeError(f"freqtrade backtesting failed: {run.stderr.strip()[-300:]}")
-        best = min(best, float(json.loads(out.read_text())["backtest_s"]))
-        (work / "freqtrade.log").write_text(run.stdout + run.stderr)
-    return len(candles) / best, f"freqtrade log: {work / 'freqtrade.log'}"
+    return len(candles)
+
+
+def freqtrade_once(work: Path, venv: Path, cpu: int, round_: int) -> dict[str, Any]:
+    """One cold freqtrade backtest pinned to ``cpu``: its time, and (first round) its trades."""
+    out = work / f"timing-{round_}.json"
+    export = work / "trades" if round_ == 0 else None
+    if export is not None:
+        export.mkdir(exist_ok=True)
+    run = subprocess.run(
+        ["taskset", "-c", str(cpu), str(venv / "bin" / "python"), "runner.py", "config.json",
+         str(out), *([str(export)] if export else [])],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    (work / "freqtrade.log").write_text(run.stdout + run.stderr)
+    if run.returncode != 0 or not out.exists():
+        raise RuntimeError(f"freqtrade backtesting failed: {run.stderr.strip()[-300:]}")
+    figures: dict[str, Any] = {"took_s": float(json.loads(out.read_text())["backtest_s"])}
+    if export is not None:
+        figures["trades"] = freqtrade_trades(export)
+    return figures
+
+
+def freqtrade_trades(export: Path) -> list[list[Any]]:
+    """(symbol, entry time) of every trade freqtrade's export holds."""
+    for archive in sorted(export.glob("backtest-result-*.zip")):
+        with zipfile.ZipFile(archive) as zipped:
+            for name in zipped.namelist():
+                if name.endswith(".json") and "_config" not in name and "meta" not in name:
+                    content = json.loads(zipped.read(name))
+                    if "strategy" in content:
+                        trades = content["strategy"]["CdbMomentum"]["trades"]
+                        return [
+                            [t["pair"].replace("/", "_"), t["open_timestamp"] // 1000]
+                            for t in trades
+                        ]
+    raise RuntimeError(f"freqtrade wrote no trades under {export}")
+
+
+def cdb_once(parquet: Path, work: Path, cpu: int, path_kind: str) -> dict[str, Any]:
+    """One cold cdb replay pinned to ``cpu`` (a fresh process; imports before the clock)."""
+    out = work / f"cdb-{path_kind}.json"
+    run = subprocess.run(
+        ["taskset", "-c", str(cpu), sys.executable, "-c", CDB_RUNNER, str(parquet), str(out),
+         path_kind, str(NO_BREAKER)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"cdb replay failed: {run.stderr.strip()[-300:]}")
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
+
+
+def spread(times: list[float], candles: int) -> tuple[float, float, str]:
+    """Median and best rate (candles/s) of repeats, and a note with both times."""
+    median, best = statistics.median(times), min(times)
+    note = (f"median of {len(times)} cold runs {median * 1000:,.1f} ms, min "
+            f"{best * 1000:,.1f} ms (best {candles / best:,.0f} candles/s)")  # fmt: skip
+    return candles / median, candles / best, note
+
+
+def met(ratio: float) -> str:
+    return "met" if ratio >= TARGET else "NOT met"
 
 
 def run(stack: LocalStack) -> list[dict[str, Any]]:
     data_dir = Path(stack.data_dir)
-    candles = candles_for(data_dir)
-    rate, replay = replay_rate(candles)
-    result = replay.result
-    rows: list[dict[str, Any]] = [
-        {
-            "name": "replay speed (one core)",
-            "value": rate,
-            "unit": "candles/s",
-            "note": (
-                f"{len(candles):,} Min1 candles ({SYMBOLS} symbols x {MINUTES} min, mexc_sim "
-                f"pump, seed {SEED}): {len(result.signals)} signals, {len(result.orders)} "
-                f"orders; best of {ROUNDS}"
-            ),
-        }
-    ]
+    parquet = candles_for(data_dir)
+    work = data_dir / "replay-work"
+    work.mkdir(exist_ok=True)
     venv = data_dir / "freqtrade-venv"
     reason = install_freqtrade(venv)
-    if reason is None:
-        try:
-            peer, note = freqtrade_rate(candles, data_dir / "freqtrade-work", venv)
-        except (RuntimeError, subprocess.TimeoutExpired, OSError) as error:
-            reason = str(error)
     if reason is not None:
-        print(f"bench_replay: freqtrade peer skipped: {reason}")
-        rows.append(
-            {
-                "name": "freqtrade backtest (one core)",
-                "value": float("nan"),
-                "unit": "candles/s",
-                "note": f"SKIPPED: {reason}",
-            }
-        )
-        return rows
-    rows.append(
+        raise RuntimeError(f"freqtrade peer unavailable: {reason}")
+    ft_work = data_dir / "freqtrade-work"
+    candles = freqtrade_work(parquet, ft_work)
+    cpu = max(os.sched_getaffinity(0))
+    grid_times: list[float] = []
+    memory_times: list[float] = []
+    minute_times: list[float] = []
+    ft_times: list[float] = []
+    cdb: dict[str, Any] = {}
+    minute: dict[str, Any] = {}
+    ft_trades: list[list[Any]] = []
+    loads: dict[str, str] = {}
+    for round_ in range(ROUNDS):  # alternating, so both see the same neighbours
+        cdb = cdb_once(parquet, work, cpu, "grid")
+        grid_times.append(cdb["took_s"])
+        memory_times.append(cdb["replay_s"])
+        loads["grid"] = load()
+        ft = freqtrade_once(ft_work, venv, cpu, round_)
+        ft_times.append(ft["took_s"])
+        ft_trades = ft.get("trades", ft_trades)
+        loads["freqtrade"] = load()
+        if round_ < MINUTE_PATH_ROUNDS:
+            minute = cdb_once(parquet, work, cpu, "minutes")
+            minute_times.append(minute["took_s"])
+            loads["minutes"] = load()
+    if not cdb["grid"] or cdb["candles"] != candles:
+        raise RuntimeError(f"the replay did not take the grid path over {candles} candles")
+    if cdb["trades"] != minute["trades"]:
+        raise RuntimeError("the grid path and the minute path made different trades")
+    ours, theirs = len(cdb["trades"]), len(ft_trades)
+    same = len({tuple(t) for t in cdb["trades"]} & {tuple(t) for t in ft_trades})
+    tolerance = max(3, round(0.03 * max(ours, theirs)))
+    rate, best, note = spread(grid_times, candles)
+    mem_rate, mem_best, mem_note = spread(memory_times, candles)
+    ft_rate, ft_best, ft_note = spread(ft_times, candles)
+    m_rate, _, m_note = spread(minute_times, candles)
+    work_note = (f"{candles:,} Min1 candles ({SYMBOLS} symbols x {MINUTES} min, mexc_sim "
+                 f"pump, seed {SEED}), breaker off, one core (taskset -c {cpu})")  # fmt: skip
+    rows: list[dict[str, Any]] = [
         {
-            "name": "freqtrade backtest (one core)",
-            "value": peer,
+            "name": "replay, Parquet to trades (cold, one core)",
+            "value": rate,
             "unit": "candles/s",
-            "note": f"{FREQTRADE}, same candles and rule; {note}",
-        }
-    )
-    rows.append(
+            "note": f"{note}; {work_note}; {ours} trades, {cdb['signals']} signals, "
+            f"{cdb['fed']} of {cdb['movers']} movers through the strategy",
+            "load": loads["grid"],
+        },
         {
-            "name": "replay / freqtrade",
-            "value": rate / peer,
+            "name": "replay, grid in memory to trades (cold, one core)",
+            "value": mem_rate,
+            "unit": "candles/s",
+            "note": f"{mem_note}; the same runs without reading the file: what freqtrade's "
+            "figure times (its candles are in memory when backtest_one_strategy starts)",
+            "load": loads["grid"],
+        },
+        {
+            "name": "freqtrade backtest (cold, one core)",
+            "value": ft_rate,
+            "unit": "candles/s",
+            "note": f"{ft_note}; {FREQTRADE}, backtest_one_strategy only (not its JSON "
+            f"loading); {theirs} trades; log {ft_work / 'freqtrade.log'}",
+            "load": loads["freqtrade"],
+        },
+        {
+            "name": "trades: replay - freqtrade",
+            "value": ours - theirs,
+            "unit": "trades",
+            "note": f"replay {ours}, freqtrade {theirs}; {same} the same (symbol, entry "
+            f"minute); allowed apart: {tolerance}",
+            "load": loads["freqtrade"],
+        },
+        {
+            "name": "replay / freqtrade, like for like (medians)",
+            "value": mem_rate / ft_rate,
             "unit": "x",
-            "note": "cdb replay candles/s divided by freqtrade's",
-        }
-    )
+            "note": f"target >= {TARGET:g}x: {met(mem_rate / ft_rate)}; best / best "
+            f"{mem_best / ft_best:.1f}x; both from candles in memory",
+            "load": loads["freqtrade"],
+        },
+        {
+            "name": "replay with reading Parquet / freqtrade (medians)",
+            "value": rate / ft_rate,
+            "unit": "x",
+            "note": f"target >= {TARGET:g}x: {met(rate / ft_rate)}; best / best "
+            f"{best / ft_best:.1f}x; cdb's time includes reading the file, freqtrade's not",
+            "load": loads["freqtrade"],
+        },
+        {
+            "name": "minute path (cold, one core)",
+            "value": m_rate,
+            "unit": "candles/s",
+            "note": f"{m_note}; every mover through the strategy, candles in memory "
+            f"(reading not timed); the same {len(minute['trades'])} trades",
+            "load": loads["minutes"],
+        },
+        {
+            "name": "replay / minute path (medians)",
+            "value": rate / m_rate,
+            "unit": "x",
+            "note": "the grid path's speed-up on the same candles and trades",
+            "load": loads["minutes"],
+        },
+    ]
+    if abs(ours - theirs) > tolerance:
+        rows.insert(
+            0,
+            {
+                "name": "error",
+                "value": "-",
+                "unit": "",
+                "note": f"replay made {ours} trades, freqtrade {theirs}: more than "
+                f"{tolerance} apart, so the speeds are not of the same work",
+                "error": True,
+            },
+        )
     return rows

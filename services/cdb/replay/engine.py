@@ -25,6 +25,8 @@ them to it):
   low/high (or mover price) can reach an open position's stop. Everything skipped is a
   call that returns "nothing" in the minute path: a mover below the threshold makes no
   signal and changes no cooldown, and a bar that does not reach the stop closes nothing.
+  A mover of a symbol still in the strategy's cooldown is skipped the same way (read
+  from the strategy's own ``CooldownState``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import groupby
 
 import numpy as np
@@ -88,6 +91,7 @@ class ReplayResult:
     books: Books = field(default_factory=lambda: Books(source="replay"))
 
 
+@lru_cache(maxsize=4096)
 def _when(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -122,6 +126,9 @@ class Replay:
         self.positions: dict[str, dict[str, OpenPosition]] = {}
         self.position_rows: dict[str, int] = {}  # order id → its row in books.positions
         self.result = ReplayResult()
+
+    # The report rows are built with ``model_construct``: every value comes from an event
+    # the live code already validated, so validating it again only costs time.
 
     # -- driving --------------------------------------------------------------------
     def run(self, history: CandleGrid | Iterable[Candle]) -> ReplayResult:
@@ -233,7 +240,7 @@ class Replay:
         self.positions[position.symbol].pop(position.order_id, None)
         books = self.result.books
         books.fills.append(
-            FillRow(
+            FillRow.model_construct(
                 fill_id=f"{position.order_id}:close",
                 order_id=position.order_id,
                 symbol=position.symbol,
@@ -261,7 +268,7 @@ class Replay:
     def on_signal(self, signal: Signal, now: float) -> None:
         self.result.signals.append(signal)
         self.result.books.signals.append(
-            SignalRow(
+            SignalRow.model_construct(
                 signal_id=signal.signal_id,
                 symbol=signal.symbol,
                 side=signal.side,
@@ -277,7 +284,7 @@ class Replay:
         if isinstance(decision, Rejection):
             self.result.rejections.append(decision)
             self.result.books.risk_events.append(
-                RiskEventRow(
+                RiskEventRow.model_construct(
                     kind=f"rejected:{decision.reason}",
                     signal_id=decision.signal_id,
                     reason=decision.detail,
@@ -296,7 +303,7 @@ class Replay:
             self.book.positions.pop(result.order_id, None)
         if effect.breaker_tripped and self.book.today is not None:
             self.result.books.risk_events.append(
-                RiskEventRow(
+                RiskEventRow.model_construct(
                     kind="circuit_breaker",
                     reason=self.book.today.breaker_reason,
                     created_at=_when(now),
@@ -304,7 +311,7 @@ class Replay:
             )
         if effect.applied:
             self.result.books.equity.append(
-                EquityPoint(
+                EquityPoint.model_construct(
                     equity=self.book.equity,
                     realized_pnl=self.book.net_pnl,
                     exposure=self.book.exposure,
@@ -319,7 +326,7 @@ class Replay:
         fill = self.fills.fill_open(order, self.prices.get(order.symbol))
         books = self.result.books
         books.orders.append(
-            OrderRow(
+            OrderRow.model_construct(
                 order_id=order.order_id,
                 signal_id=order.signal_id,
                 symbol=order.symbol,
@@ -333,7 +340,7 @@ class Replay:
             )
         )
         books.fills.append(
-            FillRow(
+            FillRow.model_construct(
                 fill_id=f"{order.order_id}:open",
                 order_id=order.order_id,
                 symbol=order.symbol,
@@ -347,7 +354,7 @@ class Replay:
         )
         self.position_rows[order.order_id] = len(books.positions)
         books.positions.append(
-            PositionRow(
+            PositionRow.model_construct(
                 position_id=order.order_id,
                 order_id=order.order_id,
                 symbol=order.symbol,
@@ -462,6 +469,7 @@ class _GridSteps:
     def run(self) -> None:
         replay, grid, window = self.replay, self.grid, self.window
         symbols, feed, heap = grid.symbols, self.feed, self.heap
+        cooldown = replay.strategy.params.effective_cooldown_s
         next_feed = 0
         never = grid.rows
         while True:
@@ -487,9 +495,15 @@ class _GridSteps:
                         end=end + 60.0,
                     )
             movers: list[tuple[int, int, int]] = []
+            stamp = end + 60
             while next_feed < len(feed) and feed[next_feed][0] == row:
-                movers.append(feed[next_feed][1:])
+                side, rank_, col = feed[next_feed][1:]
                 next_feed += 1
+                # the strategy's cooldown: a symbol that signalled less than cooldown_s
+                # ago makes no signal now (a later window has another signal id)
+                quiet = replay.cooldowns.last.get(symbols[col])
+                if col in due or quiet is None or abs(stamp - quiet.timestamp) >= cooldown:
+                    movers.append((side, rank_, col))
             fed = {col for _, _, col in movers}
             for col in due - fed:  # a due symbol's mover: its price may reach the stop
                 for side, rank in enumerate(self.rank):
@@ -503,5 +517,5 @@ class _GridSteps:
                     float(window.pct[row, col]),
                     float(window.volume[row, col]),
                 )
-                replay.on_market_data(market_data_of(stat, end + 60, replay.interval))
+                replay.on_market_data(market_data_of(stat, stamp, replay.interval))
             self.schedule(row, due | {col for _, _, col in movers})

@@ -313,6 +313,36 @@ async def test_an_unanswered_order_expires_and_a_late_approve_is_refused(
         stop(risk)
 
 
+async def test_an_approve_after_the_window_is_refused_before_the_timer_runs(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The window closed, the expiry timer has not run yet (once a minute here): the
+    approve expires the order instead of releasing it."""
+    env = {**MANUAL, **service_env, "RISK_APPROVAL_TIMEOUT_S": "2", "RISK_APPROVAL_CHECK_S": "60"}
+    risk = service("risk_manager", env, tmp_path)
+    console = Console(env)
+    try:
+        await started(risk)
+        request = await hold(bus, env, signal("SLOW_USDT"))
+        order_id = request.order.order_id
+        await wait_until(lambda: time.time() > request.expires_at + 0.5, what="window closed")
+        assert state(env, order_id) == "pending"  # the timer has not run
+        await console.decide(order_id, "approve", actor="console:slow")
+        await decisions_consumed(bus)
+        assert query(
+            env, "SELECT state, decided_by, reason FROM approvals WHERE order_id = %s", (order_id,)
+        ) == [("expired", "risk_manager", "expired")]
+        assert await bus.redis.xlen(Stream.ORDERS.value) == 0
+        assert (
+            scalar(env, "SELECT status FROM risk_positions WHERE order_id = %s", (order_id,))
+            == "released"
+        )
+        assert audit(env, order_id) == [("risk_manager", "pending", "expired")]
+    finally:
+        await console.close()
+        stop(risk)
+
+
 async def test_concurrent_decisions_on_two_replicas_give_one_outcome_each(
     bus: Bus, service_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
-import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
+from cdb.core.db import DatabaseError
 from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
@@ -244,7 +244,7 @@ class ExecutionService(Service[ExecutionSettings]):
                 finally:
                     await store.unlock_order(conn, order.order_id)
             finally:
-                with contextlib.suppress(psycopg.Error):  # a broken connection is discarded
+                with contextlib.suppress(DatabaseError):  # a broken connection is discarded
                     await conn.set_autocommit(False)
 
     async def _live_step(self, conn: store.Conn, order: Order) -> LiveOutcome | None:

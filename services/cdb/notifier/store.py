@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-
+from cdb.core.db import AsyncConnection
 from cdb.notifier.messages import Notification
 
 __all__ = [

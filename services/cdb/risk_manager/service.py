@@ -17,13 +17,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from fastapi import APIRouter, Depends
 from prometheus_client import Counter, Gauge
 
 from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.events import Alert, Control, MlSignal, Order, OrderResult, Signal, Stream
-from cdb.core.http import admin_credential
+from cdb.core.http import APIRouter, Depends, admin_credential
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.risk_manager import store

@@ -13,9 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
-from cdb.core.db import Database
+from cdb.core.db import Database, Jsonb
 
 __all__ = ["AuditLog", "FieldChange", "Transition", "actor_of", "diff_configs"]
 

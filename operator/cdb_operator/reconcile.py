@@ -25,12 +25,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
-import psycopg
-import psycopg_pool
 from pydantic import ValidationError
-from redis import exceptions as redis_errors
 
-from cdb.core.bus import TransientError
+from cdb.core.bus import BUS_ERRORS
+from cdb.core.db import DB_ERRORS
 from cdb.core.events import Control, ControlSettings, deterministic_id
 from cdb_operator.audit import (
     OPERATOR_ACTOR,
@@ -65,11 +63,11 @@ __all__ = ["reconcile", "refresh_readiness", "retire"]
 
 log = logging.getLogger("cdb_operator.reconcile")
 
-DB_ERRORS = (psycopg.Error, psycopg_pool.PoolTimeout, OSError)
-BUS_ERRORS = (TransientError, redis_errors.RedisError, OSError)
 MAX_EVENTS_PER_CHANGE = 10
 APPLIED_DESPITE = ("UniverseUnavailable",)
 PUBLISHED_TTL_S = 7 * 24 * 3600
+# what a deletion waits out (retried with backoff, the finalizer kept)
+RETIRE_ERRORS: tuple[type[BaseException], ...] = (*BUS_ERRORS, *DB_ERRORS, ApiError)
 UNIVERSE_FIELDS = {"symbols", "chunks"}
 RETIRE_REASON = "DeletionBlocked"
 RETIRE_MAX_DELAY_S = 300.0
@@ -346,9 +344,7 @@ class Reconciler:
         try:
             # A stale body (watch replays) can carry an old liveConfigHash: the marker keeps
             # the same transition from being published twice (consumers dedupe it anyway).
-            if not await self.ctx.bus.redis.exists(published_key):
-                await self.ctx.bus.publish(event)
-                await self.ctx.bus.redis.set(published_key, b"1", ex=PUBLISHED_TTL_S)
+            if await self.ctx.bus.publish_once(event, published_key, PUBLISHED_TTL_S):
                 self.ctx.metrics.control_events.inc()
                 self.logger.info(f"control event published: {settings.model_dump()}")
         except BUS_ERRORS as error:
@@ -582,15 +578,14 @@ async def retire(
         if drives:
             step = "publishing paused=true"
             published_key = f"cdb:operator:published:{event.event_id}"
-            if not await ctx.bus.redis.exists(published_key):  # once, not once per attempt
-                await ctx.bus.publish(event)
-                await ctx.bus.redis.set(published_key, b"1", ex=PUBLISHED_TTL_S)
+            # once, not once per attempt
+            if await ctx.bus.publish_once(event, published_key, PUBLISHED_TTL_S):
                 ctx.metrics.control_events.inc()
         step = "writing the deleted audit row"
         await ctx.audit.record(
             transition, [FieldChange("deleted", config_hash, None)], actor_of(body.metadata)
         )
-    except (*BUS_ERRORS, *DB_ERRORS, ApiError) as error:
+    except RETIRE_ERRORS as error:
         delay = retire_delay(ctx.env.retry_delay_s, retry)
         message = (
             f"deletion waits, {step} failed: {type(error).__name__}: {error}; "

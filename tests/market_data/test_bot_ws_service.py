@@ -226,6 +226,11 @@ def test_stale_when_pushes_stop_ok_when_they_resume_and_live_lookback(
             what="market_data with the new window",
         )
         assert service.terminate() == 0  # SIGTERM: sockets closed, queued candles published
+    # A restart keeps what the operator set (merged again from the control stream by the
+    # kernel's StreamControl), not the environment's LOOKBACK_MIN.
+    with bot_ws(redis_only_env, sim, tmp_path, BOT_NAME="mexc-momentum") as again:
+        again.wait_healthy(timeout=60)
+        assert again.status()["lookback_min"] == 5
 
 
 def test_universe_and_backfill_through_bot_rest(

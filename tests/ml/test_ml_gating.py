@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from cdb.core.control import merge_control
 from cdb.core.events import Control, ControlSettings
 from cdb.ml_advisor.features import FEATURES
 from cdb.ml_advisor.gating import Suppression, check_features, gate
@@ -85,13 +86,17 @@ def _control(generation: int, **changes: object) -> Control:
 
 def test_control_changes_the_gate_live_and_an_older_generation_does_not_undo_it() -> None:
     shadow = ShadowGate(enabled=True, threshold=0.7)
-    assert shadow.apply(_control(3, shadow_confidence_threshold=0.9))
+
+    def apply(control: Control) -> bool:  # the kernel's merge, as control_state does it
+        return shadow.adopt(merge_control(shadow.control, control))
+
+    assert apply(_control(3, shadow_confidence_threshold=0.9))
     assert (shadow.enabled, shadow.threshold) == (True, 0.9)
-    assert shadow.apply(_control(4, shadow_enabled=False))
+    assert apply(_control(4, shadow_enabled=False))
     assert (shadow.enabled, shadow.threshold) == (False, 0.9)  # None = unchanged
-    assert not shadow.apply(_control(2, shadow_enabled=True, shadow_confidence_threshold=0.1))
+    assert not apply(_control(2, shadow_enabled=True, shadow_confidence_threshold=0.1))
     assert (shadow.enabled, shadow.threshold, shadow.generation) == (False, 0.9, 4)
-    assert shadow.apply(_control(4, signal_threshold_pct=2.0))  # same generation, re-applied
+    assert apply(_control(4, signal_threshold_pct=2.0))  # same generation, re-applied
     assert (shadow.enabled, shadow.threshold) == (False, 0.9)
 
 

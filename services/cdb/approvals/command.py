@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import psycopg
 import typer
-from redis import exceptions as redis_errors
 
-from cdb.core.bus import Bus, connect_redis
+from cdb.core.bus import BUS_ERRORS, Bus, connect_redis
 from cdb.core.config import PostgresSettings, RedisSettings, load_settings_or_exit
+from cdb.core.db import DatabaseError, connect_sync
 from cdb.core.events import ApprovalDecision, Stream
 
 __all__ = ["approvals", "approve", "veto"]
@@ -56,13 +55,9 @@ def _query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     _demo_defaults()
     settings = load_settings_or_exit(PostgresSettings)
     try:
-        with psycopg.connect(
-            settings.postgres_conninfo(),
-            password=settings.postgres_password.get_secret_value() or None,
-            connect_timeout=5,
-        ) as conn:
+        with connect_sync(settings, timeout_s=5) as conn:
             return list(conn.execute(sql, params).fetchall())
-    except psycopg.Error as error:
+    except DatabaseError as error:
         typer.echo(f"postgres at {settings.postgres_host}: {error}".strip(), err=True)
         raise typer.Exit(2) from None
 
@@ -111,7 +106,7 @@ def _decide(order_id: str, decision: Literal["approve", "veto"], actor: str, rea
 
     try:
         asyncio.run(send())
-    except redis_errors.RedisError as error:
+    except BUS_ERRORS as error:
         typer.echo(f"redis at {settings.redis_host}:{settings.redis_port}: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{decision} of {order_id} sent as {actor} (event {event.event_id})")

@@ -14,14 +14,13 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel
 
 from cdb.bot_rest.cache import TtlCache
 from cdb.bot_rest.mexc import MexcRest, UpstreamError, UpstreamTimeout
 from cdb.bot_rest.settings import BotRestSettings
+from cdb.core.http import APIRouter, JSONResponse, Query
 from cdb.core.rest import (
     ContractOut,
     ErrorOut,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from cdb.bot_rest.api import ApiMetrics, BotRestApi
 from cdb.bot_rest.mexc import MexcRest
 from cdb.bot_rest.settings import BotRestSettings
+from cdb.core.http import APIRouter
 from cdb.core.pacing import RequestPacer
 from cdb.core.service import Kernel, Service
 

@@ -18,6 +18,7 @@ from cdb.bot_ws.screener import ClockBounds, Screener
 from cdb.bot_ws.settings import BotWsSettings
 from cdb.bot_ws.window import WindowStat, market_data_of
 from cdb.core.bus import Backoff, Consumer, TransientError, sleep_unless
+from cdb.core.control import StreamControl
 from cdb.core.events import Candle, Control, Stream, deterministic_id
 from cdb.core.service import Kernel, Service, public_config
 
@@ -78,6 +79,8 @@ class BotWs(Service[BotWsSettings]):
         self.connections: list[ChunkConnection] = []
         self.universe_size = 0
         self.lookback_min = settings.lookback_min
+        # the live config in the kernel's shape, restored from the control stream at start
+        self.live = StreamControl(settings.bot_name)
         self.malformed_examples: list[str] = []
         self.time_jump_examples: list[str] = []
         self._late_seen = 0
@@ -92,6 +95,10 @@ class BotWs(Service[BotWsSettings]):
     # ----- start-up ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        restored = await self.live.restore(self.kernel.bus, self.name)
+        if restored is not None and restored.settings.lookback_min is not None:
+            self.lookback_min = restored.settings.lookback_min
+            log.info("live config restored", extra={"control": restored.describe()})
         contracts = await self._load_universe()
         sizes = {c.symbol: c.contract_size for c in contracts}
         wanted = self.settings.symbol_list()
@@ -181,13 +188,13 @@ class BotWs(Service[BotWsSettings]):
         log.warning("malformed frame skipped", extra={"reason": reason[:300]})
 
     async def _on_control(self, event: Control) -> None:
-        own = self.settings.bot_name
-        if own is not None and event.bot != own:
-            # Another TradingBot's control (the stream is shared by the namespace): its
-            # lookback is not this screener's.
-            log.debug("control of another bot ignored", extra={"bot": event.bot, "own": own})
+        applied = self.live.apply(event)
+        if applied is None:
+            # another TradingBot's control (the stream is shared by the namespace: its
+            # lookback is not this screener's), a stale one, or nothing new
+            log.debug("control changed nothing here", extra={"bot": event.bot})
             return
-        lookback = event.settings.lookback_min
+        lookback = applied.settings.lookback_min
         if lookback is not None and lookback != self.lookback_min:
             log.info("lookback changed", extra={"from": self.lookback_min, "to": lookback})
             self.lookback_min = lookback
@@ -196,7 +203,11 @@ class BotWs(Service[BotWsSettings]):
     # ----- loops ------------------------------------------------------------------------
 
     def consumers(self) -> Sequence[Consumer[Any]]:
-        return [self.consumer(Stream.CONTROL, Control, self._on_control, touches_health=False)]
+        return [
+            self.consumer(
+                Stream.CONTROL, Control, self._on_control, start="$", touches_health=False
+            )
+        ]
 
     def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
         return [

@@ -35,12 +35,33 @@ from cdb.core.config import RedisSettings
 from cdb.core.events import STREAMS, Event, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 
-__all__ = ["Bus", "Consumer", "Handler", "Refused", "TransientError", "is_transient"]
+__all__ = [
+    "BUS_ERRORS",
+    "UNREACHABLE",
+    "Bus",
+    "BusAuthError",
+    "Consumer",
+    "Handler",
+    "RedisClient",
+    "Refused",
+    "TransientError",
+    "is_transient",
+]
 
 log = logging.getLogger("cdb.bus")
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None]]
+
+# The kernel owns the Redis client (an import contract holds it): others name it so.
+RedisClient = Redis
+BusAuthError = redis_errors.AuthenticationError
+# Redis not reachable (down, a network error): wait and try again.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+)
 
 PAYLOAD_FIELD = b"event"
 # How long an acknowledged event id is remembered, so a re-published copy is skipped.
@@ -73,6 +94,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+# Everything a bus call can raise that is the bus's fault (Redis refused, unreachable,
+# timed out), for callers that report it rather than retry here.
+BUS_ERRORS: tuple[type[BaseException], ...] = (TransientError, redis_errors.RedisError, OSError)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -195,6 +221,48 @@ class Bus:
                     extra={"stream": target.value, "error": str(error), "retry_in_s": delay},
                 )
                 await asyncio.sleep(delay)
+
+    async def publish_once(self, event: Event, marker: str, ttl_s: int) -> bool:
+        """Publish ``event`` unless ``marker`` (a key of the publisher's own) says it was;
+        then set the marker for ``ttl_s``. True when it was published now. For a writer
+        that may repeat a transition (a watch replaying an old body): consumers skip a
+        copy by its event id anyway, the marker keeps the stream free of it."""
+        if await self.redis.exists(marker):
+            return False
+        await self.publish(event)
+        await self.redis.set(marker, b"1", ex=ttl_s)
+        return True
+
+    async def history(self, stream: Stream, model: type[E], page: int = 1000) -> list[E]:
+        """Every event still on ``stream``, oldest first (``XRANGE``), without a group:
+        for folding a small stream at start. Entries that do not parse are skipped (its
+        consumers dead-letter them with the reason)."""
+        events: list[E] = []
+        cursor = "-"
+        while True:
+            entries: Any = await self.redis.xrange(stream.value, min=cursor, count=page)
+            events += _parsed(entries, model)
+            if len(entries) < page:
+                return events
+            cursor = "(" + _text(entries[-1][0])
+
+    async def recent(self, stream: Stream, model: type[E], count: int) -> list[E]:
+        """The newest ``count`` entries of ``stream`` that parse, newest first
+        (``XREVRANGE``): a look at the stream for a reader outside every group."""
+        entries: Any = await self.redis.xrevrange(stream.value, count=count)
+        return _parsed(entries, model)
+
+    async def last_id(self, stream: Stream) -> str:
+        """The id of the newest entry of ``stream`` ("0-0" when empty): a cursor after
+        which only later entries count."""
+        newest: Any = await self.redis.xrevrange(stream.value, count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
+    async def arrived_after(self, stream: Stream, entry_id: str, block_ms: int) -> bool:
+        """Whether an entry later than ``entry_id`` is on ``stream``, waiting up to
+        ``block_ms`` for one (``XREAD BLOCK``, no group)."""
+        reply: Any = await self.redis.xread({stream.value: entry_id}, count=1, block=block_ms)
+        return bool(reply)
 
     async def ensure_group(self, stream: Stream, group: str, start: str = "0") -> None:
         try:
@@ -566,6 +634,19 @@ class _ConsumerRun(Generic[E]):
                     extra={"stream": self.stream, "error": str(error), "retry_in_s": delay},
                 )
                 await asyncio.sleep(delay)
+
+
+def _parsed(entries: Any, model: type[E]) -> list[E]:
+    events = []
+    for _, fields in entries:
+        raw = (fields or {}).get(PAYLOAD_FIELD)
+        if raw is None:
+            continue
+        try:
+            events.append(model.model_validate_json(raw))
+        except ValueError:  # pydantic's ValidationError is one
+            continue
+    return events
 
 
 def _text(value: bytes | str) -> str:

@@ -14,14 +14,56 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from psycopg import AsyncConnection
+import psycopg
+import psycopg_pool
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from cdb.core.config import PostgresSettings
 
-__all__ = ["Database", "apply_migrations", "migrations_dir"]
+# The kernel owns the PostgreSQL driver (an import contract holds it): services and tools
+# take these names from here, so the driver is chosen and upgraded in one place.
+__all__ = [
+    "DB_ERRORS",
+    "AsyncConnection",
+    "Database",
+    "DatabaseError",
+    "Jsonb",
+    "apply_migrations",
+    "connect",
+    "connect_sync",
+    "dict_row",
+    "migrations_dir",
+]
+
+DatabaseError = psycopg.Error
+# Everything a database call can raise that is the database's fault (refused, gone, the
+# pool exhausted), for callers that report it rather than crash.
+DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout, OSError)
 
 log = logging.getLogger("cdb.db")
+
+
+async def connect(settings: PostgresSettings, timeout_s: int = 5) -> AsyncConnection[Any]:
+    """One connection outside the pool, for a reader (autocommit: every query sees the
+    latest committed rows)."""
+    return await AsyncConnection.connect(
+        settings.postgres_conninfo(),
+        password=settings.postgres_password.get_secret_value() or None,
+        connect_timeout=timeout_s,
+        autocommit=True,
+    )
+
+
+def connect_sync(settings: PostgresSettings, timeout_s: int = 10) -> Connection[Any]:
+    """A blocking connection, for offline tools that read a table into memory."""
+    return psycopg.connect(
+        settings.postgres_conninfo(),
+        password=settings.postgres_password.get_secret_value() or None,
+        connect_timeout=timeout_s,
+    )
 
 
 def migrations_dir() -> Path:

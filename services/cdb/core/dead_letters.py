@@ -16,12 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from cdb.core.bus import PAYLOAD_FIELD
+from cdb.core.bus import PAYLOAD_FIELD, Bus
 from cdb.core.events import STREAMS, Stream
 
-__all__ = ["DeadLetter", "ReplayError", "ReplayOutcome", "list_letters", "replay", "show"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterReader",
+    "ReplayError",
+    "ReplayOutcome",
+    "list_letters",
+    "replay",
+    "show",
+]
 
 REPLAYED_KEY = "cdb:dead_letter:replayed"
 
@@ -177,3 +186,39 @@ async def replay(redis: Redis, letter_id: str, *, max_len: int = 100_000) -> Rep
         PAYLOAD_FIELD,
     )
     return ReplayOutcome(letter, published=bool(int(reply[0])), entry_id=_text(reply[1]))
+
+
+class DeadLetterReader:
+    """New dead letters in a consumer group of ``cdb:dead_letter`` (a watcher such as the
+    notifier): first what this consumer read and did not acknowledge before a crash, then
+    new ones; acknowledge each after its effect. The group starts at the stream's end and
+    is made again if the stream vanished."""
+
+    def __init__(self, bus: Bus, group: str, consumer: str, block_ms: int = 1000) -> None:
+        self.bus = bus
+        self.group = group
+        self.consumer = consumer
+        self.block_ms = block_ms
+        self.cursor = "0"
+
+    async def ensure_group(self) -> None:
+        await self.bus.ensure_group(Stream.DEAD_LETTER, self.group, "$")
+
+    async def batch(self, count: int = 50) -> list[DeadLetter]:
+        try:
+            reply: Any = await self.bus.redis.xreadgroup(
+                self.group, self.consumer, {Stream.DEAD_LETTER.value: self.cursor}, count=count,
+                block=None if self.cursor == "0" else self.block_ms,
+            )  # fmt: skip
+        except redis_errors.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            await self.ensure_group()
+            return []
+        entries = reply[0][1] if reply else []
+        if self.cursor == "0" and not entries:
+            self.cursor = ">"
+        return [_letter(entry_id, fields or {}, None) for entry_id, fields in entries]
+
+    async def ack(self, letter: DeadLetter) -> None:
+        await self.bus.redis.xack(Stream.DEAD_LETTER.value, self.group, letter.letter_id)

@@ -18,13 +18,25 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cdb.core.metrics import Health, ServiceMetrics
 
-__all__ = ["HttpState", "admin_credential", "create_app"]
+# The kernel owns the web framework (an import contract holds it): a service's routes take
+# these names from here.
+__all__ = [
+    "APIRouter",
+    "Depends",
+    "HTTPException",
+    "HttpState",
+    "JSONResponse",
+    "Query",
+    "Request",
+    "admin_credential",
+    "create_app",
+]
 
 log = logging.getLogger("cdb.http")
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from cdb.core.bus import Bus
-from cdb.core.db import Database
+from cdb.core.db import AsyncConnection, Database
 from cdb.core.events import AnyEvent, Event, Stream
 
 __all__ = ["Outbox"]

@@ -19,11 +19,12 @@ from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
-from redis import exceptions as redis_errors
 
 from cdb.core.bus import (
+    UNREACHABLE,
     Backoff,
     Bus,
+    BusAuthError,
     Consumer,
     TransientError,
     connect_redis,
@@ -139,7 +140,7 @@ async def serve(
                 await _wait_for_database(db, settings, stop)
         except TransientError:
             return 0  # stopped before the dependencies came up: nothing in flight
-        except redis_errors.AuthenticationError as error:
+        except BusAuthError as error:
             log.error(f"redis rejected the credentials (check REDIS_PASSWORD): {error}")
             return 2
         state.waiting_for = "its own start-up (state rebuilt from the stores)"
@@ -201,7 +202,7 @@ async def _create_groups(bus: Bus, consumers: Sequence[Consumer[Any]]) -> None:
     for consumer in consumers:
         try:
             await bus.ensure_group(consumer.stream, consumer.group, consumer.start)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
+        except UNREACHABLE as error:
             log.warning(
                 "consumer group not created before readiness",
                 extra={"stream": consumer.stream.value, "error": str(error)},

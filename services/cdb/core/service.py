@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from fastapi import APIRouter
-
 from cdb.core.bus import DONE_TTL_S, Bus, Consumer
 from cdb.core.config import ServiceSettings
 from cdb.core.db import Database
 from cdb.core.events import Event, Stream
+from cdb.core.http import APIRouter
 from cdb.core.metrics import Health, ServiceMetrics
 
 __all__ = ["Kernel", "Service"]

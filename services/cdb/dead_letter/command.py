@@ -12,10 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
-from cdb.core.bus import connect_redis
+from cdb.core.bus import BUS_ERRORS, RedisClient, connect_redis
 from cdb.core.config import RedisSettings, load_settings_or_exit
 from cdb.core.dead_letters import ReplayError, list_letters, replay, show
 
@@ -26,7 +24,7 @@ app = typer.Typer(help="Inspect and replay events the bus dead-lettered.", no_ar
 T = TypeVar("T")
 
 
-def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
+def _run(action: Callable[[RedisClient], Awaitable[T]]) -> T:
     settings = load_settings_or_exit(RedisSettings)
 
     async def go() -> T:
@@ -41,7 +39,7 @@ def _run(action: Callable[[Redis], Awaitable[T]]) -> T:
     except ReplayError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
-    except redis_errors.RedisError as error:
+    except BUS_ERRORS as error:
         typer.echo(f"redis at {settings.redis_host}:{settings.redis_port}: {error}", err=True)
         raise typer.Exit(2) from None
 

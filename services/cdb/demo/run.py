@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from rich.console import Console
 
+from cdb.core.bus import Bus, connect_redis
 from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations
 from cdb.core.events import Stream
@@ -159,38 +159,28 @@ class Demo:
             f" password in {self.stack.console_password_path})"
         )
 
-    def _redis(self) -> Redis:
+    def _bus(self) -> Bus:
         assert self.settings is not None
-        return Redis(
-            host=self.settings.redis_host,
-            port=self.settings.redis_port,
-            username=self.settings.redis_username,
-            password=self.settings.redis_password.get_secret_value(),
-        )
+        return Bus(connect_redis(self.settings))
 
     async def _stream_end(self, stream: Stream) -> str:
         """The id of the stream's newest entry, so only later entries count."""
-        client = self._redis()
+        bus = self._bus()
         try:
-            newest = await client.xrevrange(stream.value, count=1)
+            return await bus.last_id(stream)
         finally:
-            await client.aclose()
-        if not newest:
-            return "0-0"
-        entry_id = newest[0][0]
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            await bus.close()
 
     async def wait_first_signal(self, stop: asyncio.Event) -> float | None:
         """Seconds from start to the first new entry on ``cdb:signals`` (None if stopped)."""
-        client = self._redis()
+        bus = self._bus()
         try:
             while not stop.is_set():
-                reply = await client.xread({Stream.SIGNALS.value: self._signal_cursor}, 1, 500)
-                if reply:
+                if await bus.arrived_after(Stream.SIGNALS, self._signal_cursor, 500):
                     self.first_signal_s = time.monotonic() - self.started_at
                     return self.first_signal_s
         finally:
-            await client.aclose()
+            await bus.close()
         return None
 
     async def down(self) -> None:

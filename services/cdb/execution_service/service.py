@@ -30,14 +30,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import psycopg
-from fastapi import APIRouter, Depends
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
+from cdb.core.db import DatabaseError
 from cdb.core.events import Alert, Candle, Control, MarketData, Order, Stream
-from cdb.core.http import admin_credential
+from cdb.core.http import APIRouter, Depends, admin_credential
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
@@ -226,7 +225,7 @@ class ExecutionService(Service[ExecutionSettings]):
                 finally:
                     await store.unlock_order(conn, order.order_id)
             finally:
-                with contextlib.suppress(psycopg.Error):  # a broken connection is discarded
+                with contextlib.suppress(DatabaseError):  # a broken connection is discarded
                     await conn.set_autocommit(False)
 
     async def _step(self, conn: store.Conn, order: Order) -> VenueOutcome | None:

@@ -8,9 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import psycopg
-from psycopg import AsyncConnection
-
+from cdb.core.db import AsyncConnection, DatabaseError
 from cdb.core.events import Order, TradingMode
 from cdb.execution_service.book import Fill, OpenPosition
 
@@ -249,7 +247,7 @@ async def lock_order(conn: Conn, order_id: str) -> bool:
 
 
 async def unlock_order(conn: Conn, order_id: str) -> None:
-    with contextlib.suppress(psycopg.Error):  # the connection is gone, and its lock with it
+    with contextlib.suppress(DatabaseError):  # the connection is gone, and its lock with it
         await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_order_lock_key(order_id),))
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg
 
 from cdb.core.config import PostgresSettings
+from cdb.core.db import connect_sync
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -141,13 +141,7 @@ def load_history_db(
         query += " AND symbol = ANY(%s)"
         params.append(symbols)
     query += " ORDER BY symbol, open_time"
-    password = settings.postgres_password.get_secret_value() or None
-    with (
-        psycopg.connect(
-            settings.postgres_conninfo(), password=password, connect_timeout=10
-        ) as conn,
-        conn.cursor() as cur,
-    ):
+    with connect_sync(settings) as conn, conn.cursor() as cur:
         cur.execute(query, params)
         rows = cur.fetchall()
     frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))

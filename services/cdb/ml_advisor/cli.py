@@ -45,9 +45,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load(file: Path | None, from_db: bool, since: int | None, until: int | None) -> pd.DataFrame:
-    import psycopg
-
     from cdb.core.config import ConfigError, PostgresSettings, load_settings
+    from cdb.core.db import DatabaseError
     from cdb.ml_advisor.candle_history import HistoryError, load_history_db, load_history_file
 
     if (file is None) != from_db:
@@ -66,7 +65,7 @@ def _load(file: Path | None, from_db: bool, since: int | None, until: int | None
         return load_history_db(settings, since=since, until=until)
     except (HistoryError, ConfigError) as error:
         raise _fail(str(error)) from None
-    except (OSError, psycopg.Error) as error:
+    except (OSError, DatabaseError) as error:
         raise _fail(f"cannot read the candles table: {str(error).strip()}") from None
 
 

@@ -23,7 +23,7 @@ from prometheus_client import Gauge, Histogram
 from pydantic import model_validator
 
 from cdb.core.bus import PRICE_DONE_TTL_S, Consumer, sleep_unless
-from cdb.core.control import is_stale
+from cdb.core.control import AppliedControl, apply_control, load_control
 from cdb.core.events import (
     Candle,
     Control,
@@ -65,29 +65,26 @@ class CheckedCandle(Candle):
 
 @dataclass
 class ShadowGate:
-    """The live shadow settings and the control generation they came from."""
+    """The live shadow settings: the service's settings, overridden by what the operator
+    set (the kernel's :class:`~cdb.core.control.AppliedControl`, kept in PostgreSQL)."""
 
     enabled: bool
     threshold: float
-    generation: int = -1
-    bot: str | None = None
-    bot_uid: str | None = None
-    config_hash: str | None = None
+    control: AppliedControl | None = None
 
-    def apply(self, control: Control) -> bool:
-        """Apply a control event unless it is older than the one in force."""
-        if is_stale(control, self.bot, self.bot_uid, self.generation):
+    @property
+    def generation(self) -> int:
+        return self.control.generation if self.control is not None else -1
+
+    def adopt(self, control: AppliedControl | None) -> bool:
+        """Take ``control``'s shadow settings unless it is no newer than the one in force."""
+        if control is None or not control.supersedes(self.control):
             return False
         if control.settings.shadow_enabled is not None:
             self.enabled = control.settings.shadow_enabled
         if control.settings.shadow_confidence_threshold is not None:
             self.threshold = control.settings.shadow_confidence_threshold
-        self.generation, self.bot, self.bot_uid, self.config_hash = (
-            control.generation,
-            control.bot,
-            control.bot_uid,
-            control.config_hash,
-        )
+        self.control = control
         return True
 
 
@@ -143,7 +140,7 @@ class MlAdvisor(Service[MlAdvisorSettings]):
 
     async def start(self) -> None:
         await self._load_model(self.settings.ml_model_version)
-        await self._replay_control()
+        await self._restore_control()
         if self.settings.ml_persist_candles:
             for candle in await load_recent(self.kernel.database, WARMUP_BARS):
                 self._window(candle.symbol).add(candle)
@@ -170,22 +167,10 @@ class MlAdvisor(Service[MlAdvisorSettings]):
         self.model_error = None
         log.info("model loaded", extra={"model_version": model.manifest.version})
 
-    async def _replay_control(self) -> None:
-        """Fold the control stream so a restart keeps what the operator set.
-
-        The group exists first, so an event sent meanwhile is both folded and delivered
-        (applying it twice is harmless).
-        """
-        await self.kernel.bus.ensure_group(Stream.CONTROL, self.name, "$")
-        entries: Any = await self.kernel.bus.redis.xrange(Stream.CONTROL.value)
-        for _, fields in entries:
-            raw = (fields or {}).get(b"event")
-            if raw is None:
-                continue
-            try:
-                self.shadow.apply(Control.model_validate_json(raw))
-            except ValueError:
-                continue  # the live consumer dead-letters it with the reason
+    async def _restore_control(self) -> None:
+        """What the operator set, from ``control_state``, so a restart keeps it."""
+        if self.shadow.adopt(await load_control(self.kernel.database, self.name)):
+            log.info("live config restored", extra={"generation": self.shadow.generation})
 
     # --- consumers and tasks ----------------------------------------------------------
 
@@ -201,9 +186,7 @@ class MlAdvisor(Service[MlAdvisorSettings]):
                 touches_health=False,
                 done_ttl_s=PRICE_DONE_TTL_S,
             ),
-            self.consumer(
-                Stream.CONTROL, Control, self.on_control, start="$", touches_health=False
-            ),
+            self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
         ]
 
     def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
@@ -213,7 +196,10 @@ class MlAdvisor(Service[MlAdvisorSettings]):
         self.movers.add(event)
 
     async def on_control(self, event: Control) -> None:
-        if self.shadow.apply(event):
+        applied = await apply_control(self.kernel.database, self.name, event)
+        if applied is None:
+            log.info("stale control event ignored", extra={"generation": event.generation})
+        elif self.shadow.adopt(applied):
             log.info(
                 "control applied",
                 extra={

@@ -14,7 +14,6 @@ never sends a cause twice, and a crash never loses one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -22,12 +21,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
-from redis import exceptions as redis_errors
-
 from cdb.core.bus import Consumer, is_transient, sleep_unless
+from cdb.core.dead_letters import DeadLetterReader
 from cdb.core.events import Alert, ApprovalRequest, Control, OrderResult, Stream
-from cdb.core.http import admin_credential
+from cdb.core.http import APIRouter, Depends, HTTPException, admin_credential
 from cdb.core.service import Kernel, Service, public_config
 from cdb.notifier import store
 from cdb.notifier.channels import Channel, apprise_channels
@@ -65,6 +62,9 @@ class Notifier(Service[NotifierSettings]):
 
     def __init__(self, settings: NotifierSettings, kernel: Kernel) -> None:
         super().__init__(settings, kernel)
+        self.dead_letters = DeadLetterReader(
+            kernel.bus, DEAD_LETTER_GROUP, settings.consumer_name, settings.bus_block_ms
+        )
         self.channels: list[Channel] = list(
             apprise_channels(settings.apprise_urls(), settings.notify_send_timeout_s)
         )
@@ -136,10 +136,7 @@ class Notifier(Service[NotifierSettings]):
 
     # -- background work ----------------------------------------------------------------
     async def start(self) -> None:
-        with contextlib.suppress(redis_errors.ResponseError):  # BUSYGROUP: it exists
-            await self.kernel.bus.redis.xgroup_create(
-                Stream.DEAD_LETTER.value, DEAD_LETTER_GROUP, id="$", mkstream=True
-            )
+        await self.dead_letters.ensure_group()
 
     def tasks(self) -> Sequence[Callable[[], Coroutine[Any, Any, None]]]:
         return [self.deliver, self.watch_dead_letters, self.summarise_daily, self.refresh_status]
@@ -156,35 +153,15 @@ class Notifier(Service[NotifierSettings]):
         await deliverer.run()
 
     async def watch_dead_letters(self) -> None:
-        """``cdb:dead_letter`` entries are raw bus fields, not events: read them here."""
-        redis = self.kernel.bus.redis
-        stream = Stream.DEAD_LETTER.value
-        consumer = self.settings.consumer_name
-        cursor = "0"  # first what this consumer read before a crash, then new entries
+        """``cdb:dead_letter`` entries are raw bus fields, not events: the kernel reads them."""
         while not self.kernel.stop.is_set():
             try:
-                reply: Any = await redis.xreadgroup(
-                    DEAD_LETTER_GROUP, consumer, {stream: cursor}, count=50,
-                    block=None if cursor == "0" else self.settings.bus_block_ms,
-                )  # fmt: skip
-                entries = reply[0][1] if reply else []
-                if cursor == "0" and not entries:
-                    cursor = ">"
-                    continue
-                for entry_id, fields in entries:
-                    text = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
-                    letter = DeadLetter(
-                        entry_id=entry_id.decode(),
-                        stream=text.get("stream", "?"),
-                        group=text.get("group", "?"),
-                        reason=text.get("reason", ""),
-                    )
-                    await self.record(from_dead_letter(letter))
-                    await redis.xack(stream, DEAD_LETTER_GROUP, entry_id)
-            except redis_errors.ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                await self.start()
+                for letter in await self.dead_letters.batch():
+                    await self.record(from_dead_letter(DeadLetter(
+                        entry_id=letter.letter_id, stream=letter.stream or "?",
+                        group=letter.group or "?", reason=letter.reason,
+                    )))  # fmt: skip
+                    await self.dead_letters.ack(letter)
             except Exception as error:
                 if not is_transient(error):
                     raise

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
-
+from cdb.core.db import AsyncConnection, Jsonb
 from cdb.notifier.messages import Notification, PushAction
 
 __all__ = [

@@ -9,11 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
-from cdb.core.config import PostgresSettings
+from cdb.core.db import AsyncConnection, connect, dict_row
 
 __all__ = [
     "TABLES",
@@ -161,16 +159,6 @@ _QUERIES: dict[str, tuple[type[Row], str, str]] = {
     "equity": (EquityPoint, "SELECT * FROM equity", "recorded_at"),
     "risk_events": (RiskEventRow, "SELECT * FROM risk_events", "created_at"),
 }
-
-
-async def connect(settings: PostgresSettings) -> AsyncConnection[Any]:
-    """A read connection (autocommit: every query sees the latest committed rows)."""
-    return await AsyncConnection.connect(
-        settings.postgres_conninfo(),
-        password=settings.postgres_password.get_secret_value() or None,
-        connect_timeout=5,
-        autocommit=True,
-    )
 
 
 async def _read(conn: AsyncConnection[Any], table: str, limit: int) -> list[Any]:

@@ -14,10 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
-
 from cdb.core.control import AppliedControl
+from cdb.core.db import AsyncConnection, Jsonb
 from cdb.core.events import ApprovalRequest, Order
 
 __all__ = [

@@ -21,7 +21,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from fastapi import APIRouter, Depends
 from prometheus_client import Counter, Gauge
 
 from cdb.core.bus import Consumer, sleep_unless
@@ -36,7 +35,7 @@ from cdb.core.events import (
     Signal,
     Stream,
 )
-from cdb.core.http import admin_credential
+from cdb.core.http import APIRouter, Depends, admin_credential
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.risk_manager import approvals, store

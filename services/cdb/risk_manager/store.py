@@ -7,9 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
-
+from cdb.core.db import AsyncConnection, Jsonb
 from cdb.core.events import MlSignal, Order
 from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, RiskLimits, utc_day
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import AsyncConnection
-
+from cdb.core.db import AsyncConnection
 from cdb.core.events import MarketData, Signal
 from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
 

@@ -16,13 +16,11 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from redis.asyncio import Redis
+from pydantic import BaseModel, ConfigDict, Field
 
-from cdb.core.bus import PAYLOAD_FIELD
+from cdb.core.bus import Bus, connect_redis
 from cdb.core.config import ServiceSettings
+from cdb.core.db import AsyncConnection, dict_row
 from cdb.core.events import Candle, MarketData, Stream
 from cdb.core.probe import probe_health
 from cdb.report.books import (
@@ -55,23 +53,12 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    redis_host: str = "127.0.0.1"
-    redis_port: int
-    redis_username: str = "default"
-    redis_password: SecretStr
-    postgres: ServiceSettings
+    stores: ServiceSettings  # Redis (read through the kernel's bus) and PostgreSQL
     services: dict[str, str]
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings, services: Mapping[str, str]) -> SourceConfig:
-        return cls(
-            redis_host=settings.redis_host,
-            redis_port=settings.redis_port,
-            redis_username=settings.redis_username,
-            redis_password=settings.redis_password,
-            postgres=settings,
-            services=dict(services),
-        )
+        return cls(stores=settings, services=dict(services))
 
 
 class Mover(BaseModel):
@@ -126,27 +113,10 @@ def parse_metrics(text: str) -> dict[str, float]:
     return values
 
 
-Entries = list[tuple[Any, Any]] | None
-
-
-def _payload(fields: Any) -> bytes | None:
-    if not isinstance(fields, dict):
-        return None
-    raw = fields.get(PAYLOAD_FIELD)
-    return raw if isinstance(raw, bytes) else None
-
-
-def movers_from(entries: Entries) -> dict[str, Mover]:
-    """The newest market_data per symbol (entries newest first)."""
+def movers_from(events: list[MarketData]) -> dict[str, Mover]:
+    """The newest market_data per symbol (events newest first)."""
     latest: dict[str, Mover] = {}
-    for _, fields in entries or []:
-        raw = _payload(fields)
-        if raw is None:
-            continue
-        try:
-            event = MarketData.model_validate_json(raw)
-        except ValueError:
-            continue
+    for event in events:
         if event.symbol not in latest:
             latest[event.symbol] = Mover(
                 symbol=event.symbol,
@@ -157,16 +127,9 @@ def movers_from(entries: Entries) -> dict[str, Mover]:
     return latest
 
 
-def closes_from(entries: Entries) -> dict[str, float]:
+def closes_from(candles: list[Candle]) -> dict[str, float]:
     latest: dict[str, float] = {}
-    for _, fields in entries or []:
-        raw = _payload(fields)
-        if raw is None:
-            continue
-        try:
-            candle = Candle.model_validate_json(raw)
-        except ValueError:
-            continue
+    for candle in candles:
         latest.setdefault(candle.symbol, candle.close)
     return latest
 
@@ -176,18 +139,13 @@ class DashboardSource:
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
-        self.redis = Redis(
-            host=config.redis_host,
-            port=config.redis_port,
-            username=config.redis_username,
-            password=config.redis_password.get_secret_value(),
-        )
+        self.bus = Bus(connect_redis(config.stores, socket_timeout=5.0))
         self.http = httpx.AsyncClient(timeout=2.0)
         self.conn: AsyncConnection[Any] | None = None
         self._samples: dict[str, deque[tuple[float, float]]] = {}
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.bus.close()
         await self.http.aclose()
         if self.conn is not None:
             await self.conn.close()
@@ -201,8 +159,8 @@ class DashboardSource:
 
     async def _market(self, snap: Snapshot) -> dict[str, float]:
         try:
-            market = await self.redis.xrevrange(Stream.MARKET_DATA.value, count=MARKET_WINDOW)
-            candles = await self.redis.xrevrange(Stream.CANDLES.value, count=MARKET_WINDOW)
+            market = await self.bus.recent(Stream.MARKET_DATA, MarketData, MARKET_WINDOW)
+            candles = await self.bus.recent(Stream.CANDLES, Candle, MARKET_WINDOW)
         except Exception as error:
             snap.errors.append(f"redis: {type(error).__name__}: {error}")
             return {}
@@ -216,7 +174,7 @@ class DashboardSource:
 
     async def _connection(self) -> AsyncConnection[Any]:
         if self.conn is None or self.conn.closed:
-            self.conn = await connect(self.config.postgres)
+            self.conn = await connect(self.config.stores)
         return self.conn
 
     async def _books(self, snap: Snapshot, marks: dict[str, float]) -> None:

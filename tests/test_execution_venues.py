@@ -24,6 +24,7 @@ from cdb.core.db import Database, apply_migrations
 from cdb.core.events import Order, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 from cdb.core.service import Kernel
+from cdb.execution_service import store
 from cdb.execution_service.book import OpenPosition
 from cdb.execution_service.live import MexcVenue
 from cdb.execution_service.mexc_client import MexcPrivateClient
@@ -217,6 +218,18 @@ async def order_row(service: ExecutionService, order: Order) -> tuple[Any, ...] 
         return await cursor.fetchone()
 
 
+async def insert_sent(service: ExecutionService, order: Order) -> None:
+    """An order's intent, sent once, its outcome not booked yet (as a crash leaves it)."""
+    async with service.kernel.database.connection() as conn:
+        await conn.execute(
+            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+            " stop_loss, mode, status, external_id, submit_attempts) VALUES (%s, %s, %s,"
+            " 'long', %s, %s, %s, %s, 'live', 'pending', %s, 1)",
+            (order.order_id, order.signal_id, order.symbol, order.quantity, order.notional,
+             order.price, order.stop_loss, order.order_id),
+        )  # fmt: skip
+
+
 async def alerts(bus: Bus) -> list[dict[str, Any]]:
     entries = await bus.redis.xrange(Stream.ALERTS.value)
     return [json.loads(fields[b"event"]) for _, fields in entries]
@@ -250,14 +263,7 @@ async def test_a_submit_mexc_booked_but_cdb_has_not_is_an_explained_difference(
     symbol = mexc.symbol
     order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=2)
     await approve(live_service, order)
-    async with live_service.kernel.database.connection() as conn:  # the intent, sent once
-        await conn.execute(
-            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
-            " stop_loss, mode, status, external_id, submit_attempts) VALUES (%s, %s, %s,"
-            " 'long', %s, %s, %s, %s, 'live', 'pending', %s, 1)",
-            (order.order_id, order.signal_id, symbol, order.quantity, order.notional,
-             order.price, order.stop_loss, order.order_id),
-        )  # fmt: skip
+    await insert_sent(live_service, order)
     mexc.open_by_hand(symbol, 10, external=order.order_id)  # MEXC booked it; reply lost
 
     check = await live_service.reconcile_positions()
@@ -269,6 +275,40 @@ async def test_a_submit_mexc_booked_but_cdb_has_not_is_an_explained_difference(
     assert await order_row(live_service, order) == ("filled", "")
     after = await live_service.reconcile_positions()
     assert after is not None and after.result == "matched"
+
+
+async def test_an_order_settled_between_the_checks_reads_is_no_mismatch(
+    live_service: ExecutionService, mexc: Mexc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the orders in flight and the book one after the other; an order
+    that settles in between (a handler or a replica books it) must be seen in one of them,
+    not fall between the two and look like a stranger's position."""
+    await live_service.start()
+    symbol = mexc.symbol
+    order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=8)
+    await approve(live_service, order)
+    await insert_sent(live_service, order)
+    mexc.open_by_hand(symbol, 10, external=order.order_id)  # MEXC booked it
+    settled: list[str] = []
+
+    def settling_after(read: Any) -> Any:
+        async def first_read_then_settle(conn: Any, mode: Any) -> Any:
+            rows = await read(conn, mode)
+            if not settled:  # after the first of the two reads, whichever it is
+                settled.append(read.__name__)
+                await live_service._drive(order)
+            return rows
+
+        return first_read_then_settle
+
+    monkeypatch.setattr(store, "orders_to_reconcile", settling_after(store.orders_to_reconcile))
+    monkeypatch.setattr(
+        store, "open_positions_of_mode", settling_after(store.open_positions_of_mode)
+    )
+    check = await live_service.reconcile_positions()
+    assert settled and await order_row(live_service, order) == ("filled", "")
+    assert check is not None and check.result != "mismatch", check
+    assert not live_service.halted
 
 
 async def test_an_unexplained_position_halts_new_orders_until_cleared(

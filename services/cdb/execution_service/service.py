@@ -366,8 +366,10 @@ class ExecutionService(Service[ExecutionSettings]):
             if held is None:
                 return None
             async with self.kernel.database.connection() as conn:
-                book = await store.open_positions_of_mode(conn, self.venue.mode)
+                # in flight first: an order settled between the two reads is then in
+                # both (harmless), never in neither (a false mismatch)
                 in_flight = await store.orders_to_reconcile(conn, self.venue.mode)
+                book = await store.open_positions_of_mode(conn, self.venue.mode)
             check = compare_positions(held, book, in_flight, snapshot_at)
             check = await self._book_venue_closes(check, book)
         except CHECK_ERRORS as error:

@@ -243,16 +243,16 @@ async def test_positions_that_match_the_book_pass(
     live_service: ExecutionService, mexc: Mexc
 ) -> None:
     await live_service.start()  # nothing anywhere: a match
-    assert live_service.position_check and live_service.position_check["result"] == "matched"
+    assert live_service.guard.last and live_service.guard.last["result"] == "matched"
     symbol = mexc.symbol
     order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol))
     await approve(live_service, order)
     await live_service.on_order(order)
     assert await order_row(live_service, order) == ("filled", "")
 
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert check is not None and check.result == "matched" and check.matched == 1
-    assert not live_service.halted
+    assert not live_service.guard.halted
     assert gauge(live_service, "execution_venue_halted") == 0.0
 
 
@@ -266,14 +266,14 @@ async def test_a_submit_mexc_booked_but_cdb_has_not_is_an_explained_difference(
     await insert_sent(live_service, order)
     mexc.open_by_hand(symbol, 10, external=order.order_id)  # MEXC booked it; reply lost
 
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert check is not None and check.result == "explained", check
     [difference] = check.explained
-    assert order.order_id in difference.why and not live_service.halted
+    assert order.order_id in difference.why and not live_service.guard.halted
 
     await live_service.reconcile_orders()  # the order is booked; now they agree
     assert await order_row(live_service, order) == ("filled", "")
-    after = await live_service.reconcile_positions()
+    after = await live_service.guard.check()
     assert after is not None and after.result == "matched"
 
 
@@ -305,10 +305,10 @@ async def test_an_order_settled_between_the_checks_reads_is_no_mismatch(
     monkeypatch.setattr(
         store, "open_positions_of_mode", settling_after(store.open_positions_of_mode)
     )
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert settled and await order_row(live_service, order) == ("filled", "")
     assert check is not None and check.result != "mismatch", check
-    assert not live_service.halted
+    assert not live_service.guard.halted
 
 
 async def test_an_unexplained_position_halts_new_orders_until_cleared(
@@ -318,7 +318,7 @@ async def test_an_unexplained_position_halts_new_orders_until_cleared(
     mexc.open_by_hand(symbol, 7)  # a position no cdb order explains
     await live_service.start()
 
-    assert live_service.halted and symbol in live_service.halted
+    assert live_service.guard.halted and symbol in live_service.guard.halted
     assert live_service.status()["venue"]["halted"] is True
     assert "position mismatch" in live_service.status()["venue"]["halt_reason"]
     assert gauge(live_service, "execution_venue_halted") == 1.0
@@ -335,18 +335,18 @@ async def test_an_unexplained_position_halts_new_orders_until_cleared(
     assert mexc.exchange.submits == submits
 
     # the next round finds the same mismatch: still halted, no second alert
-    await live_service.reconcile_positions()
-    assert live_service.halted
+    await live_service.guard.check()
+    assert live_service.guard.halted
     assert len([a for a in await alerts(bus) if a["kind"] == "position_mismatch"]) == 1
 
     # clearing while they still differ does not lift it
-    await live_service.reconcile_positions(clear=True)
-    assert live_service.halted
+    await live_service.guard.check(clear=True)
+    assert live_service.guard.halted
 
     # the owner closes the stray position on MEXC, then clears: lifted, orders flow again
     mexc.open_by_hand(symbol, 7, side=4)
-    await live_service.reconcile_positions(clear=True)
-    assert not live_service.halted and gauge(live_service, "execution_venue_halted") == 0.0
+    await live_service.guard.check(clear=True)
+    assert not live_service.guard.halted and gauge(live_service, "execution_venue_halted") == 0.0
     fresh = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=4)
     await approve(live_service, fresh)
     await live_service.on_order(fresh)
@@ -369,7 +369,7 @@ async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
     mexc.open_by_hand(symbol, closed_contracts, side=4)  # MEXC closes (its stop)
     exit_price = mexc.price(symbol)
 
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert check is not None
     async with live_service.kernel.database.connection() as conn:
         cursor = await conn.execute(
@@ -383,10 +383,10 @@ async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
         result = await cursor.fetchone()
     assert position is not None
     if closed_contracts == 4:
-        assert check.result == "mismatch" and live_service.halted
+        assert check.result == "mismatch" and live_service.guard.halted
         assert position[0] == "open" and result is None
         return
-    assert check.result == "explained" and not live_service.halted, check
+    assert check.result == "explained" and not live_service.guard.halted, check
     assert position[0] == "closed" and position[1] == pytest.approx(exit_price)
     entry = mexc.exchange.orders[next(iter(mexc.exchange.orders))].deal_avg_price
     assert position[2] == pytest.approx((exit_price - entry) * order.quantity)
@@ -394,7 +394,7 @@ async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
     closed = json.loads(result[0])
     assert closed["mode"] == "live" and "MEXC position" in closed["reason"]
     assert symbol not in live_service.positions or not live_service.positions[symbol]
-    again = await live_service.reconcile_positions()
+    again = await live_service.guard.check()
     assert again is not None and again.result == "matched"
 
 

@@ -24,6 +24,7 @@ from cdb.core.db import Database, apply_migrations
 from cdb.core.events import Order, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 from cdb.core.service import Kernel
+from cdb.execution_service import store
 from cdb.execution_service.book import OpenPosition
 from cdb.execution_service.live import MexcVenue
 from cdb.execution_service.mexc_client import MexcPrivateClient
@@ -217,6 +218,18 @@ async def order_row(service: ExecutionService, order: Order) -> tuple[Any, ...] 
         return await cursor.fetchone()
 
 
+async def insert_sent(service: ExecutionService, order: Order) -> None:
+    """An order's intent, sent once, its outcome not booked yet (as a crash leaves it)."""
+    async with service.kernel.database.connection() as conn:
+        await conn.execute(
+            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
+            " stop_loss, mode, status, external_id, submit_attempts) VALUES (%s, %s, %s,"
+            " 'long', %s, %s, %s, %s, 'live', 'pending', %s, 1)",
+            (order.order_id, order.signal_id, order.symbol, order.quantity, order.notional,
+             order.price, order.stop_loss, order.order_id),
+        )  # fmt: skip
+
+
 async def alerts(bus: Bus) -> list[dict[str, Any]]:
     entries = await bus.redis.xrange(Stream.ALERTS.value)
     return [json.loads(fields[b"event"]) for _, fields in entries]
@@ -230,16 +243,16 @@ async def test_positions_that_match_the_book_pass(
     live_service: ExecutionService, mexc: Mexc
 ) -> None:
     await live_service.start()  # nothing anywhere: a match
-    assert live_service.position_check and live_service.position_check["result"] == "matched"
+    assert live_service.guard.last and live_service.guard.last["result"] == "matched"
     symbol = mexc.symbol
     order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol))
     await approve(live_service, order)
     await live_service.on_order(order)
     assert await order_row(live_service, order) == ("filled", "")
 
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert check is not None and check.result == "matched" and check.matched == 1
-    assert not live_service.halted
+    assert not live_service.guard.halted
     assert gauge(live_service, "execution_venue_halted") == 0.0
 
 
@@ -250,25 +263,52 @@ async def test_a_submit_mexc_booked_but_cdb_has_not_is_an_explained_difference(
     symbol = mexc.symbol
     order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=2)
     await approve(live_service, order)
-    async with live_service.kernel.database.connection() as conn:  # the intent, sent once
-        await conn.execute(
-            "INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,"
-            " stop_loss, mode, status, external_id, submit_attempts) VALUES (%s, %s, %s,"
-            " 'long', %s, %s, %s, %s, 'live', 'pending', %s, 1)",
-            (order.order_id, order.signal_id, symbol, order.quantity, order.notional,
-             order.price, order.stop_loss, order.order_id),
-        )  # fmt: skip
+    await insert_sent(live_service, order)
     mexc.open_by_hand(symbol, 10, external=order.order_id)  # MEXC booked it; reply lost
 
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert check is not None and check.result == "explained", check
     [difference] = check.explained
-    assert order.order_id in difference.why and not live_service.halted
+    assert order.order_id in difference.why and not live_service.guard.halted
 
     await live_service.reconcile_orders()  # the order is booked; now they agree
     assert await order_row(live_service, order) == ("filled", "")
-    after = await live_service.reconcile_positions()
+    after = await live_service.guard.check()
     assert after is not None and after.result == "matched"
+
+
+async def test_an_order_settled_between_the_checks_reads_is_no_mismatch(
+    live_service: ExecutionService, mexc: Mexc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the orders in flight and the book one after the other; an order
+    that settles in between (a handler or a replica books it) must be seen in one of them,
+    not fall between the two and look like a stranger's position."""
+    await live_service.start()
+    symbol = mexc.symbol
+    order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=8)
+    await approve(live_service, order)
+    await insert_sent(live_service, order)
+    mexc.open_by_hand(symbol, 10, external=order.order_id)  # MEXC booked it
+    settled: list[str] = []
+
+    def settling_after(read: Any) -> Any:
+        async def first_read_then_settle(conn: Any, mode: Any) -> Any:
+            rows = await read(conn, mode)
+            if not settled:  # after the first of the two reads, whichever it is
+                settled.append(read.__name__)
+                await live_service._drive(order)
+            return rows
+
+        return first_read_then_settle
+
+    monkeypatch.setattr(store, "orders_to_reconcile", settling_after(store.orders_to_reconcile))
+    monkeypatch.setattr(
+        store, "open_positions_of_mode", settling_after(store.open_positions_of_mode)
+    )
+    check = await live_service.guard.check()
+    assert settled and await order_row(live_service, order) == ("filled", "")
+    assert check is not None and check.result != "mismatch", check
+    assert not live_service.guard.halted
 
 
 async def test_an_unexplained_position_halts_new_orders_until_cleared(
@@ -278,7 +318,7 @@ async def test_an_unexplained_position_halts_new_orders_until_cleared(
     mexc.open_by_hand(symbol, 7)  # a position no cdb order explains
     await live_service.start()
 
-    assert live_service.halted and symbol in live_service.halted
+    assert live_service.guard.halted and symbol in live_service.guard.halted
     assert live_service.status()["venue"]["halted"] is True
     assert "position mismatch" in live_service.status()["venue"]["halt_reason"]
     assert gauge(live_service, "execution_venue_halted") == 1.0
@@ -295,18 +335,18 @@ async def test_an_unexplained_position_halts_new_orders_until_cleared(
     assert mexc.exchange.submits == submits
 
     # the next round finds the same mismatch: still halted, no second alert
-    await live_service.reconcile_positions()
-    assert live_service.halted
+    await live_service.guard.check()
+    assert live_service.guard.halted
     assert len([a for a in await alerts(bus) if a["kind"] == "position_mismatch"]) == 1
 
     # clearing while they still differ does not lift it
-    await live_service.reconcile_positions(clear=True)
-    assert live_service.halted
+    await live_service.guard.check(clear=True)
+    assert live_service.guard.halted
 
     # the owner closes the stray position on MEXC, then clears: lifted, orders flow again
     mexc.open_by_hand(symbol, 7, side=4)
-    await live_service.reconcile_positions(clear=True)
-    assert not live_service.halted and gauge(live_service, "execution_venue_halted") == 0.0
+    await live_service.guard.check(clear=True)
+    assert not live_service.guard.halted and gauge(live_service, "execution_venue_halted") == 0.0
     fresh = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=4)
     await approve(live_service, fresh)
     await live_service.on_order(fresh)
@@ -329,7 +369,7 @@ async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
     mexc.open_by_hand(symbol, closed_contracts, side=4)  # MEXC closes (its stop)
     exit_price = mexc.price(symbol)
 
-    check = await live_service.reconcile_positions()
+    check = await live_service.guard.check()
     assert check is not None
     async with live_service.kernel.database.connection() as conn:
         cursor = await conn.execute(
@@ -343,10 +383,10 @@ async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
         result = await cursor.fetchone()
     assert position is not None
     if closed_contracts == 4:
-        assert check.result == "mismatch" and live_service.halted
+        assert check.result == "mismatch" and live_service.guard.halted
         assert position[0] == "open" and result is None
         return
-    assert check.result == "explained" and not live_service.halted, check
+    assert check.result == "explained" and not live_service.guard.halted, check
     assert position[0] == "closed" and position[1] == pytest.approx(exit_price)
     entry = mexc.exchange.orders[next(iter(mexc.exchange.orders))].deal_avg_price
     assert position[2] == pytest.approx((exit_price - entry) * order.quantity)
@@ -354,7 +394,7 @@ async def test_a_position_mexc_closed_on_its_own_is_booked_or_halts(
     closed = json.loads(result[0])
     assert closed["mode"] == "live" and "MEXC position" in closed["reason"]
     assert symbol not in live_service.positions or not live_service.positions[symbol]
-    again = await live_service.reconcile_positions()
+    again = await live_service.guard.check()
     assert again is not None and again.result == "matched"
 
 

@@ -23,7 +23,7 @@ from cdb.core.acl import ACCESS, acl_file
 __all__ = ["ADMIN_SERVICES", "LocalPostgres", "LocalRedis", "LocalStack", "pg_bin_dir"]
 
 # The services with state-changing HTTP endpoints, which take ADMIN_TOKEN.
-ADMIN_SERVICES = frozenset({"risk_manager", "notifier"})
+ADMIN_SERVICES = frozenset({"risk_manager", "notifier", "execution_service"})
 
 
 def pg_bin_dir() -> Path:

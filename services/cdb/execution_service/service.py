@@ -26,8 +26,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -35,7 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, current_control, load_control
 from cdb.core.db import DatabaseError
-from cdb.core.events import Alert, Candle, Control, MarketData, Order, Stream
+from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.http import APIRouter, Depends, admin_credential
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.outbox import Outbox
@@ -46,12 +44,7 @@ from cdb.execution_service.live import MexcVenue
 from cdb.execution_service.mexc_client import MexcPrivateClient
 from cdb.execution_service.paper import FeeSchedule, PaperFillModel
 from cdb.execution_service.paper_venue import PaperVenue
-from cdb.execution_service.reconcile import (
-    CLOSE_SLACK_S,
-    PositionCheck,
-    compare_positions,
-    venue_close_fills,
-)
+from cdb.execution_service.positions_guard import PositionGuard
 from cdb.execution_service.settings import ExecutionSettings
 from cdb.execution_service.venue import ExecutionVenue, PriceMove, VenueOutcome, VenueRefused
 
@@ -60,7 +53,6 @@ __all__ = ["ExecutionService", "venue_for"]
 log = logging.getLogger("cdb.execution_service")
 
 MAX_SUBMITS = 3  # sends of one order the venue cannot find, before it stays unknown
-CHECK_ERRORS: tuple[type[BaseException], ...] = (VenueRefused, *TRANSIENT_ERRORS)
 
 
 def venue_for(
@@ -98,17 +90,6 @@ class ExecutionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.halted = Gauge(
-            "execution_venue_halted",
-            "1 while new orders are held back by a position mismatch with the venue",
-            registry=r,
-        )
-        self.position_checks = Counter(
-            "execution_position_checks_total",
-            "Position reconciliations by result (matched, explained, mismatch, failed)",
-            ["result"],
-            registry=r,
-        )
 
 
 class ExecutionService(Service[ExecutionSettings]):
@@ -128,8 +109,14 @@ class ExecutionService(Service[ExecutionSettings]):
         self.control: AppliedControl | None = None
         self.paused = False
         self.realized = 0.0
-        self.halted = ""  # why new orders are held back: a position mismatch ("": not)
-        self.position_check: dict[str, Any] | None = None  # the last one, for /status
+        self.guard = PositionGuard(
+            self.venue,
+            kernel.database,
+            self.outbox,
+            kernel.metrics.registry,
+            close=self._close,
+            source=self.name,
+        )
         self._next_position_check = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
@@ -301,8 +288,8 @@ class ExecutionService(Service[ExecutionSettings]):
         """Why no new order may be sent now ("": it may)."""
         if self.paused:
             return "trading is paused"
-        if self.halted:
-            return f"trading halted: {self.halted}"
+        if self.guard.halted:
+            return f"trading halted: {self.guard.halted}"
         return ""
 
     async def _count(
@@ -331,12 +318,12 @@ class ExecutionService(Service[ExecutionSettings]):
 
     # -- reconciliation with the venue ---------------------------------------------
     async def reconcile(self) -> None:
-        """Unsettled orders first (their fills explain positions), then positions when
-        their interval is due."""
+        """Unsettled orders first (their fills explain positions), then the venue's
+        positions when their interval is due (:mod:`.positions_guard`)."""
         await self.reconcile_orders()
         if time.monotonic() >= self._next_position_check:
             self._next_position_check = time.monotonic() + self.settings.position_check_interval_s
-            await self.reconcile_positions()
+            await self.guard.check()
 
     async def reconcile_orders(self) -> None:
         """Every pending or unknown order of this venue is driven one step (``_step``)."""
@@ -350,97 +337,6 @@ class ExecutionService(Service[ExecutionSettings]):
                     "order not reconciled now",
                     extra={"order_id": order.order_id, "error": str(error)[:300]},
                 )
-        await self.outbox.flush()
-
-    async def reconcile_positions(self, *, clear: bool = False) -> PositionCheck | None:
-        """The venue's positions against the book (see :mod:`.reconcile`). An unexplained
-        difference halts new orders; only ``clear`` (the owner's ``POST
-        /positions/reconcile``) or a restart lifts a halt, and only when they agree.
-        None: nothing to compare (a venue without positions of its own), or the venue
-        could not be asked (logged, counted as ``failed``; the state stays as it was)."""
-        async with self.kernel.database.connection() as conn:
-            snapshot_at = await store.database_now(conn)
-        try:
-            held = await self.venue.open_positions()
-            if held is None:
-                return None
-            async with self.kernel.database.connection() as conn:
-                book = await store.open_positions_of_mode(conn, self.venue.mode)
-                in_flight = await store.orders_to_reconcile(conn, self.venue.mode)
-            check = compare_positions(held, book, in_flight, snapshot_at)
-            check = await self._book_venue_closes(check, book)
-        except CHECK_ERRORS as error:
-            self.metrics.position_checks.labels("failed").inc()
-            self.position_check = {"result": "failed", "error": str(error)[:300], "at": snapshot_at}
-            log.error("cannot check positions at the venue", extra={"error": str(error)[:300]})
-            return None
-        self.metrics.position_checks.labels(check.result).inc()
-        self.position_check = {
-            "result": check.result,
-            "at": snapshot_at,
-            "matched": check.matched,
-            "explained": [d.describe() for d in check.explained],
-            "unexplained": [d.describe() for d in check.unexplained],
-        }
-        if check.unexplained:
-            await self._halt(check)
-        elif clear and self.halted:
-            log.warning("halt lifted: the venue and the book agree", extra={"was": self.halted})
-            self.halted = ""
-            self.metrics.halted.set(0)
-        if check.explained:
-            log.info("position differences explained", extra={"check": self.position_check})
-        return check
-
-    async def _book_venue_closes(
-        self, check: PositionCheck, book: Sequence[OpenPosition]
-    ) -> PositionCheck:
-        """Where the venue holds nothing of what the book holds, the positions it closed on
-        its own (the stop it executed) may add up to it: then they are booked as closes
-        (one transaction each, with their ``closed`` result) and the difference is
-        explained (:func:`.reconcile.venue_close_fills`)."""
-        explained, unexplained = list(check.explained), []
-        for difference in check.unexplained:
-            ours = [p for p in book if (p.symbol, p.side) == (difference.symbol, difference.side)]
-            if difference.venue > 0 or not ours:
-                unexplained.append(difference)
-                continue
-            since = min(p.opened_at for p in ours) - CLOSE_SLACK_S
-            closes = await self.venue.closed_positions(difference.symbol, difference.side, since)
-            fills = venue_close_fills(ours, closes)
-            if fills is None:
-                unexplained.append(difference)
-                continue
-            venue_refs = ", ".join(sorted(c.reference for c in closes))
-            for position, fill in fills:
-                await self._close(position, fill, reason=f"closed at the venue ({venue_refs})")
-            explained.append(replace(difference, why=f"closed at the venue: {venue_refs}"))
-        return PositionCheck(check.matched, tuple(explained), tuple(unexplained))
-
-    async def _halt(self, check: PositionCheck) -> None:
-        """Fail closed: no new order is sent; a critical alert (once per mismatch and day)."""
-        reason = "position mismatch with the venue: " + "; ".join(
-            d.describe() for d in check.unexplained
-        )
-        if reason != self.halted:
-            log.error("trading halted", extra={"reason": reason})
-        self.halted = reason[:1000]
-        self.metrics.halted.set(1)
-        day = datetime.now(UTC).date().isoformat()
-        alert = Alert(
-            event_id=f"execution:position-mismatch:{day}:{check.fingerprint()}",
-            kind="position_mismatch",
-            severity="critical",
-            message=(
-                f"{self.halted[:700]}. New orders are held back until the venue and the book "
-                "agree and the owner clears the halt (POST /positions/reconcile)."
-            ),
-            source=self.name,
-            details={"unexplained": len(check.unexplained), "mode": self.venue.mode},
-            timestamp=time.time(),
-        )
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await self.outbox.add(conn, alert, Stream.ALERTS)
         await self.outbox.flush()
 
     # -- prices and stops ----------------------------------------------------------
@@ -543,9 +439,8 @@ class ExecutionService(Service[ExecutionSettings]):
         @router.post("/positions/reconcile")
         async def reconcile_now() -> dict[str, Any]:
             await self.reconcile_orders()
-            await self.reconcile_positions(clear=True)
-            return {"halted": bool(self.halted), "halt_reason": self.halted,
-                    "position_check": self.position_check}  # fmt: skip
+            await self.guard.check(clear=True)
+            return self.guard.describe()
 
         return router
 
@@ -562,10 +457,5 @@ class ExecutionService(Service[ExecutionSettings]):
             "control": self.control.describe() if self.control else None,
             "open_positions": sum(len(v) for v in self.positions.values()),
             "realized_pnl_usdt": round(self.realized, 6),
-            "venue": {
-                "mode": self.venue.mode,
-                "halted": bool(self.halted),
-                "halt_reason": self.halted,
-                "position_check": self.position_check,
-            },
+            "venue": {"mode": self.venue.mode, **self.guard.describe()},
         }

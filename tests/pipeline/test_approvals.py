@@ -26,16 +26,19 @@ from cdb import cli
 from cdb.core.acl import acl_tokens
 from cdb.core.bus import Bus
 from cdb.core.events import ApprovalDecision, ApprovalRequest, Order, Signal, Stream
-from tests.conftest import ACL_PASSWORDS, REDIS_PASSWORD, apply_acl_users, as_user
-from tests.support import ServiceProcess, scrape
-from tests.test_pipeline_support import (
+from tests.support import (
+    ACL_PASSWORDS,
     FAST_BUS,
+    REDIS_PASSWORD,
+    ServiceProcess,
+    apply_acl_users,
+    as_user,
     conninfo,
-    eventually,
+    eventually_async,
     group_caught_up,
     query,
     scalar,
-    wait_until,
+    scrape,
 )
 
 pytestmark = pytest.mark.slow
@@ -130,7 +133,7 @@ async def hold(bus: Bus, env: dict[str, str], sig: Signal) -> ApprovalRequest:
                 return True
         return False
 
-    await eventually(requested, timeout=60, what=f"approval request for {sig.symbol}")
+    await eventually_async(requested, timeout=60, what=f"approval request for {sig.symbol}")
     return found[0]
 
 
@@ -140,7 +143,7 @@ def state(env: dict[str, str], order_id: str) -> str | None:
 
 
 async def settled(env: dict[str, str], order_id: str, expected: str = "") -> str:
-    await wait_until(
+    await eventually_async(
         lambda: state(env, order_id) not in (None, "pending"), what=f"{order_id} decided"
     )
     now = str(state(env, order_id))
@@ -153,7 +156,7 @@ async def decisions_consumed(bus: Bus) -> None:
     async def caught_up() -> bool:
         return await group_caught_up(bus.redis, Stream.APPROVAL_DECISIONS.value, "risk_manager")
 
-    await eventually(caught_up, timeout=60, what="every decision read and acknowledged")
+    await eventually_async(caught_up, timeout=60, what="every decision read and acknowledged")
 
 
 def audit(env: dict[str, str], order_id: str) -> list[tuple[Any, ...]]:
@@ -196,7 +199,7 @@ async def test_a_held_order_waits_and_approve_releases_exactly_that_order(
 
         await console.decide(first.order.order_id, "approve")
         await settled(env, first.order.order_id, "approved")
-        await wait_until(
+        await eventually_async(
             lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="the approved one filled"
         )
         await decisions_consumed(bus)
@@ -227,7 +230,7 @@ async def test_a_veto_releases_the_reservation_and_records_the_reason(
         first = await hold(bus, env, signal("VETO_USDT"))
         crowded = signal("CROWD_USDT")
         await bus.publish(crowded)
-        await wait_until(
+        await eventually_async(
             lambda: (
                 scalar(
                     env,
@@ -325,7 +328,7 @@ async def test_an_approve_after_the_window_is_refused_before_the_timer_runs(
         await started(risk)
         request = await hold(bus, env, signal("SLOW_USDT"))
         order_id = request.order.order_id
-        await wait_until(lambda: time.time() > request.expires_at + 0.5, what="window closed")
+        await eventually_async(lambda: time.time() > request.expires_at + 0.5, what="window closed")
         assert state(env, order_id) == "pending"  # the timer has not run
         await console.decide(order_id, "approve", actor="console:slow")
         await decisions_consumed(bus)
@@ -372,7 +375,7 @@ async def test_concurrent_decisions_on_two_replicas_give_one_outcome_each(
         for order_id in double + raced:
             await settled(env, order_id)
         approved = double + [o for o in raced if state(env, o) == "approved"]
-        await wait_until(
+        await eventually_async(
             lambda: scalar(env, "SELECT count(*) FROM fills") == len(approved),
             what="every approved order filled",
         )
@@ -380,7 +383,7 @@ async def test_concurrent_decisions_on_two_replicas_give_one_outcome_each(
         async def executed() -> bool:
             return await group_caught_up(bus.redis, Stream.ORDERS.value, "execution_service")
 
-        await eventually(executed, what="execution_service read every copy")
+        await eventually_async(executed, what="execution_service read every copy")
         orders = await entries(bus, Stream.ORDERS)
         published = published_orders(orders)
         assert {o["event_id"] for o in orders} == set(approved)  # copies are the same event
@@ -433,7 +436,7 @@ async def test_a_replayed_decision_takes_effect_once(
         veto = await console.decide(order_id, "veto", event_id="replayed-veto")
         await console.bus.publish(veto, Stream.APPROVAL_DECISIONS)
         await decisions_consumed(bus)
-        await wait_until(lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="fill")
+        await eventually_async(lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="fill")
         orders = await entries(bus, Stream.ORDERS)
         assert {o["event_id"] for o in orders} == {order_id} and 1 <= len(orders) <= 2
         assert state(env, order_id) == "approved"
@@ -442,7 +445,7 @@ async def test_a_replayed_decision_takes_effect_once(
         async def executed() -> bool:
             return await group_caught_up(bus.redis, Stream.ORDERS.value, "execution_service")
 
-        await eventually(executed, what="execution_service read every copy")
+        await eventually_async(executed, what="execution_service read every copy")
         assert scalar(env, "SELECT count(*) FROM fills") == 1
         assert scalar(env, "SELECT count(*) FROM orders") == 1
     finally:
@@ -476,7 +479,7 @@ async def test_kill_9_of_risk_manager_between_the_decision_and_its_publish(
         )
         await console.decide(order_id, "approve")
         await settled(env, order_id, "approved")
-        await wait_until(
+        await eventually_async(
             lambda: (
                 scalar(
                     env,
@@ -492,13 +495,13 @@ async def test_kill_9_of_risk_manager_between_the_decision_and_its_publish(
         apply_acl_users(redis_proc.host, redis_proc.port)
         risk = service("risk_manager", env, tmp_path, port=risk.port)
         await started(risk)
-        await wait_until(lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="fill")
+        await eventually_async(lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="fill")
         await decisions_consumed(bus)
 
         async def executed() -> bool:
             return await group_caught_up(bus.redis, Stream.ORDERS.value, "execution_service")
 
-        await eventually(executed, what="execution_service read every copy")
+        await eventually_async(executed, what="execution_service read every copy")
         orders = await entries(bus, Stream.ORDERS)
         assert {o["order_id"] for o in orders} == {order_id}
         assert Order.model_validate_json(json.dumps(orders[0])) == request.order
@@ -530,17 +533,19 @@ async def test_kill_9_of_execution_service_between_the_approval_and_the_fill(
             return int(pending["pending"]) == 1
 
         await console.decide(order_id, "approve")
-        await eventually(read_by_execution, timeout=60, what="the approved order being executed")
+        await eventually_async(
+            read_by_execution, timeout=60, what="the approved order being executed"
+        )
         execution.kill()
         locker.rollback()
         execution = service("execution_service", env, tmp_path, port=execution.port)
         await started(execution)
-        await wait_until(lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="fill")
+        await eventually_async(lambda: scalar(env, "SELECT count(*) FROM fills") == 1, what="fill")
 
         async def executed() -> bool:
             return await group_caught_up(bus.redis, Stream.ORDERS.value, "execution_service")
 
-        await eventually(executed, what="the order acknowledged after its fill")
+        await eventually_async(executed, what="the order acknowledged after its fill")
         assert query(env, "SELECT order_id, status FROM orders") == [(order_id, "filled")]
         assert scalar(env, "SELECT count(*) FROM fills") == 1
         assert scalar(env, "SELECT count(*) FROM positions") == 1

@@ -44,13 +44,12 @@ from cdb.mexc_sim.app import RunningSimulator, running_simulator
 from cdb.mexc_sim.config import SimConfig
 from cdb.mexc_sim.private_api import PrivateExchange
 from cdb.risk_manager.rules import order_id_for
-from tests.support import ServiceProcess
-from tests.test_pipeline_support import (
+from tests.support import (
     FAST_BUS,
-    eventually,
+    ServiceProcess,
+    eventually_async,
     publish_approved,
     scalar,
-    wait_until,
 )
 
 KEY, SECRET = "mx0-venue-test-key", "venue-test-secret-do-not-log"
@@ -473,7 +472,7 @@ async def test_a_live_service_holding_a_stray_position_sends_no_order(
         submits = mexc.exchange.submits
         order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=5)
         await publish_approved(bus, service_env, order)
-        await wait_until(
+        await eventually_async(
             lambda: scalar(service_env, "SELECT status FROM orders") in ("rejected", "filled"),
             what="the order handled",
         )
@@ -500,7 +499,7 @@ async def test_a_restart_during_position_reconciliation(
     mexc.exchange.positions_delay_ms = 3000
     proc = ServiceProcess("cdb.execution_service", env, tmp_path).start()
     try:
-        await wait_until(lambda: mexc.exchange.position_queries >= 1, what="a position query")
+        await eventually_async(lambda: mexc.exchange.position_queries >= 1, what="a position query")
         proc.kill()  # the answer is still on its way
         mexc.exchange.positions_delay_ms = 0
         proc = await started(ServiceProcess("cdb.execution_service", env, tmp_path))
@@ -512,10 +511,10 @@ async def test_a_restart_during_position_reconciliation(
         async def alerts_published() -> bool:
             return len(await alerts(bus)) == (1 if stray else 0)
 
-        await eventually(alerts_published, what="the alert, once")
+        await eventually_async(alerts_published, what="the alert, once")
         order = an_order(symbol, mexc.price(symbol), 10 * mexc.contract_size(symbol), n=6)
         await publish_approved(bus, service_env, order)
-        await wait_until(
+        await eventually_async(
             lambda: scalar(service_env, "SELECT status FROM orders") in ("rejected", "filled"),
             what="the order handled",
         )

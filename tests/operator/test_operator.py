@@ -58,6 +58,7 @@ from tests.support import (
     free_port,
     scrape,
 )
+from tests.support.chart import operator_test_pod
 from tests.support.cluster import ADMISSIBLE_POD, ControlPlane
 
 WAIT_S = 60.0
@@ -182,7 +183,7 @@ def operator_env(service_env: dict[str, str], cluster: Cluster) -> dict[str, str
         "OPERATOR_NAMESPACE": cluster.namespace,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(free_port()),
-        "BOT_WS_IMAGE": "registry.local/cdb:test",
+        "SCREENER_POD_TEMPLATE": str(operator_test_pod()),
         "REDIS_SECRET_NAME": "redis",
         "POSTGRES_SECRET_NAME": "postgres",
         "MEXC_WS_URL": "ws://mexc-sim:8010/edge",
@@ -882,7 +883,7 @@ async def test_an_invalid_spec_is_reported_and_creates_nothing(
         "OPERATOR_NAMESPACE": KMOCK_NAMESPACE,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(free_port()),
-        "BOT_WS_IMAGE": "registry.local/cdb:test",
+        "SCREENER_POD_TEMPLATE": str(operator_test_pod()),
         "BOT_REST_URL": "http://127.0.0.1:9/unused",
     }
     settings = kopf.OperatorSettings()

@@ -55,6 +55,7 @@ from tests.support import (
     RedisServer,
     ServiceProcess,
     eventually,
+    eventually_async,
     free_port,
     scrape,
 )
@@ -910,13 +911,12 @@ async def test_an_invalid_spec_is_reported_and_creates_nothing(
     with KopfRunner(args, registry=registry, settings=settings, timeout=30) as runner:
         async with kmock_cluster.post(bots, json=manifest) as reply:
             assert reply.status in (200, 201), await reply.text()
-        deadline = time.monotonic() + WAIT_S
-        bot = None
-        while time.monotonic() < deadline:
+
+        async def degraded() -> dict[str, Any] | None:
             bot = await read(f"{bots}/broken")
-            if condition(bot, "Degraded").get("reason") == "InvalidSpec":
-                break
-            await asyncio.sleep(0.1)
+            return bot if condition(bot, "Degraded").get("reason") == "InvalidSpec" else None
+
+        bot = await eventually_async(degraded, "Degraded=InvalidSpec", timeout=WAIT_S)
     assert runner.exception is None, runner.output
 
     assert condition(bot, "Degraded").get("reason") == "InvalidSpec", bot

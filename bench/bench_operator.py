@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from redis import Redis
 from tests.support import ServiceProcess, free_port
+from tests.support.chart import screener_pod_template
 from tests.support.cluster import ROOT, ControlPlane
 
 from cdb.core.events import Control, Stream
@@ -87,7 +88,9 @@ class Bench:
             **self.stack.env(),
             "KUBECONFIG": str(kubeconfig),
             "OPERATOR_NAMESPACE": NAMESPACE,
-            "BOT_WS_IMAGE": "registry.local/cdb:bench",
+            "SCREENER_POD_TEMPLATE": str(
+                screener_pod_template("--set", "image.repository=registry.local/cdb")
+            ),
             "BOT_REST_URL": "http://127.0.0.1:9/unused",
             "RETRY_DELAY_S": "0.5",
             "UNIVERSE_REFRESH_S": "3600",

@@ -46,7 +46,7 @@ class HttpServer:
                 "namespace": env.operator_namespace,
                 "bus": "reachable" if await self.ctx.bus.ping() else "unreachable",
                 "database": "reachable" if await self.ctx.db.ping() else "unreachable",
-                "bot_ws_image": env.bot_ws_image,
+                "bot_ws_image": env.screener_image,
                 "bot_rest_url": env.bot_rest_url,
                 "universe_refresh_s": env.universe_refresh_s,
                 "bots": self.ctx.bots,

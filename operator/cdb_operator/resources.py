@@ -3,7 +3,10 @@
 * ConfigMap ``<bot>-config``: the resolved config (``config.json``) and the symbol list
   (``symbols``, comma separated) the screener pods read at start.
 * StatefulSet ``<bot>-bot-ws``: one bot_ws replica per chunk; pod ``<bot>-bot-ws-N`` takes
-  chunk N (bot_ws derives CHUNK_INDEX from the ordinal at the end of POD_NAME).
+  chunk N (bot_ws derives CHUNK_INDEX from the ordinal at the end of POD_NAME). Its pod is
+  the chart's (``cdb.screenerPod``, read from ``SCREENER_POD_TEMPLATE``: image, security
+  contexts, probes, resources, volumes, the start-order init container); the operator
+  adds only this bot's labels, its workload-hash annotation and its env.
 
 The pod template depends only on :attr:`ResolvedConfig.workload_hash` inputs, so a change
 to thresholds, risk limits, pause or shadow mode leaves it untouched: no restart.
@@ -16,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from cdb_operator.pod_template import CONTAINER
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.spec import ResolvedConfig, stable_hash
 
@@ -31,7 +35,7 @@ __all__ = [
 HASH_ANNOTATION = "cdb.io/applied-hash"
 WORKLOAD_ANNOTATION = "cdb.io/workload-hash"
 BOT_LABEL = "cdb.io/bot"
-HTTP_PORT = 8000
+HTTP_PORT = 8000  # the port of the chart's screener pod
 
 
 def config_map_name(bot: str) -> str:
@@ -142,50 +146,17 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
     ]
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": 3,
-        "failureThreshold": failures,
-    }
-
-
 def build_stateful_set(
     bot: str, namespace: str, owner: dict[str, Any], config: ResolvedConfig, env: OperatorEnv
 ) -> dict[str, Any]:
-    """The screener: replicas = chunks; a hardened pod (UID 1000, read-only root, no caps)."""
-    container = {
-        "name": "bot-ws",
-        "image": env.bot_ws_image,
-        "imagePullPolicy": env.bot_ws_image_pull_policy,
-        "command": ["python", "-m", "cdb.bot_ws"],
-        "env": _pod_env(bot, env, config),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "resources": {
-            "requests": {"cpu": env.bot_ws_cpu_request, "memory": env.bot_ws_memory_request},
-            "limits": {"cpu": env.bot_ws_cpu_limit, "memory": env.bot_ws_memory_limit},
-        },
-        # The kernel's probe endpoints: a quiet market (stale /health) must neither restart a
-        # screener nor hide it from its Service and Prometheus.
-        "startupProbe": _probe("/readyz", 2, 60),
-        "livenessProbe": _probe("/livez", 15, 4),
-        "readinessProbe": _probe("/readyz", 5, 3),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "data", "mountPath": "/data"},
-        ],
-    }
-    pod_labels = labels(bot)
+    """The screener: replicas = chunks; the chart's pod (``env.screener_pod``) with this
+    bot's labels, its workload hash and its env, and nothing else of the operator's."""
+    pod = env.screener_pod
+    metadata = pod.setdefault("metadata", {})
+    metadata["labels"] = labels(bot)
+    metadata.setdefault("annotations", {})[WORKLOAD_ANNOTATION] = config.workload_hash
+    (container,) = (c for c in pod["spec"]["containers"] if c["name"] == CONTAINER)
+    container["env"] = _pod_env(bot, env, config)
     return _stamp(
         {
             "apiVersion": "apps/v1",
@@ -195,35 +166,10 @@ def build_stateful_set(
                 "serviceName": workload_name(bot),  # pod DNS only if such a Service exists
                 "replicas": config.chunks,
                 "podManagementPolicy": "Parallel",
+                "revisionHistoryLimit": 3,
                 "selector": {"matchLabels": selector_labels(bot)},
                 "updateStrategy": {"type": "RollingUpdate"},
-                "template": {
-                    "metadata": {
-                        "labels": pod_labels,
-                        "annotations": {
-                            WORKLOAD_ANNOTATION: config.workload_hash,
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": str(HTTP_PORT),
-                        },
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": 30,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 1000,
-                            "runAsGroup": 1000,
-                            "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [container],
-                        "volumes": [
-                            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                            {"name": "data", "emptyDir": {"sizeLimit": "256Mi"}},
-                        ],
-                    },
-                },
+                "template": pod,
             },
         }
     )

@@ -1,23 +1,29 @@
 """The operator's configuration, from its environment (the chart sets every variable).
 
-Two groups: where the operator itself reaches Redis and PostgreSQL (to publish control
-events and write ``config_audit``), and what it puts into the bot_ws pods it creates
-(image, service hosts, the names of the Secrets holding the passwords — never the
-passwords themselves).
+Three groups: where the operator itself reaches Redis and PostgreSQL (to publish control
+events and write ``config_audit``); the screener pod the chart defines
+(``SCREENER_POD_TEMPLATE``: image, security, probes, resources, volumes all come from
+it); and what it puts into that pod's env per bot (service hosts, the names of the
+Secrets holding the passwords — never the passwords themselves).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from pathlib import Path
+from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cdb.core.config import PostgresSettings, RedisSettings
+from cdb_operator.pod_template import load_pod_template
 
 __all__ = ["OperatorEnv"]
 
 K8sName = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# where the chart mounts its ConfigMap cdb-screener-pod
+DEFAULT_POD_TEMPLATE = Path("/etc/cdb/screener-pod/pod.yaml")
 
 
 class OperatorEnv(RedisSettings, PostgresSettings):
@@ -30,12 +36,7 @@ class OperatorEnv(RedisSettings, PostgresSettings):
     http_port: int = Field(default=8080, gt=0, lt=65536)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
-    bot_ws_image: str = Field(default="cdb/bot_ws:latest", min_length=1)
-    bot_ws_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    bot_ws_cpu_request: str = "100m"
-    bot_ws_cpu_limit: str = "500m"
-    bot_ws_memory_request: str = "128Mi"
-    bot_ws_memory_limit: str = "256Mi"
+    screener_pod_template: Path = Field(default=DEFAULT_POD_TEMPLATE, validate_default=True)
     redis_secret_name: str = Field(default="redis", min_length=1, pattern=K8sName)
     postgres_secret_name: str = Field(default="postgres", min_length=1, pattern=K8sName)
     mexc_ws_url: str = Field(default="wss://contract.mexc.com/edge", min_length=1)
@@ -49,3 +50,26 @@ class OperatorEnv(RedisSettings, PostgresSettings):
     universe_timeout_s: float = Field(default=10.0, gt=0)
     bus_publish_timeout_s: float = Field(default=5.0, gt=0)
     retry_delay_s: float = Field(default=10.0, gt=0)
+
+    _screener_pod: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("screener_pod_template")
+    @classmethod
+    def _a_pod_template(cls, path: Path) -> Path:
+        load_pod_template(path)
+        return path
+
+    @model_validator(mode="after")
+    def _load_pod_template(self) -> Self:
+        self._screener_pod = load_pod_template(self.screener_pod_template)
+        return self
+
+    @property
+    def screener_pod(self) -> dict[str, Any]:
+        """A fresh copy of the chart's screener pod template (the caller may change it)."""
+        return copy.deepcopy(self._screener_pod)
+
+    @property
+    def screener_image(self) -> str:
+        image: str = self._screener_pod["spec"]["containers"][0].get("image", "")
+        return image

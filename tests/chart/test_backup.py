@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from cdb.core.config import PostgresSettings
 from cdb.core.db import apply_migrations
-from tests.support import REDIS_PASSWORD, ROOT, free_port
+from tests.support import REDIS_PASSWORD, ROOT, eventually, free_port
 
 BACKUP = ROOT / "scripts" / "backup.sh"
 RESTORE = ROOT / "scripts" / "restore.sh"
@@ -200,14 +200,7 @@ def test_redis_snapshot_loads_into_a_fresh_redis(
     )  # fmt: skip
     try:
         client = redis.Redis(port=port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "restored redis did not start"
-                time.sleep(0.05)
+        eventually(client.ping, "the restored redis answering PING", timeout=30, every=0.05)
         assert client.get("cdb:checkpoint") == b"42"
         assert client.xrange("cdb:signals") == source.xrange("cdb:signals")
     finally:

@@ -522,7 +522,7 @@ def test_operator_rbac_is_least_privilege_and_env_is_complete(rendered: dict[str
     env = {e["name"] for e in spec["containers"][0]["env"]}
     env |= set(find(objs, "ConfigMap", "cdb-config")["data"])
     assert {
-        "BOT_WS_IMAGE", "BOT_WS_IMAGE_PULL_POLICY", "REDIS_HOST", "REDIS_PORT",
+        "SCREENER_POD_TEMPLATE", "REDIS_HOST", "REDIS_PORT",
         "REDIS_SECRET_NAME", "POSTGRES_HOST", "POSTGRES_SECRET_NAME", "MEXC_WS_URL",
         "MEXC_REST_URL", "BOT_REST_URL", "OPERATOR_NAMESPACE", "REDIS_PASSWORD",
         "POSTGRES_PASSWORD",

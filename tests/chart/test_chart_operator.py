@@ -6,12 +6,14 @@ and reads the chart's Secrets. Also the kind end-to-end path, as far as it runs 
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import yaml
 from pydantic import SecretStr
 
@@ -21,20 +23,29 @@ from cdb_operator.resources import build_stateful_set
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.spec import ResolvedConfig, TradingBotSpec
 from tests.support import ROOT
-from tests.support.chart import KUBE_VALIDATE, find, helm_template, pss_check, tool
+from tests.support.chart import (
+    KUBE_VALIDATE,
+    find,
+    pss_check,
+    rendered_objects,
+    screener_pod_template,
+    tool,
+)
 
 
 def rendered(*args: str) -> list[dict[str, Any]]:
-    result = helm_template(*args, crds=False)
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+    return rendered_objects(*args)
 
 
-def operator_statefulset(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the operator would create for the chart's default TradingBot."""
+def operator_statefulset(objs: list[dict[str, Any]], *args: str) -> dict[str, Any]:
+    """What the operator would create for the chart's default TradingBot: its environment
+    and its screener pod (ConfigMap cdb-screener-pod) as the chart renders them with
+    ``args``, through the operator's own builder."""
     config = find(objs, "ConfigMap", "cdb-config")["data"]
     container = find(objs, "Deployment", "cdb-operator")["spec"]["template"]["spec"]
     plain = {e["name"]: e["value"] for e in container["containers"][0]["env"] if "value" in e}
+    # the file the chart mounts at SCREENER_POD_TEMPLATE, here from the same rendering
+    plain["SCREENER_POD_TEMPLATE"] = str(screener_pod_template(*args))
     env = OperatorEnv(
         **{k.lower(): v for k, v in {**config, **plain}.items()},
         operator_namespace="cdb",
@@ -49,9 +60,60 @@ def operator_statefulset(objs: list[dict[str, Any]]) -> dict[str, Any]:
     return build_stateful_set(bot["metadata"]["name"], "cdb", owner, resolved, env)
 
 
+# What may differ between the chart's static screener pod and the operator's: per-owner
+# metadata and the env (the static pod's envFrom cdb-config and values; the bot's config).
+PER_OWNER_ANNOTATIONS = ("checksum/config", "cdb.io/workload-hash")
+
+
+def shared_part(template: dict[str, Any]) -> dict[str, Any]:
+    """A pod template without its labels, per-owner annotations and the screener's env."""
+    pod = copy.deepcopy(template)
+    pod["metadata"].pop("labels", None)
+    for key in PER_OWNER_ANNOTATIONS:
+        pod["metadata"].get("annotations", {}).pop(key, None)
+    for container in pod["spec"]["containers"]:
+        container.pop("env", None)
+        container.pop("envFrom", None)
+    return pod
+
+
+# Values that reach the screener pod: image, resources, pull secrets, security, start order.
+CHANGED = [
+    "--set", "image.repository=registry.example/cdb", "--set", "image.digest=sha256:" + "a" * 64,
+    "--set", "botWs.resources.limits.memory=1Gi", "--set", "imagePullSecrets[0]=pull",
+    "--set", "podSecurityContext.runAsUser=1001", "--set", "startOrder.waitForUpstream=false",
+]  # fmt: skip
+KIND = ["-f", str(ROOT / "charts/cdb/ci/kind-values.yaml")]
+
+
+@pytest.mark.parametrize("args", [[], KIND, CHANGED], ids=["defaults", "kind", "changed"])
+def test_the_operators_screener_pod_is_the_charts_apart_from_the_per_bot_fields(
+    args: list[str],
+) -> None:
+    """One definition: the chart's static bot-ws StatefulSet (operator off) and the
+    StatefulSet the operator builds from the chart's cdb-screener-pod differ only in name,
+    labels, replicas, env, owner reference and the per-owner annotations."""
+    static = find(rendered(*args, "--set", "operator.enabled=false"), "StatefulSet", "bot-ws")
+    made = operator_statefulset(rendered(*args), *args)
+    assert shared_part(made["spec"]["template"]) == shared_part(static["spec"]["template"])
+    for key in ("podManagementPolicy", "revisionHistoryLimit"):
+        assert made["spec"][key] == static["spec"][key], key
+
+
+def test_the_charts_values_reach_the_operators_pods() -> None:
+    pod = operator_statefulset(rendered(*CHANGED), *CHANGED)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example/cdb@sha256:" + "a" * 64
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    assert pod["imagePullSecrets"] == [{"name": "pull"}]
+    assert pod["securityContext"]["runAsUser"] == 1001
+    (wait,) = pod["initContainers"]
+    assert wait["command"][3:] == ["redis"]  # no upstream wait: startOrder.waitForUpstream
+
+
 def test_the_operators_screener_fits_the_chart(tmp_path: Path) -> None:
-    objs = rendered("-f", str(ROOT / "charts/cdb/ci/kind-values.yaml"))
-    statefulset = operator_statefulset(objs)
+    objs = rendered(*KIND)
+    statefulset = operator_statefulset(objs, *KIND)
     pod = statefulset["spec"]["template"]
     labels = pod["metadata"]["labels"]
     selector = find(objs, "Service", "bot-ws")["spec"]["selector"]

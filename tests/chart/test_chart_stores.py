@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 import redis
 import yaml
 
-from tests.support import free_port
+from tests.support import eventually, free_port
 from tests.support.chart import find, helm_template
 from tests.support.sandbox import sandboxed
 
@@ -83,15 +82,13 @@ def test_rendered_redis_runs_with_password_and_aof_as_uid_1000(
     )  # fmt: skip
     try:
         client = redis.Redis(port=port, password=PASSWORD)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert proc.poll() is None, (tmp_path / "redis.log").read_text()
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError((tmp_path / "redis.log").read_text())
+            return bool(client.ping())
+
+        eventually(up, "redis-server answering PING", timeout=30, every=0.05)
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
         service = redis.Redis(

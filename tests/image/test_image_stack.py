@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.support import SIM_CLOCK, eventually
+from tests.support.chart import screener_pod_template
 from tests.support.containers import (
     HARDENING,
     BuiltImage,
@@ -127,12 +128,17 @@ def stack(
             "MEXC_REST_URL": f"http://{SIM}:8010",
             "BOT_REST_URL": "http://bot-rest:8004",
         }
+        VOLUMES = {
+            "cdb.ml_advisor": [f"{model_dir}:/models:ro"],
+            # the chart's screener pod, mounted where the chart mounts it
+            "cdb_operator": [f"{screener_pod_template().parent}:/etc/cdb/screener-pod:ro"],
+        }
         for svc in SERVICES:
             docker.run_hardened(
                 svc.container, cdb_image.tag, network,
                 ["python", "-m", svc.module, *svc.args],
                 env={**shared, "HTTP_PORT": str(svc.port), **svc.env}, ports=[svc.port],
-                volumes=[f"{model_dir}:/models:ro"] if svc.module == "cdb.ml_advisor" else [],
+                volumes=VOLUMES.get(svc.module, []),
             )  # fmt: skip
             started.append(svc.container)
         yield Stack(docker, creds, network)

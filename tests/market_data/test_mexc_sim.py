@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from cdb.mexc_sim import simulator as simulator_module
 from cdb.mexc_sim.app import RunningSimulator, running_simulator
 from cdb.mexc_sim.config import Faults, RestLimits, SimConfig, parse_args
 from cdb.mexc_sim.simulator import Simulator
-from tests.support import ROOT, free_port
+from tests.support import ROOT, eventually_async, free_port
 
 START = 1_767_225_600  # 2026-01-01 00:00 UTC, a minute boundary
 
@@ -293,15 +292,13 @@ async def test_the_process_drains_and_exits_0_on_sigterm() -> None:
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        healthy = False
-        deadline = time.monotonic() + 30
-        while not healthy and proc.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                reply = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                healthy = reply.status_code == 200
-            if not healthy:
-                await asyncio.sleep(0.1)
-        assert healthy, f"mexc_sim did not answer /health (exit code {proc.poll()})"
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mexc_sim exited {proc.poll()}")
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+
+        await eventually_async(healthy, "mexc_sim answering /health", timeout=30)
         async with websockets.connect(f"ws://127.0.0.1:{port}/edge", ping_interval=None) as ws:
             await ws.send('{"method":"sub.deal","param":{"symbol":"BTC_USDT"}}')
             await recv_until(ws, DealPush)

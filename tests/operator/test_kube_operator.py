@@ -34,6 +34,7 @@ from cdb_operator.reconcile import _refresh_once
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.universe import UniverseClient
 from tests.support import REDIS_PASSWORD, ServiceProcess, eventually, free_port
+from tests.support.chart import operator_test_pod
 from tests.support.cluster import ADMISSIBLE_POD, ControlPlane
 
 TWO = ["BTC_USDT", "ETH_USDT"]
@@ -60,8 +61,7 @@ def operator(
         **service_env,
         "KUBECONFIG": str(kube.operator_kubeconfig(kube_namespace, tmp_path / "kubeconfig")),
         "OPERATOR_NAMESPACE": kube_namespace,
-        "BOT_WS_IMAGE": "registry.local/cdb:test",
-        "BOT_WS_IMAGE_PULL_POLICY": "IfNotPresent",
+        "SCREENER_POD_TEMPLATE": str(operator_test_pod()),
         "MEXC_WS_URL": "ws://mexc-sim:8010/edge",
         "MEXC_REST_URL": "http://mexc-sim:8010",
         "BOT_REST_URL": "http://127.0.0.1:9/unused",
@@ -321,6 +321,7 @@ async def test_a_stale_readiness_write_gets_a_409_and_is_computed_again(
         "the StatefulSet controller's readyReplicas",
     )
     env = OperatorEnv(_env_file=None, operator_namespace=ns,  # type: ignore[call-arg]
+                      screener_pod_template=str(operator_test_pod()),
                       **{k.lower(): v for k, v in service_env.items()})  # fmt: skip
     metrics = OperatorMetrics()
     ref = ObjectRef("cdb.io/v1alpha1", "tradingbots", ns, "momentum")

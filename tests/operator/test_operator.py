@@ -56,9 +56,11 @@ from tests.support import (
     RedisServer,
     ServiceProcess,
     eventually,
+    eventually_async,
     free_port,
     scrape,
 )
+from tests.support.chart import operator_test_pod
 from tests.support.cluster import ADMISSIBLE_POD, ControlPlane
 
 WAIT_S = 60.0
@@ -183,7 +185,7 @@ def operator_env(service_env: dict[str, str], cluster: Cluster) -> dict[str, str
         "OPERATOR_NAMESPACE": cluster.namespace,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(free_port()),
-        "BOT_WS_IMAGE": "registry.local/cdb:test",
+        "SCREENER_POD_TEMPLATE": str(operator_test_pod()),
         "REDIS_SECRET_NAME": "redis",
         "POSTGRES_SECRET_NAME": "postgres",
         "MEXC_WS_URL": "ws://mexc-sim:8010/edge",
@@ -892,7 +894,7 @@ async def test_an_invalid_spec_is_reported_and_creates_nothing(
         "OPERATOR_NAMESPACE": KMOCK_NAMESPACE,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(free_port()),
-        "BOT_WS_IMAGE": "registry.local/cdb:test",
+        "SCREENER_POD_TEMPLATE": str(operator_test_pod()),
         "BOT_REST_URL": "http://127.0.0.1:9/unused",
     }
     settings = kopf.OperatorSettings()
@@ -919,13 +921,12 @@ async def test_an_invalid_spec_is_reported_and_creates_nothing(
     with KopfRunner(args, registry=registry, settings=settings, timeout=30) as runner:
         async with kmock_cluster.post(bots, json=manifest) as reply:
             assert reply.status in (200, 201), await reply.text()
-        deadline = time.monotonic() + WAIT_S
-        bot = None
-        while time.monotonic() < deadline:
+
+        async def degraded() -> dict[str, Any] | None:
             bot = await read(f"{bots}/broken")
-            if condition(bot, "Degraded").get("reason") == "InvalidSpec":
-                break
-            await asyncio.sleep(0.1)
+            return bot if condition(bot, "Degraded").get("reason") == "InvalidSpec" else None
+
+        bot = await eventually_async(degraded, "Degraded=InvalidSpec", timeout=WAIT_S)
     assert runner.exception is None, runner.output
 
     assert condition(bot, "Degraded").get("reason") == "InvalidSpec", bot

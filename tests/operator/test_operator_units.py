@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import kopf
 import pytest
 import yaml
 
-from cdb.core.config import ServiceSettings
+from cdb.core.config import ConfigError, ServiceSettings, load_settings
 from cdb.core.db import Database, apply_migrations
 from cdb.core.events import Control
 from cdb_operator.audit import AuditLog, FieldChange, Transition, actor_of, diff_configs
@@ -25,13 +23,16 @@ from cdb_operator.reconcile import retire_delay
 from cdb_operator.resources import WORKLOAD_ANNOTATION, build_config_map, build_stateful_set
 from cdb_operator.settings import OperatorEnv
 from cdb_operator.spec import ResolvedConfig, TradingBotSpec, chunk_count
-from tests.support import ROOT, ServiceProcess, free_port
+from tests.support import ROOT, ServiceProcess, eventually_async, free_port
+from tests.support.chart import screener_pod_template
 
 OWNER = {"apiVersion": "cdb.io/v1alpha1", "kind": "TradingBot", "name": "b", "uid": "u"}
 
 
 def env() -> OperatorEnv:
-    return OperatorEnv(_env_file=None, redis_password="x")  # type: ignore[call-arg]
+    return OperatorEnv(  # type: ignore[call-arg]
+        _env_file=None, redis_password="x", screener_pod_template=screener_pod_template()
+    )
 
 
 def config(**spec: Any) -> ResolvedConfig:
@@ -101,7 +102,10 @@ def test_the_config_map_carries_what_the_pods_read() -> None:
 
 def test_no_secret_value_is_ever_written_into_a_manifest() -> None:
     secret_env = OperatorEnv(  # type: ignore[call-arg]
-        _env_file=None, redis_password="r-secret-1", postgres_password="p-secret-2"
+        _env_file=None,
+        redis_password="r-secret-1",
+        postgres_password="p-secret-2",
+        screener_pod_template=screener_pod_template(),
     )
     manifest = yaml.safe_dump(build_stateful_set("b", "cdb", OWNER, config(), secret_env))
     assert "r-secret-1" not in manifest and "p-secret-2" not in manifest
@@ -267,7 +271,7 @@ def test_a_bad_environment_stops_the_operator_with_one_line_per_variable() -> No
             "PATH": "/usr/bin:/bin",
             "REDIS_PASSWORD": "x",
             "HTTP_PORT": "99999",
-            "BOT_WS_IMAGE_PULL_POLICY": "Sometimes",
+            "SCREENER_POD_TEMPLATE": "/nonexistent/pod.yaml",
         },
         cwd=ROOT,
         capture_output=True,
@@ -278,7 +282,8 @@ def test_a_bad_environment_stops_the_operator_with_one_line_per_variable() -> No
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("config error: HTTP_PORT=")
-    assert lines[1].startswith("config error: BOT_WS_IMAGE_PULL_POLICY=")
+    assert lines[1].startswith("config error: SCREENER_POD_TEMPLATE='/nonexistent/pod.yaml'")
+    assert "cannot read the screener pod template" in lines[1]
 
 
 async def test_the_operator_process_serves_health_and_metrics_on_its_port(
@@ -301,7 +306,12 @@ async def test_the_operator_process_serves_health_and_metrics_on_its_port(
     port = free_port()
     process = ServiceProcess(
         "cdb_operator",
-        {**service_env, "KUBECONFIG": str(kubeconfig), "OPERATOR_NAMESPACE": "cdb"},
+        {
+            **service_env,
+            "KUBECONFIG": str(kubeconfig),
+            "OPERATOR_NAMESPACE": "cdb",
+            "SCREENER_POD_TEMPLATE": str(screener_pod_template()),
+        },
         tmp_path,
         port=port,
     )
@@ -325,18 +335,16 @@ async def test_the_operator_process_serves_health_and_metrics_on_its_port(
 
 
 async def _until_ok(url: str, process: ServiceProcess) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
     async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            assert process.proc is not None and process.proc.poll() is None, process.log()
-            try:
-                reply = await client.get(url, timeout=1.0)
-                if reply.status_code == 200:
-                    return dict(reply.json())
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"operator not healthy:\n{process.log()}")
+
+        async def healthy() -> dict[str, Any] | None:
+            assert process.proc is not None
+            if process.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited:\n{process.log()}")
+            reply = await client.get(url, timeout=1.0)
+            return dict(reply.json()) if reply.status_code == 200 else None
+
+        return await eventually_async(healthy, "the operator healthy", timeout=60, every=0.2)
 
 
 def test_a_deletion_waits_for_an_exiting_timer_a_second_not_a_minute() -> None:
@@ -348,3 +356,38 @@ def test_a_deletion_waits_for_an_exiting_timer_a_second_not_a_minute() -> None:
     assert settings.background.cancellation_polling == 60  # kopf's default
     configure_kopf(settings)
     assert settings.background.cancellation_polling <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("a: [", "not YAML"),
+        ("spec: 1", "has no spec"),
+        ("spec: {containers: [{name: other}]}", "one container, 'bot-ws'"),
+        ("spec: {containers: [{name: bot-ws}, {name: bot-ws}]}", "one container, 'bot-ws'"),
+        ("spec: {containers: [{name: bot-ws, env: []}]}", "sets env"),
+        ("metadata: {labels: {a: b}}\nspec: {containers: [{name: bot-ws}]}", "sets labels"),
+    ],
+)
+def test_a_screener_pod_template_that_is_not_one_is_refused_naming_why(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            OperatorEnv, _env_file=None, redis_password="x", screener_pod_template=str(path)
+        )
+    assert str(refused.value).startswith(f"config error: SCREENER_POD_TEMPLATE={str(path)!r}")
+    assert named in str(refused.value)
+
+
+def test_the_operators_pod_is_the_template_plus_the_per_bot_fields() -> None:
+    template = yaml.safe_load(screener_pod_template().read_text())
+    pod = build_stateful_set("b", "cdb", OWNER, config(), env())["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert {e["name"] for e in container.pop("env")} >= {"SYMBOLS", "POD_NAME", "BOT_NAME"}
+    assert pod["metadata"].pop("labels")["cdb.io/bot"] == "b"
+    assert WORKLOAD_ANNOTATION in pod["metadata"]["annotations"]
+    pod["metadata"]["annotations"].pop(WORKLOAD_ANNOTATION)
+    assert pod == template

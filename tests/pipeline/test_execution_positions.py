@@ -31,6 +31,7 @@ from cdb.execution_service.book import OpenPosition
 from cdb.execution_service.service import ExecutionService
 from cdb.execution_service.settings import ExecutionSettings
 from cdb.execution_service.venue import PriceMove
+from tests.support import eventually_async
 
 SYMBOL = "X_USDT"
 
@@ -106,10 +107,9 @@ class PausedReload:
         reload = asyncio.create_task(service._reload_positions())
         await asyncio.wait_for(self.read.wait(), 10)
         changing = asyncio.create_task(change())
-        deadline = time.monotonic() + 10
-        while not await row(service, committed):
-            assert time.monotonic() < deadline, "the change never committed"
-            await asyncio.sleep(0.01)
+        await eventually_async(
+            lambda: row(service, committed), "the change committed", timeout=10, every=0.01
+        )
         # the change is durable; give it time to finish in memory too (it may be waiting
         # for the reload to swap, which is what a correct service does)
         await asyncio.wait({changing}, timeout=0.5)

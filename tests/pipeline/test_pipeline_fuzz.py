@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cdb.core.events import EVENT_MODELS, Event, Stream
-from tests.support import REDIS_PASSWORD, Pipeline, market, scalar
+from tests.support import REDIS_PASSWORD, Pipeline, eventually, market, scalar
 
 pytestmark = pytest.mark.slow
 
@@ -202,10 +202,10 @@ def test_hostile_entries_are_dead_lettered_and_good_events_keep_flowing(
                         return False
             return True
 
-        deadline = time.monotonic() + 120
-        while not drained() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert drained(), pipeline.logs()
+        try:
+            eventually(drained, "every group drained", timeout=120, every=0.3)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{pipeline.logs()}") from None
         for name, proc in pipeline.procs.items():
             assert proc.proc is not None and proc.proc.poll() is None, f"{name} died"
         dead = client.xrange(Stream.DEAD_LETTER.value)
@@ -219,11 +219,14 @@ def test_hostile_entries_are_dead_lettered_and_good_events_keep_flowing(
             Stream.MARKET_DATA.value,
             {b"event": market("GOOD_USDT", 6.0).model_dump_json().encode()},
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not scalar(
-            service_env, "SELECT count(*) FROM positions WHERE symbol = 'GOOD_USDT'"
-        ):
-            time.sleep(0.2)
+        eventually(
+            lambda: scalar(
+                service_env, "SELECT count(*) FROM positions WHERE symbol = 'GOOD_USDT'"
+            ),
+            "a GOOD_USDT position",
+            timeout=60,
+            every=0.2,
+        )
         assert scalar(service_env, "SELECT count(*) FROM positions WHERE symbol = 'GOOD_USDT'") == 1
         for proc in pipeline.procs.values():
             assert proc.status()["ready"] is True

@@ -3,8 +3,12 @@ lookups in what it renders."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,3 +89,27 @@ def dashboard() -> dict[str, Any]:
     """The Grafana dashboard the chart provisions."""
     loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
     return loaded
+
+
+SCREENER_POD_CONFIG_MAP = "cdb-screener-pod"
+
+
+@functools.cache
+def screener_pod_template(*args: str) -> Path:
+    """The chart's screener pod (ConfigMap cdb-screener-pod, rendered with ``args``) as the
+    file the operator reads (SCREENER_POD_TEMPLATE), in a folder anyone may read: a
+    container running as UID 1000 mounts it as the chart does."""
+    folder = Path(tempfile.mkdtemp(prefix="cdb-screener-pod-"))
+    atexit.register(shutil.rmtree, folder, True)
+    folder.chmod(0o755)
+    path = folder / "pod.yaml"
+    path.write_text(rendered_config_map(SCREENER_POD_CONFIG_MAP, *args)["pod.yaml"])
+    path.chmod(0o644)
+    return path
+
+
+def operator_test_pod() -> Path:
+    """The screener pod of the operator tests: the chart's, image registry.local/cdb:test."""
+    return screener_pod_template(
+        "--set", "image.repository=registry.local/cdb", "--set", "image.tag=test"
+    )

@@ -425,9 +425,10 @@ class ControlPlane:
             time.sleep(0.2)
 
     def operator_kubeconfig(self, namespace: str, path: Path) -> Path:
-        """The chart's operator ServiceAccount, Role and RoleBinding applied in ``namespace``
-        and a kubeconfig at ``path`` with a token of that ServiceAccount: what the operator
-        pod logs in with (its projected token), for an operator run as a process."""
+        """The chart's operator ServiceAccount, Role and RoleBinding and the screener pods'
+        ServiceAccount ``cdb`` applied in ``namespace``, and a kubeconfig at ``path`` with a
+        token of the operator's ServiceAccount: what the operator pod logs in with (its
+        projected token), for an operator run as a process."""
         rendered = self.run([str(BIN / "helm"), "template", "cdb", str(ROOT / "charts" / "cdb"),
                              "-n", namespace, "--show-only", "templates/operator.yaml",
                              "--show-only", "templates/serviceaccount.yaml"]).stdout  # fmt: skip
@@ -440,8 +441,16 @@ class ControlPlane:
         ]
         if {d["kind"] for d in rbac} != {"ServiceAccount", "Role", "RoleBinding"}:
             raise RuntimeError(f"the chart's operator RBAC is incomplete: {rbac}")
+        # and the identity of the pods it makes (the chart's screener pod names it)
+        pods = [
+            doc
+            for doc in yaml.safe_load_all(rendered)
+            if doc and doc["kind"] == "ServiceAccount" and doc["metadata"]["name"] == "cdb"
+        ]
+        if len(pods) != 1:
+            raise RuntimeError("the chart's ServiceAccount cdb is not rendered")
         self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                         "items": rbac}))  # fmt: skip
+                                                         "items": rbac + pods}))  # fmt: skip
         token = self.kubectl("create", "token", "cdb-operator", "-n", namespace, "--duration=4h")
         cluster = {"server": self.server, "certificate-authority": str(self.ca_path)}
         context = {"cluster": "c", "user": "cdb-operator", "namespace": namespace}

@@ -61,7 +61,7 @@ class _Poll:
 
 
 def eventually(
-    check: Callable[[], T], what: str = "", *, timeout: float = 60.0, every: float = 0.1
+    check: Callable[[], T], what: str = "", timeout: float = 60.0, every: float = 0.1
 ) -> T:
     """Call ``check`` until it returns something truthy and return that (see the module)."""
     poll = _Poll(what, timeout)
@@ -79,7 +79,6 @@ def eventually(
 async def eventually_async(
     check: Callable[[], T | Awaitable[T]],
     what: str = "",
-    *,
     timeout: float = 60.0,
     every: float = 0.1,
 ) -> T:

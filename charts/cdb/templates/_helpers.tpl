@@ -234,3 +234,68 @@ execution-service: {key: executionService, module: cdb.execution_service, port: 
 ml-advisor: {key: mlAdvisor, module: cdb.ml_advisor, port: 8005, component: advisor, needs: [redis, postgres], upstream: []}
 notifier: {key: notifier, module: cdb.notifier, port: 8006, component: notifications, needs: [redis, postgres], upstream: []}
 {{- end -}}
+
+{{/*
+The screener pod (bot_ws), defined once. The chart's static StatefulSet renders it with
+its labels and env; the ConfigMap cdb-screener-pod holds it without them, and the
+operator builds every TradingBot's pods from that file, adding only the per-bot fields
+(labels, the workload-hash annotation, env). Call with (dict "root" $) plus, optionally,
+"labels", "annotations", "envFrom" and "env" (YAML text).
+*/}}
+{{- define "cdb.screenerPod" -}}
+{{- $root := .root -}}
+{{- $targets := list "redis" -}}
+{{- if and $root.Values.startOrder.waitForUpstream $root.Values.botRest.enabled -}}
+{{- $targets = append $targets "http://bot-rest:8004/health" -}}
+{{- end -}}
+metadata:
+  {{- with .labels }}
+  labels:
+    {{- . | nindent 4 }}
+  {{- end }}
+  annotations:
+    prometheus.io/scrape: "true"
+    prometheus.io/port: "8000"
+    {{- with .annotations }}
+    {{- . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: cdb
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  {{- include "cdb.podSecurityContext" $root | nindent 2 }}
+  terminationGracePeriodSeconds: 30
+  initContainers:
+    {{- include "cdb.waitFor" (dict "root" $root "user" "bot_ws" "targets" $targets) | nindent 4 }}
+  containers:
+    - name: bot-ws
+      image: {{ include "cdb.image" $root }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      command: [python, -m, cdb.bot_ws]
+      ports:
+        - name: http
+          containerPort: 8000
+          protocol: TCP
+      {{- with .envFrom }}
+      envFrom:
+        {{- . | nindent 8 }}
+      {{- end }}
+      {{- with .env }}
+      env:
+        {{- . | nindent 8 }}
+      {{- end }}
+      {{- include "cdb.containerSecurityContext" $root | nindent 6 }}
+      resources:
+        {{- toYaml $root.Values.botWs.resources | nindent 8 }}
+      {{- include "cdb.httpProbes" (dict "path" "/readyz" "livenessPath" "/livez") | nindent 6 }}
+      volumeMounts:
+        {{- include "cdb.scratchMounts" $root | nindent 8 }}
+  volumes:
+    {{- include "cdb.scratchVolumes" $root | nindent 4 }}
+{{- end -}}

@@ -12,15 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from cdb.console.auth import LoginLimiter, SessionCodec
-from cdb.core.bus import PAYLOAD_FIELD
 from cdb.core.events import ApprovalDecision, Control, Stream
-from tests.conftest import REDIS_PASSWORD
 from tests.console_support import (
     PASSWORD,
     SYMBOL,
+    entries,
     execute,
     hold_order,
     logged_in,
@@ -38,14 +36,6 @@ def console(service_env: dict[str, str], tmp_path: Path) -> Any:
     with start_console(service_env, tmp_path) as proc:
         open_position(service_env)
         yield proc
-
-
-def entries(env: dict[str, str], stream: Stream) -> list[dict[str, Any]]:
-    admin = redis.Redis(
-        host=env["REDIS_HOST"], port=int(env["REDIS_PORT"]), password=REDIS_PASSWORD
-    )
-    with admin:
-        return [json.loads(fields[PAYLOAD_FIELD]) for _, fields in admin.xrange(stream.value)]
 
 
 def test_without_a_session_pages_redirect_and_the_api_says_401_with_no_data(

@@ -15,6 +15,7 @@ import pytest
 
 from cdb.console.auth import LoginLimiter, SessionCodec
 from cdb.core.events import ApprovalDecision, Control, Stream
+from tests.conftest import as_user
 from tests.console_support import (
     PASSWORD,
     SYMBOL,
@@ -27,6 +28,7 @@ from tests.console_support import (
     start_console,
 )
 from tests.support import ServiceProcess
+from tests.test_pipeline_support import query
 
 PAGES = ["/", "/positions", "/trades", "/signals", "/risk", "/bot", "/approvals", "/approvals/o-1"]
 
@@ -208,6 +210,44 @@ def test_a_session_ends_at_logout_and_with_a_new_password(
         with closing(client):
             (tmp_path / "console.password").write_text("a-new-password\n")
             assert client.get("/positions").status_code == 303
+
+
+def test_a_browser_subscription_reaches_the_notifier_with_the_admin_credential(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The console holds the admin token, the browser never sees it: the page posts its
+    PushSubscription to the console, the console passes it to the notifier."""
+    token = "test-only-admin-token"
+    notifier_env = {
+        **as_user(service_env, "notifier"),
+        "ADMIN_TOKEN": token,
+        "VAPID_KEY_DIR": str(tmp_path / "vapid"),
+        "MIGRATE_ON_START": "true",
+    }
+    with ServiceProcess("cdb.notifier", notifier_env, tmp_path) as notifier:
+        notifier.wait_healthy(timeout=60)
+        with start_console(
+            service_env, tmp_path, ADMIN_TOKEN=token, CONSOLE_NOTIFIER_URL=notifier.url
+        ) as console:
+            client, csrf = logged_in(console.url)
+            with closing(client):
+                key = client.get("/push/key")
+                assert key.status_code == 200
+                assert len(key.json()["applicationServerKey"]) == 87  # P-256 point, base64url
+                page = client.get("/").text
+                assert token not in page and token not in key.text
+                subscription = {
+                    "endpoint": "https://push.example.net/send/abc123",
+                    "keys": {"p256dh": "B" * 87, "auth": "A" * 22},
+                }
+                refused = client.post("/push/subscribe", json=subscription)
+                assert refused.status_code == 403  # no CSRF header: nothing forwarded
+                reply = client.post(
+                    "/push/subscribe", json=subscription, headers={"X-CSRF-Token": csrf}
+                )
+                assert reply.status_code == 201, reply.text
+    rows = query(service_env, "SELECT endpoint, label FROM push_subscriptions")
+    assert rows == [("https://push.example.net/send/abc123", "console")]
 
 
 def test_session_codec_and_limiter_units() -> None:

@@ -92,6 +92,50 @@ def test_the_owner_logs_in_and_sees_the_books_behind_strict_headers(
     assert "test-only-console-password" not in console.log()
 
 
+def test_signals_show_the_rule_and_the_advisor_and_the_overview_draws_equity(
+    console: ServiceProcess, service_env: dict[str, str]
+) -> None:
+    execute(
+        service_env,
+        "INSERT INTO signals (signal_id, event_id, symbol, side, confidence, reason, strategy,"
+        " price, pct_change, signal_ts) VALUES ('sig-9', 'e-9', 'PUMP_USDT', 'long', 0.45,"
+        " 'gain 4.50% >= 3% over 15m', 'momentum', 2.0, 4.5, now())",
+    )
+    features = [
+        {"feature": "ret_15m", "value": 0.045, "contribution": 0.91},
+        {"feature": "vol_ratio", "value": 3.2, "contribution": -0.40},
+        {"feature": "rsi_14", "value": 71.0, "contribution": 0.12},
+        {"feature": "spread", "value": 0.001, "contribution": 0.01},
+    ]
+    execute(
+        service_env,
+        "INSERT INTO ml_signals (signal_id, event_id, symbol, side, model, model_version,"
+        " confidence, price, top_features, signal_ts) VALUES ('ml-9', 'e-ml-9', 'PUMP_USDT',"
+        " 'long', 'xgb', 'v3', 0.83, 2.0, %s, now() + interval '1 minute')",
+        (json.dumps(features),),
+    )
+    for minute, (equity, exposure) in enumerate([(10_000, 0), (10_020, 1000), (9_990, 2000)]):
+        execute(
+            service_env,
+            "INSERT INTO equity (event_key, equity, exposure, reason, recorded_at)"
+            " VALUES (%s, %s, %s, 'fill', now() - make_interval(mins => %s))",
+            (f"eq-{minute}", equity, exposure, 10 - minute),
+        )
+    client, _ = logged_in(console.url)
+    with closing(client):
+        row = re.search(r"<tr>\s*<td>[^<]*</td><td>PUMP_USDT</td>.*?</tr>",
+                        client.get("/signals").text, re.S)  # fmt: skip
+        assert row is not None
+        text = row.group(0)
+        assert "4.50 % move at 2.0000, confidence 0.45" in text  # the rule's numbers
+        assert "xgb v3: 0.83" in text  # the advisor's confidence
+        # its three strongest SHAP features by |contribution|, the fourth left out
+        assert re.findall(r"<li>(\w+) =", text) == ["ret_15m", "vol_ratio", "rsi_14"]
+        overview = client.get("/").text
+        assert overview.count("<polyline") == 2  # equity and exposure, drawn on the server
+        assert "equity 9,990.00 \u2013 10,020.00" in overview
+
+
 def test_a_missing_or_forged_csrf_token_is_refused_and_nothing_is_published(
     console: ServiceProcess, service_env: dict[str, str]
 ) -> None:

@@ -115,6 +115,8 @@ async def decide_in_browser(page: Page, order_id: str, button: str, outcome: str
     await link.click()
     await expect(page.locator("#state")).to_have_text("pending")
     await page.fill("#reason", f"{button} from the browser test")
+    viewport = "phone" if (page.viewport_size or {}).get("width", 0) < 600 else "desktop"
+    await page.screenshot(path=str(ARTIFACTS / f"{viewport}-pending.png"), full_page=True)
     await page.click(f"#{button}")
     # risk_manager decides; the page shows it once the approvals row changes
     await expect(page.locator("#state")).to_have_text(outcome, timeout=30_000)

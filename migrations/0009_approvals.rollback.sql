@@ -7,3 +7,5 @@ ALTER TABLE risk_decisions DROP CONSTRAINT risk_decisions_decision_check;
 ALTER TABLE risk_decisions ADD CONSTRAINT risk_decisions_decision_check
     CHECK (decision IN ('approved', 'rejected'));
 DROP TABLE approvals;
+ALTER TABLE notifications DROP COLUMN data;
+ALTER TABLE notifications DROP COLUMN actions;

@@ -25,6 +25,11 @@ CREATE TABLE approvals (
 CREATE INDEX approvals_pending ON approvals (expires_at) WHERE state = 'pending';
 CREATE INDEX approvals_requested ON approvals (requested_at);
 
+-- The notifier announces a held order with WebPush actions (approve, veto) and data
+-- (order id, the console's page for it); other notifications have none.
+ALTER TABLE notifications ADD COLUMN actions jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE notifications ADD COLUMN data jsonb NOT NULL DEFAULT '{}';
+
 -- A held order's decision row says 'held' until the owner answers: execution_service
 -- executes only orders of an 'approved' row, so a held or vetoed order is refused there
 -- too. Approve turns it 'approved'; veto and expiry 'rejected' with the reason.

@@ -20,7 +20,9 @@ from typing import Any, Literal
 import psycopg
 import pytest
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
+from cdb import cli
 from cdb.core.acl import acl_tokens
 from cdb.core.bus import Bus
 from cdb.core.events import ApprovalDecision, ApprovalRequest, Order, Signal, Stream
@@ -311,6 +313,36 @@ async def test_an_unanswered_order_expires_and_a_late_approve_is_refused(
         stop(risk)
 
 
+async def test_an_approve_after_the_window_is_refused_before_the_timer_runs(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The window closed, the expiry timer has not run yet (once a minute here): the
+    approve expires the order instead of releasing it."""
+    env = {**MANUAL, **service_env, "RISK_APPROVAL_TIMEOUT_S": "2", "RISK_APPROVAL_CHECK_S": "60"}
+    risk = service("risk_manager", env, tmp_path)
+    console = Console(env)
+    try:
+        await started(risk)
+        request = await hold(bus, env, signal("SLOW_USDT"))
+        order_id = request.order.order_id
+        await wait_until(lambda: time.time() > request.expires_at + 0.5, what="window closed")
+        assert state(env, order_id) == "pending"  # the timer has not run
+        await console.decide(order_id, "approve", actor="console:slow")
+        await decisions_consumed(bus)
+        assert query(
+            env, "SELECT state, decided_by, reason FROM approvals WHERE order_id = %s", (order_id,)
+        ) == [("expired", "risk_manager", "expired")]
+        assert await bus.redis.xlen(Stream.ORDERS.value) == 0
+        assert (
+            scalar(env, "SELECT status FROM risk_positions WHERE order_id = %s", (order_id,))
+            == "released"
+        )
+        assert audit(env, order_id) == [("risk_manager", "pending", "expired")]
+    finally:
+        await console.close()
+        stop(risk)
+
+
 async def test_concurrent_decisions_on_two_replicas_give_one_outcome_each(
     bus: Bus, service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -498,3 +530,50 @@ async def test_kill_9_of_execution_service_between_the_approval_and_the_fill(
         locker.close()
         await console.close()
         stop(execution, risk)
+
+
+async def test_the_cli_lists_held_orders_and_decides_as_the_console_does(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**service_env, **MANUAL}
+    risk = service("risk_manager", env, tmp_path)
+    runner = CliRunner()
+    as_console = {**as_user(service_env, "console"), "USER": "tester"}
+
+    def cdb(*args: str) -> Any:
+        return asyncio.to_thread(runner.invoke, cli.app, list(args), env=as_console)
+
+    try:
+        await started(risk)
+        assert "no orders waiting" in (await cdb("approvals")).output
+        first = await hold(bus, env, signal("CLI1_USDT"))
+        second = await hold(bus, env, signal("CLI2_USDT"))
+        listed = await cdb("approvals")
+        assert listed.exit_code == 0, listed.output
+        lines = listed.output.splitlines()
+        assert len(lines) == 2 and {line.split()[0] for line in lines} == {
+            first.order.order_id,
+            second.order.order_id,
+        }
+        assert "1000.00 USDT" in lines[0] and "s left" in lines[0]
+
+        vetoed = await cdb("veto", first.order.order_id, "--reason", "not this one")
+        assert vetoed.exit_code == 0, vetoed.output
+        assert f"order {first.order.order_id}: vetoed by cli:tester" in vetoed.output
+        approved = await cdb("approve", second.order.order_id, "--actor", "owner@phone")
+        assert f"order {second.order.order_id}: approved by owner@phone" in approved.output
+        again = await cdb("approve", first.order.order_id)
+        assert again.exit_code == 1 and "vetoed already: nothing sent" in again.output
+        unknown = await cdb("veto", "ord-nope")
+        assert unknown.exit_code == 1 and "no held order ord-nope" in unknown.output
+
+        orders = await entries(bus, Stream.ORDERS)
+        assert published_orders(orders) == [second.order.order_id]
+        assert audit(env, first.order.order_id) == [("cli:tester", "pending", "vetoed")]
+        assert scalar(
+            env, "SELECT reason FROM approvals WHERE order_id = %s", (first.order.order_id,)
+        ) == ("not this one")
+        everything = await cdb("approvals", "--all")
+        assert "vetoed by cli:tester (not this one)" in everything.output
+    finally:
+        stop(risk)

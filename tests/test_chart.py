@@ -751,3 +751,31 @@ def test_a_crash_looping_screener_pod_stays_visible_to_prometheus(
     service = find(objects(rendered["defaults"]), "Service", "bot-ws")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"].get("publishNotReadyAddresses") is True
+
+
+def test_the_approval_mode_reaches_risk_manager_and_the_default_trading_bot() -> None:
+    """``risk.approval``/``risk.approvalTimeoutSeconds``: RISK_APPROVAL* in the services'
+    config and the default TradingBot's ``spec.trading`` (which the operator's control
+    event carries), unless ``tradingBot.spec`` sets its own; the schema refuses others."""
+
+    def render(*sets: str) -> tuple[dict[str, str], dict[str, Any]]:
+        result = helm_template(*(arg for s in sets for arg in ("--set", s)), crds=False)
+        assert result.returncode == 0, result.stderr
+        objs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        config = find(objs, "ConfigMap", "cdb-config")["data"]
+        (bot,) = [o for o in objs if o["kind"] == "TradingBot"]
+        return config, bot["spec"]["trading"]
+
+    config, trading = render()
+    assert (config["RISK_APPROVAL"], config["RISK_APPROVAL_TIMEOUT_S"]) == ("auto", "60")
+    assert trading == {
+        "mode": "paper", "paused": False, "approval": "auto", "approvalTimeoutSeconds": 60
+    }  # fmt: skip
+    config, trading = render("risk.approval=manual", "risk.approvalTimeoutSeconds=120")
+    assert (config["RISK_APPROVAL"], config["RISK_APPROVAL_TIMEOUT_S"]) == ("manual", "120")
+    assert (trading["approval"], trading["approvalTimeoutSeconds"]) == ("manual", 120)
+    _, trading = render("risk.approval=manual", "tradingBot.spec.trading.approval=auto")
+    assert trading["approval"] == "auto"  # the bot's own spec wins
+    for bad in ("risk.approval=sometimes", "risk.approvalTimeoutSeconds=4"):
+        refused = helm_template("--set", bad, crds=False)
+        assert refused.returncode != 0 and "risk" in refused.stderr, bad

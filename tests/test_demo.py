@@ -48,6 +48,50 @@ def test_plan_follows_the_seed_order_with_offset_ports() -> None:
     assert console.env["CONSOLE_NOTIFIER_URL"] == "http://127.0.0.1:8106"
 
 
+def test_the_approval_mode_reaches_risk_manager_only() -> None:
+    every = ("mexc_sim", "signal_engine", "risk_manager", "execution_service")
+    auto = {s.name: s.env for s in demo_plan(DemoOptions(), STACK, available=every)}
+    assert auto["risk_manager"]["RISK_APPROVAL"] == "auto"
+    manual = DemoOptions(approval="manual", approval_timeout_s=120)
+    plan = {s.name: s.env for s in demo_plan(manual, STACK, available=every)}
+    assert plan["risk_manager"]["RISK_APPROVAL"] == "manual"
+    assert plan["risk_manager"]["RISK_APPROVAL_TIMEOUT_S"] == "120"
+    assert "RISK_APPROVAL" not in plan["execution_service"]
+    options = DemoOptions.model_fields
+    assert options["approval"].default == "auto" and options["approval_timeout_s"].default == 60
+
+
+def test_the_demo_command_takes_the_approval_mode_from_its_option_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cdb import cli
+    from cdb.demo import run
+
+    seen: list[DemoOptions] = []
+
+    async def fake_run(options: DemoOptions, *args: object, **kwargs: object) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(run, "run_demo", fake_run)
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["demo", "--approval", "manual"]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli.app, ["demo"], env={"RISK_APPROVAL": "manual", "RISK_APPROVAL_TIMEOUT_S": "30"}
+        ).exit_code
+        == 0
+    )
+    assert runner.invoke(cli.app, ["demo"], env={"RISK_APPROVAL": ""}).exit_code == 0
+    bad = runner.invoke(cli.app, ["demo", "--approval", "sometimes"])
+    assert bad.exit_code == 2 and "auto or manual" in bad.output
+    assert [(o.approval, o.approval_timeout_s) for o in seen] == [
+        ("manual", 60), ("manual", 30), ("auto", 60)
+    ]  # fmt: skip
+
+
 def test_plan_leaves_out_an_absent_or_unwanted_ml_advisor() -> None:
     core = ("mexc_sim", "bot_rest", "bot_ws", "signal_engine", "risk_manager",
             "execution_service", "notifier", "console")  # fmt: skip

@@ -16,6 +16,7 @@ import yaml
 
 from cdb.core.config import ServiceSettings
 from cdb.core.db import Database, apply_migrations
+from cdb.core.events import Control
 from cdb_operator.audit import AuditLog, FieldChange, Transition, actor_of, diff_configs
 from cdb_operator.conditions import Problem, WorkloadState, merge_conditions, workload_conditions
 from cdb_operator.handlers import configure_kopf
@@ -67,6 +68,29 @@ def test_live_settings_leave_the_pod_template_alone() -> None:
         template["metadata"]["annotations"][WORKLOAD_ANNOTATION]
         != (base["spec"]["template"]["metadata"]["annotations"][WORKLOAD_ANNOTATION])
     )
+
+
+def test_the_control_event_carries_the_approval_mode_and_its_window() -> None:
+    """What risk_manager adopts: ``trading.approval`` and ``approvalTimeoutSeconds`` go out
+    in the control event's settings (defaults too), and a change is a config change."""
+    defaults = TradingBotSpec.model_validate({"symbols": ["BTC_USDT"]}).live_settings()
+    assert (defaults.approval, defaults.approval_timeout_s) == ("auto", 60)
+    spec = TradingBotSpec.model_validate(
+        {"symbols": ["BTC_USDT"], "trading": {"approval": "manual", "approvalTimeoutSeconds": 90}}
+    )
+    settings = spec.live_settings()
+    assert (settings.approval, settings.approval_timeout_s) == ("manual", 90)
+    assert Control.model_validate_json(
+        Control(bot="b", generation=2, config_hash="h", settings=settings, timestamp=1.0)
+        .model_dump_json()
+    ).settings.approval == "manual"  # fmt: skip
+    manual = config(trading={"approval": "manual", "approvalTimeoutSeconds": 90})
+    assert manual.document()["trading"]["approval"] == "manual"
+    assert manual.document()["trading"]["approvalTimeoutSeconds"] == 90
+    assert manual.config_hash != config().config_hash
+    changed = {c.field for c in diff_configs(config().document(), manual.document())}
+    assert changed == {"trading.approval", "trading.approvalTimeoutSeconds"}
+    assert manual.workload_hash == config().workload_hash  # live: no pod restarts
 
 
 def test_the_config_map_carries_what_the_pods_read() -> None:

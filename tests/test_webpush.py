@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from cdb import cli
 from cdb.core.bus import Bus
-from cdb.core.events import Alert
+from cdb.core.events import Alert, ApprovalRequest, Order
+from tests.conftest import as_user
 from tests.notify_receiver import Receiver, Request
 from tests.support import ServiceProcess
 from tests.test_pipeline_support import FAST_BUS, scalar, wait_until
@@ -207,3 +208,63 @@ def test_a_vapid_key_from_a_secret_wins_and_webpush_is_off_without_one(
         proc.wait_healthy(timeout=60)
         assert httpx.get(f"{proc.url}/webpush/key").status_code == 404
         assert proc.status()["channels"] == [] and proc.status()["webpush"] is False
+
+
+async def test_a_held_order_reaches_the_browser_with_approve_and_veto_actions(
+    bus: Bus, service_env: dict[str, str], push_service: Receiver, tmp_path: Path
+) -> None:
+    """The payload a console's service worker reads (docs/NOTIFICATIONS.md): the actions,
+    the order id and its page; apprise channels get the text. The notifier reads
+    ``cdb:approvals`` as its own Redis user; an expired request is not announced."""
+    with Receiver() as hook:
+        notifier_env = {
+            **as_user(env(service_env, tmp_path / "data"), "notifier"),
+            "NOTIFY_URLS": f"json://127.0.0.1:{hook.port}/hook",
+            "NOTIFY_QUIET_HOURS": "00:00-23:59",  # a held order is not held back
+            "NOTIFY_GROUP_WAIT_S": "30",  # nor made to wait for company
+        }
+        with ServiceProcess("cdb.notifier", notifier_env, tmp_path) as proc:
+            proc.wait_healthy(timeout=60)
+            browser = Browser(f"{push_service.url}/push/alive")
+            reply = httpx.post(
+                f"{proc.url}/webpush/subscriptions", json=browser.subscription(), headers=AUTH
+            )
+            assert reply.status_code == 201, reply.text
+            now = time.time()
+            order = Order(
+                event_id="ord-held-1", order_id="ord-held-1", signal_id="sig-held-1",
+                symbol="BTC_USDT", side="long", quantity=0.01, notional=1000.0, price=100000.0,
+                stop_loss=98000.0, timestamp=now,
+            )  # fmt: skip
+            stale = order.model_copy(update={"order_id": "ord-stale", "event_id": "ord-stale"})
+            for held, expires in ((stale, now - 1), (order, now + 60)):
+                await bus.publish(
+                    ApprovalRequest(
+                        event_id=f"approval-request-{held.order_id}", order=held,
+                        exposure_after_usdt=1000.0, exposure_after_pct=10.0,
+                        equity_usdt=10_000.0, reasons=["BTC_USDT +4.2% in 15 min"],
+                        expires_at=expires, timestamp=now,
+                    )
+                )  # fmt: skip
+            await wait_until(lambda: len(push_service.accepted("/push/alive")) == 1, timeout=30)
+            await wait_until(lambda: len(hook.accepted("/hook")) == 1, timeout=30)
+            request = push_service.accepted("/push/alive")[0]
+            assert 0 < int(request.headers["ttl"]) <= 60  # not kept past the expiry
+            payload = browser.decrypt(request)
+            assert payload["kind"] == "approval_request"
+            assert payload["actions"] == [
+                {"action": "approve", "title": "Approve"},
+                {"action": "veto", "title": "Veto"},
+            ]
+            assert payload["data"] == {
+                "order_id": "ord-held-1",
+                "url": "/approvals/ord-held-1",
+                "expires_at": pytest.approx(now + 60),
+            }
+            assert payload["title"] == "Approve long BTC_USDT 1000.00 USDT?"
+            text = hook.accepted("/hook")[0].json()
+            assert "cdb approve ord-held-1" in text["message"]
+            assert "BTC_USDT +4.2% in 15 min" in text["message"]
+            time.sleep(1)  # the stale one would have gone by now
+            assert len(push_service.accepted("/push/alive")) == 1
+            assert scalar(service_env, "SELECT count(*) FROM notifications") == 1

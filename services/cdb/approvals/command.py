@@ -4,7 +4,9 @@ A decision is an ``approval_decision`` event on ``cdb:approval_decisions``, the 
 the console takes; risk_manager applies the first decision of a pending order and ignores
 the rest. PostgreSQL (``POSTGRES_*``) is read for the list and to say what became of the
 order; Redis (``REDIS_*``) needs a user that may append to that stream (``console``, or the
-admin). Registered in :mod:`cdb.cli`.
+admin). With no ``REDIS_PASSWORD`` set and a demo's data directory (``.cdb``) present, the
+demo's stack is used on its default ports, as the ``console`` user. Registered in
+:mod:`cdb.cli`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import getpass
+import os
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
@@ -25,8 +29,31 @@ from cdb.core.events import ApprovalDecision, Stream
 
 __all__ = ["approvals", "approve", "veto"]
 
+DEMO_DIR = Path(__file__).resolve().parents[3] / ".cdb"
+
+
+def _demo_defaults(data_dir: Path = DEMO_DIR) -> None:
+    """The demo's stack (default ports, the ``console`` user) when nothing else is set."""
+    redis_password = data_dir / "redis" / "users" / "console.password"
+    if "REDIS_PASSWORD" in os.environ or not redis_password.exists():
+        return
+    defaults = {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": "16379",
+        "REDIS_USERNAME": "console",
+        "REDIS_PASSWORD": redis_password.read_text().strip(),
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": "15432",
+    }
+    postgres_password = data_dir / "postgres" / "cdb_user.password"
+    if postgres_password.exists():
+        defaults["POSTGRES_PASSWORD"] = postgres_password.read_text().strip()
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+
 
 def _query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    _demo_defaults()
     settings = load_settings_or_exit(PostgresSettings)
     try:
         with psycopg.connect(

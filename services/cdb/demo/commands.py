@@ -27,6 +27,18 @@ def demo(
     speed: float = typer.Option(20.0, min=0.01, help="mexc_sim's clock speed-up."),
     scenario: str = typer.Option("pump", help="mexc_sim scenario."),
     ml: bool = typer.Option(True, help="Start ml_advisor when it is installed."),
+    approval: str = typer.Option(
+        "auto",
+        envvar="RISK_APPROVAL",
+        help="manual: every order waits for your approval (cdb approvals / approve / veto).",
+    ),
+    approval_timeout: int = typer.Option(
+        60,
+        min=5,
+        max=3600,
+        envvar="RISK_APPROVAL_TIMEOUT_S",
+        help="Seconds an order waits for approval before it is vetoed.",
+    ),
 ) -> None:
     """Run the whole stack offline on paper, with a live view (or --headless)."""
     from cdb.demo.plan import DemoOptions
@@ -35,6 +47,8 @@ def demo(
     # everything the demo writes under its data directory (Redis AOF, PostgreSQL, logs,
     # reports, password files) is the owner's alone; its children inherit the umask
     os.umask(0o077)
+    if approval not in ("auto", "manual"):
+        raise typer.BadParameter("auto or manual", param_hint="--approval")
 
     options = DemoOptions(
         port_offset=port_offset,
@@ -45,6 +59,8 @@ def demo(
         scenario=scenario,
         with_ml=ml,
         symbols=symbols,
+        approval="manual" if approval == "manual" else "auto",
+        approval_timeout_s=approval_timeout,
     )
     code = asyncio.run(
         run_demo(options, data_dir, fresh=fresh, headless=headless, duration_s=duration)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +69,9 @@ class DemoOptions(BaseModel):
     speed: float = Field(default=20.0, gt=0)
     scenario: str = "pump"
     with_ml: bool = True
+    # manual: risk_manager holds every order for the owner (cdb approve / the console)
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout_s: int = Field(default=60, ge=5, le=3600)
     health_timeout_s: float = Field(default=60.0, gt=0)
     stop_grace_s: float = Field(default=25.0, gt=0)
     extra_env: dict[str, str] = Field(default_factory=dict)
@@ -139,6 +143,12 @@ def demo_plan(
             continue
         port = options.port(name)
         argv: tuple[str, ...] = ()
+        own: dict[str, str] = {}
+        if name == "risk_manager":
+            own = {
+                "RISK_APPROVAL": options.approval,
+                "RISK_APPROVAL_TIMEOUT_S": str(options.approval_timeout_s),
+            }
         if name == "mexc_sim":
             argv = (
                 "--port",

@@ -281,6 +281,11 @@ async def run_demo(
         if stop.is_set():
             return 130
         console.print(demo.console_address(), highlight=False)
+        if options.approval == "manual":
+            console.print(
+                f"approval mode: manual — every order waits {options.approval_timeout_s} s for"
+                " you: `cdb approvals`, `cdb approve ORDER_ID`, `cdb veto ORDER_ID --reason …`"
+            )
         if headless:
             summary = await demo.headless(stop, duration_s)
             print_summary(console, summary)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apprise
@@ -47,6 +47,9 @@ class Message:
     body: str
     severity: str
     kind: str
+    # WebPush only (one notification's, never a group's): actions and their data
+    actions: tuple[dict[str, str], ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 class DeliveryError(Exception):

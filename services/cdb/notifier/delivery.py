@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -197,6 +198,7 @@ class Deliverer:
                 body=body,
                 severity=severity,
                 kind=notifications[0].kind,
+                **_push_extras(notifications),
             )
             try:
                 await asyncio.wait_for(
@@ -242,6 +244,14 @@ class Deliverer:
                    "notifications": len(held_keys), "title": title},
         )  # fmt: skip
         return True
+
+
+def _push_extras(notifications: list[Notification]) -> dict[str, Any]:
+    """A single notification's WebPush actions and data; a group has none."""
+    if len(notifications) != 1:
+        return {}
+    only = notifications[0]
+    return {"actions": tuple(a.model_dump() for a in only.actions), "data": dict(only.data)}
 
 
 def _severity_rank(severity: str) -> int:

@@ -13,17 +13,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cdb.core.events import Alert, Control, OrderResult
+from cdb.core.events import Alert, ApprovalRequest, Control, OrderResult
 
 __all__ = [
+    "APPROVAL_ACTIONS",
     "AlertmanagerAlert",
     "AlertmanagerPayload",
     "DeadLetter",
     "Notification",
+    "PushAction",
     "Severity",
     "daily_summary",
     "from_alert",
     "from_alertmanager",
+    "from_approval_request",
     "from_control",
     "from_dead_letter",
     "from_order_result",
@@ -31,6 +34,19 @@ __all__ = [
 ]
 
 Severity = Literal["info", "warning", "critical"]
+
+
+class PushAction(BaseModel):
+    """A WebPush notification action (``showNotification``'s ``actions`` entry)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str = Field(min_length=1, max_length=32)
+    title: str = Field(min_length=1, max_length=64)
+
+
+APPROVAL_ACTIONS = (PushAction(action="approve", title="Approve"),
+                    PushAction(action="veto", title="Veto"))  # fmt: skip
 
 
 class Notification(BaseModel):
@@ -46,6 +62,9 @@ class Notification(BaseModel):
     body: str = Field(max_length=4000)
     bot: str = ""
     symbol: str = ""
+    # WebPush only: buttons, and what the service worker needs to act on them
+    actions: tuple[PushAction, ...] = ()
+    data: dict[str, str | float] = Field(default_factory=dict)
 
 
 # -- the bus ------------------------------------------------------------------------
@@ -141,6 +160,36 @@ def from_control(control: Control) -> Notification:
             f"--field-selector involvedObject.name={control.bot}` and the config_audit table."
         ),
         bot=control.bot,
+    )
+
+
+def from_approval_request(request: ApprovalRequest) -> Notification:
+    """An order risk_manager holds for the owner: approve or veto before it expires."""
+    order = request.order
+    left = max(0, int(request.expires_at - request.timestamp))
+    reasons = "\n".join(f"- {reason}" for reason in request.reasons)
+    return Notification(
+        key=f"event:{request.event_id}",
+        kind="approval_request",
+        severity="warning",
+        group_key=f"approval:{order.order_id}",  # never grouped: each has its own buttons
+        title=f"Approve {order.side} {order.symbol} {order.notional:.2f} USDT?",
+        body=(
+            f"{order.mode} {order.side} {order.quantity:.6g} {order.symbol} at "
+            f"{order.price:.6g}, stop {order.stop_loss:.6g}; exposure after fill "
+            f"{request.exposure_after_usdt:.2f} USDT ({request.exposure_after_pct:.1f}% of "
+            f"equity {request.equity_usdt:.2f} USDT).\n{reasons}\n"
+            f"Expires in {left} s (then vetoed). Approve or veto on the console "
+            f"(/approvals/{order.order_id}) or with `cdb approve {order.order_id}` / "
+            f"`cdb veto {order.order_id} --reason ...`."
+        )[:4000],
+        symbol=order.symbol,
+        actions=APPROVAL_ACTIONS,
+        data={
+            "order_id": order.order_id,
+            "url": f"/approvals/{order.order_id}",
+            "expires_at": request.expires_at,
+        },
     )
 
 

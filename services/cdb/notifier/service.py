@@ -2,7 +2,8 @@
 
 Causes in: ``alerts`` (circuit breaker trips and resets), ``order_results`` (stop-loss
 closes, fills per ``NOTIFY_FILLS``, orders left ``unknown``), ``control`` (TradingBot
-changes), ``cdb:dead_letter``, Alertmanager's webhook (``POST /alertmanager``: services
+changes), ``approvals`` (orders held for the owner, with WebPush actions),
+``cdb:dead_letter``, Alertmanager's webhook (``POST /alertmanager``: services
 down, stale feeds, every alert rule, firing and resolved) and a daily summary.
 
 Each cause is stored once under its key with a pending delivery per channel, in one
@@ -25,7 +26,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from redis import exceptions as redis_errors
 
 from cdb.core.bus import Consumer, is_transient, sleep_unless
-from cdb.core.events import Alert, Control, OrderResult, Stream
+from cdb.core.events import Alert, ApprovalRequest, Control, OrderResult, Stream
 from cdb.core.http import admin_credential
 from cdb.core.service import Kernel, Service, public_config
 from cdb.notifier import store
@@ -38,6 +39,7 @@ from cdb.notifier.messages import (
     daily_summary,
     from_alert,
     from_alertmanager,
+    from_approval_request,
     from_control,
     from_dead_letter,
     from_order_result,
@@ -81,6 +83,7 @@ class Notifier(Service[NotifierSettings]):
             self.consumer(Stream.ALERTS, Alert, self.on_alert, start="$"),
             self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result, start="$"),
             self.consumer(Stream.CONTROL, Control, self.on_control, start="$"),
+            self.consumer(Stream.APPROVALS, ApprovalRequest, self.on_approval_request, start="$"),
         ]
 
     async def on_alert(self, alert: Alert) -> None:
@@ -93,6 +96,17 @@ class Notifier(Service[NotifierSettings]):
 
     async def on_control(self, control: Control) -> None:
         await self.record(from_control(control))
+
+    async def on_approval_request(self, request: ApprovalRequest) -> None:
+        """A held order: announced at once (no group wait, not held back by quiet hours),
+        unless it expired before it got here (the notifier was down)."""
+        if request.expires_at <= time.time():
+            log.info(
+                "approval request expired before it was announced",
+                extra={"order_id": request.order.order_id},
+            )
+            return
+        await self.record(from_approval_request(request), at_once=True)
 
     async def record(self, notification: Notification, *, at_once: bool = False) -> bool:
         """Store it with a delivery per channel; False if its cause was recorded before."""

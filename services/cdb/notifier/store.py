@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
-from cdb.notifier.messages import Notification
+from cdb.notifier.messages import Notification, PushAction
 
 __all__ = [
     "DaySummary",
@@ -47,8 +48,9 @@ async def record(
 ) -> bool:
     """Store it with a pending delivery per channel; False when its cause was seen before."""
     cursor = await conn.execute(
-        "INSERT INTO notifications (key, kind, severity, group_key, title, body, bot, symbol)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING key",
+        "INSERT INTO notifications (key, kind, severity, group_key, title, body, bot, symbol,"
+        " actions, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (key) DO NOTHING RETURNING key",
         (
             notification.key,
             notification.kind,
@@ -58,6 +60,8 @@ async def record(
             notification.body,
             notification.bot,
             notification.symbol,
+            Jsonb([a.model_dump() for a in notification.actions]),
+            Jsonb(notification.data),
         ),
     )
     if await cursor.fetchone() is None:
@@ -71,7 +75,10 @@ async def record(
     return True
 
 
-_COLUMNS = "n.key, n.kind, n.severity, n.group_key, n.title, n.body, n.bot, n.symbol, d.attempts"
+_COLUMNS = (
+    "n.key, n.kind, n.severity, n.group_key, n.title, n.body, n.bot, n.symbol, d.attempts,"
+    " n.actions, n.data"
+)
 
 
 def _due(row: Sequence[Any]) -> Due:
@@ -85,6 +92,8 @@ def _due(row: Sequence[Any]) -> Due:
             body=row[5],
             bot=row[6],
             symbol=row[7],
+            actions=tuple(PushAction.model_validate(a) for a in row[9] or []),
+            data=row[10] or {},
         ),
         int(row[8]),
     )

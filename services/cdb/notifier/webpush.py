@@ -6,7 +6,10 @@ PEM or base64url raw), else the file ``vapid_private.pem`` in ``VAPID_KEY_DIR`` 
 demo's data dir), generated there once if absent. Subscriptions live in PostgreSQL; a
 push service answering 404 or 410 means the browser unsubscribed: the row is deleted.
 A message carries its message id as the notification ``tag``, so a copy sent again after
-a crash replaces the shown notification instead of adding a second one.
+a crash replaces the shown notification instead of adding a second one. An approval
+request also carries ``actions`` (approve, veto) and ``data`` (order id, the console's
+page, expiry), and lives at the push service no longer than until it expires
+(docs/NOTIFICATIONS.md has the payload).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +129,13 @@ class WebPushChannel:
     async def send(self, message: Message) -> None:
         payload = json.dumps(
             {"title": message.title, "body": message.body, "tag": message.message_id,
-             "severity": message.severity, "kind": message.kind}
+             "severity": message.severity, "kind": message.kind,
+             "actions": list(message.actions), "data": message.data}
         )  # fmt: skip
+        ttl = self.settings.webpush_ttl_s
+        expires = message.data.get("expires_at")
+        if isinstance(expires, int | float):  # an approval request: worthless once expired
+            ttl = max(0, min(ttl, int(expires - time.time())))
         failures = []
         for subscription in await subscriptions(self.db):
             endpoint = subscription["endpoint"]
@@ -136,7 +145,7 @@ class WebPushChannel:
                     data=payload,
                     vapid_private_key=self.vapid,
                     vapid_claims={"sub": self.settings.vapid_subject},
-                    ttl=self.settings.webpush_ttl_s,
+                    ttl=ttl,
                     timeout=self.settings.notify_send_timeout_s,
                     headers={"Urgency": "high" if message.severity == "critical" else "normal"},
                 )

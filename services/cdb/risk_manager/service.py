@@ -136,7 +136,7 @@ class RiskManager(Service[RiskManagerSettings]):
 
     async def _expire_periodically(self) -> None:
         while not self.kernel.stop.is_set():
-            await sleep_unless(self.kernel.stop, 1.0)
+            await sleep_unless(self.kernel.stop, self.settings.risk_approval_check_s)
             try:
                 await self.expire_due()
             except Exception as error:  # retried on the next round

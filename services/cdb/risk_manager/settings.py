@@ -21,3 +21,6 @@ class RiskManagerSettings(ServiceSettings):
     # a control event's approval / approval_timeout_s override these two
     risk_approval: Literal["auto", "manual"] = "auto"
     risk_approval_timeout_s: int = Field(default=60, ge=1, le=3600)
+    # how often held orders whose window closed are expired (an approve after the window
+    # is refused whenever it comes)
+    risk_approval_check_s: float = Field(default=1.0, gt=0, le=60, allow_inf_nan=False)

@@ -164,7 +164,6 @@ def demo_plan(
                 "--history-min",  # enough past bars for the advisor's warm-up (120)
                 "150",
             )
-        own: dict[str, str] = {}
         if name == "console":  # the owner's console shows every service started before it
             own = {
                 "CONSOLE_SERVICES": ",".join(f"{spec.name}={spec.url}" for spec in specs),

@@ -27,8 +27,8 @@ from tests.console_support import (
     open_position,
     start_console,
 )
-from tests.support import ServiceProcess
-from tests.test_pipeline_support import query
+from tests.support import ServiceProcess, eventually
+from tests.test_pipeline_support import Pipeline, query
 
 PAGES = ["/", "/positions", "/trades", "/signals", "/risk", "/bot", "/approvals", "/approvals/o-1"]
 
@@ -203,6 +203,34 @@ def test_pause_and_thresholds_go_out_as_control_events_one_generation_up(
     assert controls[0].settings.paused is True
     assert controls[1].settings.signal_threshold_pct == 2.5
     assert controls[1].settings.approval == "manual"
+
+
+def test_a_running_signal_engine_adopts_what_the_owner_sets_in_the_demo(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """No operator and no control_state yet (a fresh demo): the console's control events
+    are adopted by the service, one generation after the other."""
+    pipeline = Pipeline(service_env, tmp_path).start("signal_engine")
+    try:
+        engine = pipeline.procs["signal_engine"]
+        assert engine.status()["in_force"]["paused"] is False
+        with start_console(service_env, tmp_path) as console:
+            client, csrf = logged_in(console.url)
+            with closing(client):
+                paused = client.post("/bot/change", data={"action": "pause", "csrf": csrf})
+                assert "generation 1" in paused.text
+                eventually(lambda: engine.status()["in_force"]["paused"] is True, "paused")
+                changed = client.post(
+                    "/bot/change",
+                    data={"action": "settings", "csrf": csrf, "signal_threshold_pct": "6"},
+                )
+                assert "generation 2" in changed.text
+                eventually(lambda: engine.status()["in_force"]["threshold_pct"] == 6.0, "6 %")
+                assert engine.status()["in_force"]["paused"] is True  # merged, not replaced
+                bot = client.get("/bot").text
+                assert re.search(r"<td>signal_engine</td><td>demo</td><td>2</td>", bot), bot
+    finally:
+        pipeline.stop()
 
 
 def test_ten_wrong_passwords_are_rate_limited_and_then_even_the_right_one_waits(

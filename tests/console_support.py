@@ -3,6 +3,7 @@ database, rows written as the services would write them, and a logged-in client.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,12 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 from psycopg.types.json import Jsonb
 
-from cdb.core.events import Order
-from tests.conftest import as_user
+from cdb.core.bus import PAYLOAD_FIELD
+from cdb.core.events import Order, Stream
+from tests.conftest import REDIS_PASSWORD, as_user
 from tests.support import ServiceProcess
 from tests.test_pipeline_support import conninfo
 
@@ -127,3 +130,12 @@ def logged_in(url: str) -> tuple[httpx.Client, str]:
     csrf = re.search(r'data-csrf="([^"]+)"', page.text)
     assert csrf is not None, page.text[:500]
     return client, csrf.group(1)
+
+
+def entries(env: dict[str, str], stream: Stream) -> list[dict[str, Any]]:
+    """Every event on ``stream``, read as the admin."""
+    admin = redis.Redis(
+        host=env["REDIS_HOST"], port=int(env["REDIS_PORT"]), password=REDIS_PASSWORD
+    )
+    with admin:
+        return [json.loads(fields[PAYLOAD_FIELD]) for _, fields in admin.xrange(stream.value)]

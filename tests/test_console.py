@@ -12,15 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from cdb.console.auth import LoginLimiter, SessionCodec
-from cdb.core.bus import PAYLOAD_FIELD
 from cdb.core.events import ApprovalDecision, Control, Stream
-from tests.conftest import REDIS_PASSWORD
+from tests.conftest import as_user
 from tests.console_support import (
     PASSWORD,
     SYMBOL,
+    entries,
     execute,
     hold_order,
     logged_in,
@@ -28,7 +27,8 @@ from tests.console_support import (
     open_position,
     start_console,
 )
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, eventually
+from tests.test_pipeline_support import Pipeline, query
 
 PAGES = ["/", "/positions", "/trades", "/signals", "/risk", "/bot", "/approvals", "/approvals/o-1"]
 
@@ -38,14 +38,6 @@ def console(service_env: dict[str, str], tmp_path: Path) -> Any:
     with start_console(service_env, tmp_path) as proc:
         open_position(service_env)
         yield proc
-
-
-def entries(env: dict[str, str], stream: Stream) -> list[dict[str, Any]]:
-    admin = redis.Redis(
-        host=env["REDIS_HOST"], port=int(env["REDIS_PORT"]), password=REDIS_PASSWORD
-    )
-    with admin:
-        return [json.loads(fields[PAYLOAD_FIELD]) for _, fields in admin.xrange(stream.value)]
 
 
 def test_without_a_session_pages_redirect_and_the_api_says_401_with_no_data(
@@ -98,6 +90,50 @@ def test_the_owner_logs_in_and_sees_the_books_behind_strict_headers(
     status = httpx.get(f"{console.url}/status", timeout=5).text
     assert PASSWORD not in status and "test-only-session-secret" not in status
     assert "test-only-console-password" not in console.log()
+
+
+def test_signals_show_the_rule_and_the_advisor_and_the_overview_draws_equity(
+    console: ServiceProcess, service_env: dict[str, str]
+) -> None:
+    execute(
+        service_env,
+        "INSERT INTO signals (signal_id, event_id, symbol, side, confidence, reason, strategy,"
+        " price, pct_change, signal_ts) VALUES ('sig-9', 'e-9', 'PUMP_USDT', 'long', 0.45,"
+        " 'gain 4.50% >= 3% over 15m', 'momentum', 2.0, 4.5, now())",
+    )
+    features = [
+        {"feature": "ret_15m", "value": 0.045, "contribution": 0.91},
+        {"feature": "vol_ratio", "value": 3.2, "contribution": -0.40},
+        {"feature": "rsi_14", "value": 71.0, "contribution": 0.12},
+        {"feature": "spread", "value": 0.001, "contribution": 0.01},
+    ]
+    execute(
+        service_env,
+        "INSERT INTO ml_signals (signal_id, event_id, symbol, side, model, model_version,"
+        " confidence, price, top_features, signal_ts) VALUES ('ml-9', 'e-ml-9', 'PUMP_USDT',"
+        " 'long', 'xgb', 'v3', 0.83, 2.0, %s, now() + interval '1 minute')",
+        (json.dumps(features),),
+    )
+    for minute, (equity, exposure) in enumerate([(10_000, 0), (10_020, 1000), (9_990, 2000)]):
+        execute(
+            service_env,
+            "INSERT INTO equity (event_key, equity, exposure, reason, recorded_at)"
+            " VALUES (%s, %s, %s, 'fill', now() - make_interval(mins => %s))",
+            (f"eq-{minute}", equity, exposure, 10 - minute),
+        )
+    client, _ = logged_in(console.url)
+    with closing(client):
+        row = re.search(r"<tr>\s*<td>[^<]*</td><td>PUMP_USDT</td>.*?</tr>",
+                        client.get("/signals").text, re.S)  # fmt: skip
+        assert row is not None
+        text = row.group(0)
+        assert "4.50 % move at 2.0000, confidence 0.45" in text  # the rule's numbers
+        assert "xgb v3: 0.83" in text  # the advisor's confidence
+        # its three strongest SHAP features by |contribution|, the fourth left out
+        assert re.findall(r"<li>(\w+) =", text) == ["ret_15m", "vol_ratio", "rsi_14"]
+        overview = client.get("/").text
+        assert overview.count("<polyline") == 2  # equity and exposure, drawn on the server
+        assert "equity 9,990.00 \u2013 10,020.00" in overview
 
 
 def test_a_missing_or_forged_csrf_token_is_refused_and_nothing_is_published(
@@ -169,6 +205,34 @@ def test_pause_and_thresholds_go_out_as_control_events_one_generation_up(
     assert controls[1].settings.approval == "manual"
 
 
+def test_a_running_signal_engine_adopts_what_the_owner_sets_in_the_demo(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """No operator and no control_state yet (a fresh demo): the console's control events
+    are adopted by the service, one generation after the other."""
+    pipeline = Pipeline(service_env, tmp_path).start("signal_engine")
+    try:
+        engine = pipeline.procs["signal_engine"]
+        assert engine.status()["in_force"]["paused"] is False
+        with start_console(service_env, tmp_path) as console:
+            client, csrf = logged_in(console.url)
+            with closing(client):
+                paused = client.post("/bot/change", data={"action": "pause", "csrf": csrf})
+                assert "generation 1" in paused.text
+                eventually(lambda: engine.status()["in_force"]["paused"] is True, "paused")
+                changed = client.post(
+                    "/bot/change",
+                    data={"action": "settings", "csrf": csrf, "signal_threshold_pct": "6"},
+                )
+                assert "generation 2" in changed.text
+                eventually(lambda: engine.status()["in_force"]["threshold_pct"] == 6.0, "6 %")
+                assert engine.status()["in_force"]["paused"] is True  # merged, not replaced
+                bot = client.get("/bot").text
+                assert re.search(r"<td>signal_engine</td><td>demo</td><td>2</td>", bot), bot
+    finally:
+        pipeline.stop()
+
+
 def test_ten_wrong_passwords_are_rate_limited_and_then_even_the_right_one_waits(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -218,6 +282,44 @@ def test_a_session_ends_at_logout_and_with_a_new_password(
         with closing(client):
             (tmp_path / "console.password").write_text("a-new-password\n")
             assert client.get("/positions").status_code == 303
+
+
+def test_a_browser_subscription_reaches_the_notifier_with_the_admin_credential(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The console holds the admin token, the browser never sees it: the page posts its
+    PushSubscription to the console, the console passes it to the notifier."""
+    token = "test-only-admin-token"
+    notifier_env = {
+        **as_user(service_env, "notifier"),
+        "ADMIN_TOKEN": token,
+        "VAPID_KEY_DIR": str(tmp_path / "vapid"),
+        "MIGRATE_ON_START": "true",
+    }
+    with ServiceProcess("cdb.notifier", notifier_env, tmp_path) as notifier:
+        notifier.wait_healthy(timeout=60)
+        with start_console(
+            service_env, tmp_path, ADMIN_TOKEN=token, CONSOLE_NOTIFIER_URL=notifier.url
+        ) as console:
+            client, csrf = logged_in(console.url)
+            with closing(client):
+                key = client.get("/push/key")
+                assert key.status_code == 200
+                assert len(key.json()["applicationServerKey"]) == 87  # P-256 point, base64url
+                page = client.get("/").text
+                assert token not in page and token not in key.text
+                subscription = {
+                    "endpoint": "https://push.example.net/send/abc123",
+                    "keys": {"p256dh": "B" * 87, "auth": "A" * 22},
+                }
+                refused = client.post("/push/subscribe", json=subscription)
+                assert refused.status_code == 403  # no CSRF header: nothing forwarded
+                reply = client.post(
+                    "/push/subscribe", json=subscription, headers={"X-CSRF-Token": csrf}
+                )
+                assert reply.status_code == 201, reply.text
+    rows = query(service_env, "SELECT endpoint, label FROM push_subscriptions")
+    assert rows == [("https://push.example.net/send/abc123", "console")]
 
 
 def test_session_codec_and_limiter_units() -> None:

@@ -6,6 +6,8 @@ desktop window and on a phone-sized one. A screenshot of every page is kept unde
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from cdb.core.bus import Bus
-from tests.console_support import PASSWORD, start_console
+from cdb.core.events import Stream
+from tests.console_support import PASSWORD, entries, hold_order, start_console
 from tests.support import ROOT
 from tests.test_pipeline_support import Pipeline, market, scalar, wait_until
 
@@ -108,6 +111,71 @@ async def test_the_owner_watches_a_position_appear_live_on_desktop_and_phone(
         pipeline.stop()
 
 
+async def until(check: Any, what: str, timeout: float = 10.0) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_service_worker_shows_an_approval_push_and_its_click_opens_the_order(
+    service_env: dict[str, str], tmp_path: Path, browser: Browser
+) -> None:
+    """The notifier's payload for a held order (16a's shape), delivered to the service
+    worker through Chromium's DevTools push (no push service needed): a notification with
+    the approve/veto actions; its click opens /approvals/<order_id> and decides nothing."""
+    with start_console(service_env, tmp_path) as console:
+        page = await logged_in_page(browser, console.url, "phone")
+        await page.context.grant_permissions(["notifications"], origin=console.url)
+        scope = await page.evaluate("navigator.serviceWorker.ready.then(r => r.scope)")
+        assert scope == f"{console.url}/"
+        manifest = await page.evaluate("fetch('/manifest.webmanifest').then(r => r.json())")
+        assert manifest["start_url"] == "/" and manifest["display"] == "standalone"
+        cdp = await page.context.new_cdp_session(page)
+        registrations: list[dict[str, Any]] = []
+        cdp.on("ServiceWorker.workerRegistrationUpdated",
+               lambda event: registrations.extend(event["registrations"]))  # fmt: skip
+        await cdp.send("ServiceWorker.enable")
+        await until(lambda: registrations, "the service worker's registration")
+        payload = {
+            "title": "Approve long PUMP_USDT?", "body": "1000 USDT at 2.0, stop 1.96",
+            "tag": "approval:ord-1", "severity": "warning", "kind": "approval_request",
+            "actions": [{"action": "approve", "title": "Approve"},
+                        {"action": "veto", "title": "Veto"}],
+            "data": {"order_id": "ord-1", "url": "/approvals/ord-1", "expires_at": 1e10},
+        }  # fmt: skip
+        await cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": console.url, "registrationId": registrations[0]["registrationId"],
+             "data": json.dumps(payload)},
+        )  # fmt: skip
+        shown = "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(" \
+            "ns => ns.map(n => ({title: n.title, actions: n.actions.map(a => a.action)," \
+            " data: n.data, tag: n.tag})))"  # fmt: skip
+        (notification,) = await until(lambda: page.evaluate(shown), "the notification")
+        assert notification == {
+            "title": "Approve long PUMP_USDT?", "actions": ["approve", "veto"],
+            "data": payload["data"], "tag": "approval:ord-1",
+        }  # fmt: skip
+        # the owner taps "Approve" on the notification: the service worker opens the page
+        hold_order(service_env, "ord-1")
+        (worker,) = page.context.service_workers
+        await worker.evaluate(
+            "self.registration.getNotifications().then(ns => self.dispatchEvent("
+            "new NotificationEvent('notificationclick', {notification: ns[0], action: 'approve'})))"
+        )  # as Chromium dispatches a tap on the notification's Approve action
+        await expect(page).to_have_url(f"{console.url}/approvals/ord-1", timeout=10_000)
+        await expect(page.locator("#state")).to_have_text("pending")  # nothing decided
+        await expect(page.locator("#approve")).to_be_visible()  # the button decides
+        assert entries(service_env, Stream.APPROVAL_DECISIONS) == []
+
+
 async def decide_in_browser(page: Page, order_id: str, button: str, outcome: str) -> None:
     await page.goto("/approvals")
     link = page.locator(f'a.approval[data-order="{order_id}"]')
@@ -115,6 +183,8 @@ async def decide_in_browser(page: Page, order_id: str, button: str, outcome: str
     await link.click()
     await expect(page.locator("#state")).to_have_text("pending")
     await page.fill("#reason", f"{button} from the browser test")
+    viewport = "phone" if (page.viewport_size or {}).get("width", 0) < 600 else "desktop"
+    await page.screenshot(path=str(ARTIFACTS / f"{viewport}-pending.png"), full_page=True)
     await page.click(f"#{button}")
     # risk_manager decides; the page shows it once the approvals row changes
     await expect(page.locator("#state")).to_have_text(outcome, timeout=30_000)

@@ -28,7 +28,8 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 PV_FILE = ROOT / "k8s" / "pv-hostpath.yaml"
 GENERATED = {"cdb-redis": "redis-password", "cdb-postgres": "postgres-password",
              "cdb-admin": "admin-token", "cdb-grafana": "admin-password",
-             "cdb-notifier-vapid": "vapid-private-key"}  # the notifier's WebPush key  # fmt: skip
+             "cdb-notifier-vapid": "vapid-private-key",  # the notifier's WebPush key
+             "cdb-console": "password"}  # the console's login  # fmt: skip
 
 
 def hostpath_volumes(kube: ControlPlane, namespace: str) -> None:
@@ -64,6 +65,11 @@ def prepare(kube: ControlPlane, namespace: str, values: dict[str, Any]) -> None:
         if secret:
             literals = [f"--from-literal={k}=test-only-{secret}-{k}" for k in existing[secret]]
             kube.kubectl("-n", namespace, "create", "secret", "generic", secret, *literals)
+    console = ((values.get("console") or {}).get("auth") or {}).get("existingSecret")
+    if console:
+        kube.kubectl("-n", namespace, "create", "secret", "generic", console,
+                     "--from-literal=password=test-only-console-password",
+                     "--from-literal=session-secret=test-only-session-secret")  # fmt: skip
     credentials = ((values.get("trading") or {}).get("credentials") or {}).get("existingSecret")
     if credentials:
         kube.kubectl("-n", namespace, "create", "secret", "generic", credentials,
@@ -123,7 +129,7 @@ def test_the_default_release_runs_under_the_restricted_profile(
     pods = assert_release_running(kube, kube_namespace)
     names = {p["metadata"]["labels"].get("app.kubernetes.io/name") for p in pods}
     assert {"redis", "postgres", "signal-engine", "risk-manager", "execution-service",
-            "cdb-operator", "prometheus", "grafana"} <= names  # fmt: skip
+            "cdb-operator", "prometheus", "grafana", "console"} <= names  # fmt: skip
     # hostPath mode: each claim is bound to its volume from k8s/pv-hostpath.yaml.
     for claim in kube.get("pvc", "-n", kube_namespace)["items"]:
         volume = kube.get("pv", claim["spec"]["volumeName"])

@@ -55,7 +55,7 @@ def test_promtool_checks_the_rendered_config(prometheus_dir: Path) -> None:
     config = yaml.safe_load((prometheus_dir / "prometheus.yml").read_text())
     assert config["global"]["scrape_interval"] == "15s"
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert SCRAPED_JOBS | {"ml_advisor", "cdb_operator"} <= set(jobs)
+    assert SCRAPED_JOBS | {"ml_advisor", "cdb_operator", "console"} <= set(jobs)
     bot_ws = jobs["bot_ws"]["dns_sd_configs"][0]
     assert bot_ws == {"names": ["bot-ws.cdb.svc.cluster.local"], "type": "A", "port": 8000}
 

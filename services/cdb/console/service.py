@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -23,7 +24,11 @@ class Console(Service[ConsoleSettings]):
     def __init__(self, settings: ConsoleSettings, kernel: Kernel) -> None:
         super().__init__(settings, kernel)
         bot = settings.tradingbot()
-        kube = BotClient(settings.console_kube_api, *bot) if bot else None
+        kube = (
+            BotClient(settings.console_kube_api, *bot, Path(settings.console_kube_account_dir))
+            if bot
+            else None
+        )
         self.books = Books(kernel.database)
         self.web = Web(settings, self.books, kernel.bus, BotControl(kernel.bus, self.books, kube),
                        kernel.stop)  # fmt: skip

@@ -47,6 +47,10 @@ class ConsoleSettings(ServiceSettings):
         default="https://kubernetes.default.svc",
         description="the API server (in a pod: its service account's token and CA)",
     )
+    console_kube_account_dir: str = Field(
+        default="/var/run/secrets/kubernetes.io/serviceaccount",
+        description="where the pod's service account token and CA are mounted",
+    )
     console_services: str = Field(
         default="",
         description="name=url pairs, comma-separated: whose /health and /status to show",

@@ -274,7 +274,8 @@ async def run_demo(
         if options.approval == "manual":
             console.print(
                 f"approval mode: manual — every order waits {options.approval_timeout_s} s for"
-                " you: `cdb approvals`, `cdb approve ORDER_ID`, `cdb veto ORDER_ID --reason …`"
+                " you: on the console, or `cdb approvals`, `cdb approve ORDER_ID`,"
+                " `cdb veto ORDER_ID --reason …`"
             )
         if headless:
             summary = await demo.headless(stop, duration_s)

@@ -42,9 +42,13 @@ self.addEventListener("notificationclick", function (event) {
   event.waitUntil((async function () {
     const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
     for (const client of windows) {
-      if ("navigate" in client) {
-        await client.focus();
-        return client.navigate(url);
+      try {
+        // navigate first: focus() may be refused (no user activation on some platforms)
+        const moved = (await client.navigate(url)) || client;
+        await moved.focus().catch(function () { /* shown, just not in front */ });
+        return moved;
+      } catch (error) {
+        // not controlled by this worker (opened before it took over): try the next one
       }
     }
     return self.clients.openWindow(url);

@@ -14,8 +14,9 @@ order takes the same road, whichever the venue, and reads top to bottom below:
    one transaction; published after the commit.
 
 Prices feed the venue's stop watch (``_watch``: the paper venue closes positions at their
-stop, MEXC executes the stop itself). Housekeeping drives unsettled orders again and
-reconciles the venue's positions with the book; a difference it cannot explain stops new
+stop, MEXC executes the stop itself). The venue's positions are checked at start, before
+any order is taken; housekeeping (its first round at start, beside the consumers) drives
+unsettled orders again and reconciles the venue's positions with the book; a difference it cannot explain stops new
 orders (fail closed) until the owner clears it (``POST /positions/reconcile``).
 """
 
@@ -124,7 +125,11 @@ class ExecutionService(Service[ExecutionSettings]):
         self._adopt(await load_control(self.kernel.database, self.name))
         await self._reload_positions()
         await self.outbox.flush()
-        await self.reconcile()
+        # The venue's positions before any order is taken: a mismatch halts first. Orders
+        # a crash left unsettled are driven by housekeeping's first round, beside the
+        # consumers: a locked or slow ``orders`` table must not keep them from starting
+        # (a crash loop would then never re-read, and never count, the order it died on).
+        await self._check_positions()
 
     async def close(self) -> None:
         await self.venue.close()
@@ -157,15 +162,13 @@ class ExecutionService(Service[ExecutionSettings]):
     async def _housekeeping(self) -> None:
         """Outbox retries, positions opened by replicas, reconciliation with the venue."""
         while not self.kernel.stop.is_set():
-            await sleep_unless(self.kernel.stop, self.settings.live_poll_interval_s)
-            if self.kernel.stop.is_set():
-                return
             try:
                 await self.outbox.flush()
                 await self._reload_positions()
                 await self.reconcile()
             except Exception as error:  # retried on the next round
                 log.warning("housekeeping failed", extra={"error": str(error)[:300]})
+            await sleep_unless(self.kernel.stop, self.settings.live_poll_interval_s)
 
     # -- one order, top to bottom --------------------------------------------------
     async def on_order(self, order: Order) -> None:
@@ -322,8 +325,11 @@ class ExecutionService(Service[ExecutionSettings]):
         positions when their interval is due (:mod:`.positions_guard`)."""
         await self.reconcile_orders()
         if time.monotonic() >= self._next_position_check:
-            self._next_position_check = time.monotonic() + self.settings.position_check_interval_s
-            await self.guard.check()
+            await self._check_positions()
+
+    async def _check_positions(self) -> None:
+        self._next_position_check = time.monotonic() + self.settings.position_check_interval_s
+        await self.guard.check()
 
     async def reconcile_orders(self) -> None:
         """Every pending or unknown order of this venue is driven one step (``_step``)."""

@@ -11,10 +11,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from psycopg import AsyncConnection, errors
-from psycopg.rows import dict_row
-
-from cdb.core.db import Database
+from cdb.core.db import AsyncConnection, Database, UndefinedTable, dict_row
 
 __all__ = ["Books", "Row"]
 
@@ -40,7 +37,7 @@ class Books:
             async with conn.cursor(row_factory=dict_row) as cursor:
                 try:
                     await cursor.execute(sql.encode(), params)
-                except errors.UndefinedTable:
+                except UndefinedTable:
                     return []
                 return list(await cursor.fetchall())
 

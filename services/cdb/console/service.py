@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
-
 from cdb.console.actions import BotControl
 from cdb.console.books import Books
 from cdb.console.kube import BotClient
 from cdb.console.settings import ConsoleSettings
 from cdb.console.web import Web
+from cdb.core.http import APIRouter
 from cdb.core.service import Kernel, Service, public_config
 
 __all__ = ["Console"]

@@ -23,15 +23,6 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, quote
 
 import httpx
-from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import (
-    FileResponse,
-    HTMLResponse,
-    JSONResponse,
-    RedirectResponse,
-    StreamingResponse,
-)
-from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from cdb.console.actions import BotChange, BotControl, decide
@@ -42,6 +33,18 @@ from cdb.console.health import probe_all
 from cdb.console.kube import KubeError
 from cdb.console.settings import ConsoleSettings
 from cdb.core.bus import Bus
+from cdb.core.http import (
+    APIRoute,
+    APIRouter,
+    FileResponse,
+    HTMLResponse,
+    HTTPException,
+    JSONResponse,
+    RedirectResponse,
+    Request,
+    Response,
+    StreamingResponse,
+)
 
 __all__ = ["SECURITY_HEADERS", "Web"]
 

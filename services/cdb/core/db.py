@@ -17,6 +17,7 @@ from urllib.parse import quote
 import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection, Connection
+from psycopg.errors import UndefinedTable
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -31,6 +32,7 @@ __all__ = [
     "Database",
     "DatabaseError",
     "Jsonb",
+    "UndefinedTable",
     "apply_migrations",
     "connect",
     "connect_sync",

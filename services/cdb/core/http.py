@@ -19,7 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cdb.core.metrics import Health, ServiceMetrics
@@ -27,13 +34,19 @@ from cdb.core.metrics import Health, ServiceMetrics
 # The kernel owns the web framework (an import contract holds it): a service's routes take
 # these names from here.
 __all__ = [
+    "APIRoute",
     "APIRouter",
     "Depends",
+    "FileResponse",
+    "HTMLResponse",
     "HTTPException",
     "HttpState",
     "JSONResponse",
     "Query",
+    "RedirectResponse",
     "Request",
+    "Response",
+    "StreamingResponse",
     "admin_credential",
     "create_app",
 ]

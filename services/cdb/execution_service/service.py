@@ -16,8 +16,9 @@ order takes the same road, whichever the venue, and reads top to bottom below:
 Prices feed the venue's stop watch (``_watch``: the paper venue closes positions at their
 stop, MEXC executes the stop itself). The venue's positions are checked at start, before
 any order is taken; housekeeping (its first round at start, beside the consumers) drives
-unsettled orders again and reconciles the venue's positions with the book; a difference it cannot explain stops new
-orders (fail closed) until the owner clears it (``POST /positions/reconcile``).
+unsettled orders again and reconciles the venue's positions with the book; a difference
+it cannot explain stops new orders (fail closed) until the owner clears it
+(``POST /positions/reconcile``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # Root filesystems of the test images, made from Debian packages (no registry has the
 # python/redis/postgres images here, and nothing inside a docker build may reach the
 # network: the machine's HTTPS proxy re-signs certificates). tests/image/test_image.py and
-# tests/test_compose.py `docker import` these tarballs:
+# tests/image/test_compose_up.py `docker import` these tarballs:
 #   python   stands in for python:3.11-slim (Debian bookworm's python3.11 + pip + venv,
 #            `python`/`pip` on PATH, EXTERNALLY-MANAGED removed, as the official image)
 #   redis    redis-server 7.0 (Debian)          postgres   PostgreSQL 15 (Debian)

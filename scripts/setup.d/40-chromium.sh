@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Debian's Chromium, for two users: kaleido 1.x (plotly's PNG export drives a headless
-# Chrome/Chromium: `cdb ml evaluate --png`, tests/test_ml_evaluate.py) and the console's
-# browser tests (tests/test_console_browser.py: Playwright launches /usr/bin/chromium;
+# Chrome/Chromium: `cdb ml evaluate --png`, tests/ml/test_ml_evaluate.py) and the console's
+# browser tests (tests/console/test_console_browser.py: Playwright launches /usr/bin/chromium;
 # Playwright's own browser download is never used). Sourced by scripts/setup.sh.
 # kaleido finds it on PATH (`chromium`) or through BROWSER_PATH.
 chromium_path() {

@@ -12,7 +12,7 @@ Per minute, in the order the live services see it: the minute's candles (executi
 prices and checks stops), then the movers as ``market_data`` (execution marks the price,
 signal_engine decides, risk_manager sizes, execution fills). ``now`` is bar time.
 
-Two paths give the same signals, orders, fills and books (``tests/test_replay.py`` holds
+Two paths give the same signals, orders, fills and books (``tests/demo/test_replay.py`` holds
 them to it):
 
 * :meth:`Replay.minute` (and :meth:`Replay.run_minutes`): every minute, every symbol's

@@ -5,7 +5,7 @@ symbol, what :func:`cdb.bot_ws.window.window_stat` computes from the closed cand
 the window's last price, its ``pct_change`` and its quote volume. Here they come from
 numpy over the whole grid, with the same floating-point operations in the same order
 (the volume is summed oldest first from 0.0, the change is ``(price - open) / open * 100``),
-so every figure is bit-for-bit the one ``window_stat`` gives. ``tests/test_replay.py``
+so every figure is bit-for-bit the one ``window_stat`` gives. ``tests/demo/test_replay.py``
 compares the two paths on the same candles.
 
 Columns are the symbols in Python's string order (``top_movers`` breaks ties by symbol);

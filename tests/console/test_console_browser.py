@@ -18,9 +18,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from cdb.core.bus import Bus
 from cdb.core.events import Stream
-from tests.console_support import PASSWORD, entries, hold_order, start_console
-from tests.support import ROOT
-from tests.test_pipeline_support import Pipeline, market, scalar, wait_until
+from tests.support import ROOT, Pipeline, eventually_async, market, scalar
+from tests.support.console import PASSWORD, entries, hold_order, start_console
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +202,7 @@ async def test_the_owner_approves_one_held_order_and_vetoes_another(
         with start_console(service_env, tmp_path) as console:
             await bus.publish(market("KEEP_USDT", 4.5, price=2.0))
             await bus.publish(market("DROP_USDT", 5.0, price=3.0))
-            await wait_until(
+            await eventually_async(
                 lambda: scalar(service_env, "SELECT count(*) FROM approvals") == 2,
                 what="two orders held for approval",
             )
@@ -221,7 +220,7 @@ async def test_the_owner_approves_one_held_order_and_vetoes_another(
             await decide_in_browser(phone, held("DROP_USDT"), "veto", "vetoed")
             await phone.screenshot(path=str(ARTIFACTS / "phone-vetoed.png"), full_page=True)
 
-            await wait_until(
+            await eventually_async(
                 lambda: (
                     scalar(service_env, "SELECT status FROM orders WHERE symbol = 'KEEP_USDT'")
                     == "filled"

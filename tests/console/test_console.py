@@ -15,8 +15,8 @@ import pytest
 
 from cdb.console.auth import LoginLimiter, SessionCodec
 from cdb.core.events import ApprovalDecision, Control, Stream
-from tests.conftest import as_user
-from tests.console_support import (
+from tests.support import Pipeline, ServiceProcess, as_user, eventually, query
+from tests.support.console import (
     PASSWORD,
     SYMBOL,
     entries,
@@ -27,8 +27,6 @@ from tests.console_support import (
     open_position,
     start_console,
 )
-from tests.support import ServiceProcess, eventually
-from tests.test_pipeline_support import Pipeline, query
 
 PAGES = ["/", "/positions", "/trades", "/signals", "/risk", "/bot", "/approvals", "/approvals/o-1"]
 

@@ -17,9 +17,9 @@ from psycopg.types.json import Jsonb
 
 from cdb.core.bus import PAYLOAD_FIELD
 from cdb.core.events import Order, Stream
-from tests.conftest import REDIS_PASSWORD, as_user
-from tests.support import ServiceProcess
-from tests.test_pipeline_support import conninfo
+from tests.support.credentials import REDIS_PASSWORD, as_user
+from tests.support.processes import ServiceProcess
+from tests.support.sql import conninfo
 
 PASSWORD = "test-only-console-password"
 SYMBOL = "SECRET_USDT"  # a symbol only the books hold: no page may show it without a login

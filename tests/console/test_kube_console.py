@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from cdb.core.events import Stream
-from tests.cluster import BIN, ControlPlane
-from tests.console_support import entries, logged_in, start_console
 from tests.support import ROOT
+from tests.support.cluster import BIN, ControlPlane
+from tests.support.console import entries, logged_in, start_console
 
 
 def chart_console_rbac(kube: ControlPlane, namespace: str) -> None:

@@ -208,13 +208,17 @@ async def test_pending_orders_are_driven_on_start_sent_once_or_unknown_until_pro
 
     proc = await start(ServiceProcess("cdb.execution_service", env, tmp_path))
     try:
-        status = dict(query(service_env, "SELECT order_id, status FROM orders"))
-        assert status == {
+        # driven by housekeeping's first round, beside the consumers (no event needed)
+        expected = {
             never_sent.order_id: "filled",
             reply_lost.order_id: "filled",
             lost.order_id: "filled",
             given_up.order_id: "unknown",
         }
+        await eventually_async(
+            lambda: dict(query(service_env, "SELECT order_id, status FROM orders")) == expected,
+            what="every pending order driven after the restart",
+        )
         # sent: the never-sent one and the lost one, once each; the booked one only looked up
         assert venue.exchange.submits == submits + 2 and len(venue.exchange.orders) == 3
         attempts = dict(query(service_env, "SELECT order_id, submit_attempts FROM orders"))

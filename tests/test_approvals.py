@@ -26,17 +26,21 @@ from cdb import cli
 from cdb.core.acl import acl_tokens
 from cdb.core.bus import Bus
 from cdb.core.events import ApprovalDecision, ApprovalRequest, Order, Signal, Stream
-from tests.conftest import ACL_PASSWORDS, REDIS_PASSWORD, apply_acl_users, as_user
-from tests.support import ServiceProcess, scrape
-from tests.test_pipeline_support import (
+from tests.support import (
+    ACL_PASSWORDS,
     FAST_BUS,
+    REDIS_PASSWORD,
+    ServiceProcess,
+    apply_acl_users,
+    as_user,
     conninfo,
-    eventually,
     group_caught_up,
     query,
     scalar,
-    wait_until,
+    scrape,
 )
+from tests.support import eventually_async as eventually
+from tests.support import eventually_async as wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection, AsyncCursor, Connection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -28,6 +28,7 @@ from cdb.core.config import PostgresSettings
 __all__ = [
     "DB_ERRORS",
     "AsyncConnection",
+    "AsyncCursor",
     "Database",
     "DatabaseError",
     "Jsonb",

@@ -4,8 +4,9 @@ by symbol, with the exposure they sum to; no I/O.
 A decision or an order result works on a :meth:`Ledger.view`: the positions it may touch
 (the symbol's active ones, the result's own row) as copies, every other active position
 summed (``other_exposure``/``other_open``), exactly the book the rules see in a replay.
-After the transaction that wrote its effect committed, :meth:`Ledger.fold` takes the view's
-changes in. So a decision costs O(positions of its symbol), not O(history); the service
+At the end of the transaction that wrote its effect, under the book lock,
+:meth:`Ledger.fold` takes the view's changes in (a failed commit has the service load the
+ledger again). So a decision costs O(positions of its symbol), not O(history); the service
 rebuilds the ledger from PostgreSQL at start and whenever another replica wrote the book
 (``store.lock_book``'s version).
 """

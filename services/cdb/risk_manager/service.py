@@ -4,7 +4,8 @@ Per signal, in one transaction under the book lock: an existing decision is reus
 redelivery republishes the same order), otherwise the rules decide on the book in memory
 (``ledger.py``; reloaded from PostgreSQL only when another replica wrote it since, which
 the lock's version row tells), and the decision, the reserved position or the rejection
-are written; the book in memory takes the change in after the commit. The statements go
+are written; the book in memory takes the change in at the end of the transaction, while
+the lock is held (a failed commit has it loaded again). The statements go
 pipelined: the reads in one round trip, the writes with the commit in another. The
 order (``event_id`` = ``order_id``, derived from ``signal_id``) is published after the
 commit, then the signal acknowledged. Order results are applied once per
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -123,11 +125,11 @@ class RiskManager(Service[RiskManagerSettings]):
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         self._adopt(await load_control(self.kernel.database, self.name))
-        async with self.kernel.database.connection() as conn, conn.transaction():
+        async with self._book_transaction() as conn:
             version = await store.lock_book(conn)
             ledger = await store.load_ledger(conn, self.settings.starting_equity, time.time())
             self.pending = await approvals.pending_count(conn)
-        self.ledger, self.version = ledger, version
+            self.ledger, self.version = ledger, version
         self._show(ledger.view(self.limits))
         await self.outbox.flush()
 
@@ -169,8 +171,7 @@ class RiskManager(Service[RiskManagerSettings]):
         now = time.time()
         order: Order | None
         held = False
-        db = self.kernel.database
-        async with db.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self._book_transaction(pipeline=True) as conn:
             asked = await store.ask_lock(conn)
             decided = await store.ask_decision(conn, signal.signal_id)
             control = await ask_control(conn, self.name)  # a peer may have applied one
@@ -208,8 +209,11 @@ class RiskManager(Service[RiskManagerSettings]):
                     await store.save_position(conn, book.positions[order.order_id])
                     if held:
                         await self._hold(conn, book, signal, order, now, rule.timeout_s)
+            if fresh:
+                self._committed(ledger, book, version)
+            else:
+                self._unchanged(version)
         if fresh:
-            self._committed(ledger, book, version)
             self._show(book)
             if order is None:
                 assert isinstance(decision, Rejection)
@@ -230,8 +234,6 @@ class RiskManager(Service[RiskManagerSettings]):
                     "order approved",
                     extra={"order_id": order.order_id, "notional": round(order.notional, 2)},
                 )
-        else:
-            self._unchanged(version)
         if order is not None and not held:
             await self.kernel.bus.publish(order, Stream.ORDERS)
         await self.outbox.flush_added()
@@ -278,7 +280,7 @@ class RiskManager(Service[RiskManagerSettings]):
         now = time.time()
         outcome = "refused"
         republish: Order | None = None
-        async with self.kernel.database.connection() as conn, conn.transaction():
+        async with self._book_transaction() as conn:
             version = await store.lock_book(conn)
             self._adopt(await current_control(conn, self.name))
             held = await approvals.find(conn, decision.order_id)
@@ -298,7 +300,7 @@ class RiskManager(Service[RiskManagerSettings]):
                 republish = held.order
             ledger = await store.load_ledger(conn, self.settings.starting_equity, now)
             self.pending = await approvals.pending_count(conn)
-        self.ledger, self.version = ledger, version
+            self.ledger, self.version = ledger, version
         self._show(ledger.view(self.limits))
         if outcome in ("approved", "vetoed", "expired"):
             self.metrics.approvals.labels(outcome).inc()
@@ -322,7 +324,7 @@ class RiskManager(Service[RiskManagerSettings]):
         """Expire every pending order whose window closed; returns how many."""
         now = time.time()
         expired = 0
-        async with self.kernel.database.connection() as conn, conn.transaction():
+        async with self._book_transaction() as conn:
             version = await store.lock_book(conn)
             due = await approvals.due(conn, now)
             if due:
@@ -334,10 +336,11 @@ class RiskManager(Service[RiskManagerSettings]):
             if due:
                 ledger = await store.load_ledger(conn, self.settings.starting_equity, now)
                 self.pending = await approvals.pending_count(conn)
+                self.ledger, self.version = ledger, version
+            else:
+                self._unchanged(version)
         if not due:
-            self._unchanged(version)
             return 0
-        self.ledger, self.version = ledger, version
         self._show(ledger.view(self.limits))
         self.metrics.approvals.labels("expired").inc(expired)
         if expired:
@@ -367,8 +370,7 @@ class RiskManager(Service[RiskManagerSettings]):
         now = time.time()
         key = f"result:{result.order_id}:{result.status}"
         book: RiskBook | None = None
-        db = self.kernel.database
-        async with db.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self._book_transaction(pipeline=True) as conn:
             asked = await store.ask_lock(conn)
             seen = await store.ask_result_seen(conn, key)
             version = await store.read_version(asked)
@@ -391,10 +393,12 @@ class RiskManager(Service[RiskManagerSettings]):
                         "order result for an order this book does not know",
                         extra={"order_id": result.order_id, "status": result.status},
                     )
+            if book is None:
+                self._unchanged(version)
+            else:
+                self._committed(ledger, book, version)
         if book is None:
-            self._unchanged(version)
             return
-        self._committed(ledger, book, version)
         self._show(book)
         await self.outbox.flush_added()
 
@@ -430,7 +434,7 @@ class RiskManager(Service[RiskManagerSettings]):
 
     async def reset_breaker(self) -> dict[str, Any]:
         now = time.time()
-        async with self.kernel.database.connection() as conn, conn.transaction():
+        async with self._book_transaction() as conn:
             version = await store.lock_book(conn)
             ledger = await self._ledger(conn, version, now)
             book = ledger.view(self.limits)
@@ -449,7 +453,7 @@ class RiskManager(Service[RiskManagerSettings]):
                 timestamp=now,
             )
             await self.outbox.add(conn, alert, Stream.ALERTS)
-        self._committed(ledger, book, version)
+            self._committed(ledger, book, version)
         await self.outbox.flush()
         self._show(book)
         log.warning("circuit breaker reset by request")
@@ -465,11 +469,30 @@ class RiskManager(Service[RiskManagerSettings]):
             self.version = version - 1
         return self.ledger
 
+    @asynccontextmanager
+    async def _book_transaction(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+        """A transaction that takes the book lock (``store.lock_book``/``ask_lock``).
+
+        The block ends by moving the book in memory to what it wrote (``_committed``,
+        ``_unchanged``) while the lock is still held, so no other transaction, of this
+        process's other consumers or of another replica, can start between the commit
+        and that move. If the block or its commit fails, the book in memory is loaded
+        again by the next transaction."""
+        try:
+            async with self.kernel.database.connection() as conn:
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
+        except BaseException:
+            self.version = None
+            raise
+
     def _committed(self, ledger: Ledger, book: RiskBook, version: int) -> None:
-        """After the commit of ``version``: the book in memory takes in what ``book`` (a
-        view of ``ledger``) changed. Handlers of other streams run concurrently in this
-        process: if one of them loaded or moved the book in between, the next transaction
-        loads it again instead."""
+        """At the end of the transaction of ``version``: the book in memory takes in what
+        ``book`` (a view of ``ledger``) changed."""
         if self.ledger is ledger and self.version == version - 1:
             ledger.fold(book)
             self.version = version

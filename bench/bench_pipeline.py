@@ -9,17 +9,20 @@ mostly other processes' noise). Each run uses a fresh database
 (``cdb_bench_pipeline``) and Redis db 3 of the ``make bench`` stack.
 
 The floor is the same four hops (tick → signal → order → result → here) done raw: XADD then
-XREADGROUP four times in a row, one sample per chain, measured in the same run. Round trips
-per tick are counted around the sequential movers: PostgreSQL transactions from
-``pg_stat_database`` (``xact_commit + xact_rollback`` of the bench database, all three
-services together) and Redis commands from ``INFO commandstats`` (without this bench's own
-XADD per tick and its XREAD of the results).
+XREADGROUP four times in a row, one sample per chain. The floor and the pipeline run side
+by side, alternating, ``REPEATS`` times; each ratio is taken within one repeat and shown
+as the median with the min. Counted around the repeats, per tick: PostgreSQL transactions
+from ``pg_stat_database`` (``xact_commit + xact_rollback`` of the bench database, all three
+services together), Redis commands from ``INFO commandstats`` (without this bench's own
+XADD per tick, its XREAD of the results and the floor's chains) and each service's CPU
+from ``/proc/<pid>/stat``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -43,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "cdb_bench_pipeline"
 REDIS_DB = "3"
 SERVICES = {"signal_engine": 18101, "risk_manager": 18102, "execution_service": 18103}
-SEQUENTIAL = 300
+SEQUENTIAL = 200
+REPEATS = 3
 HOPS = 4  # market_data → signals → orders → order_results → the watcher
 RATES = (50, 100, 200, 400, 800)
 LEVEL_S = 4.0
@@ -155,6 +159,12 @@ async def pg_transactions(conninfo: str) -> int:
     return int(row[0]) if row else 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def redis_commands(redis: Redis) -> dict[str, int]:
     info: Any = await redis.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
@@ -202,7 +212,12 @@ async def offered(
     return done, len(done) / max(1e-9, last - begin)
 
 
-async def measure(env: dict[str, str], conninfo: str) -> list[dict[str, Any]]:
+def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    ordered = sorted(v * scale for v in values)
+    return f"min {ordered[0]:.{digits}f}, median {statistics.median(ordered):.{digits}f}"
+
+
+async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> list[dict[str, Any]]:
     settings = RedisSettings(
         redis_port=int(env["REDIS_PORT"]),
         redis_password=SecretStr(env["REDIS_PASSWORD"]),
@@ -210,14 +225,20 @@ async def measure(env: dict[str, str], conninfo: str) -> list[dict[str, Any]]:
     )
     bus = Bus(connect_redis(settings))
     raw = await raw_round_trip(bus.redis, 2000)
-    floor = await raw_chain(bus.redis, 500)
     watcher = ResultWatcher(connect_redis(settings))
     reader = asyncio.create_task(watcher.run())
     await asyncio.sleep(0.3)
     await sequential(bus, watcher, 20, "W")  # warm-up
     await asyncio.sleep(2.5)  # the services' periodic work (outbox flushes) settles
     xacts, commands = await pg_transactions(conninfo), await redis_commands(bus.redis)
-    tick = await sequential(bus, watcher, SEQUENTIAL, "S")
+    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    ticks: list[list[float]] = []
+    floors: list[list[float]] = []
+    for repeat in range(REPEATS):  # the floor and the pipeline side by side, alternating
+        floors.append(await raw_chain(bus.redis, SEQUENTIAL))
+        ticks.append(await sequential(bus, watcher, SEQUENTIAL, f"S{repeat}"))
+    moved = sum(len(t) for t in ticks)
+    cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
     xacts = await pg_transactions(conninfo) - xacts
     after = await redis_commands(bus.redis)
     calls = {
@@ -225,9 +246,18 @@ async def measure(env: dict[str, str], conninfo: str) -> list[dict[str, Any]]:
         for name in after
         if name not in ("xread", "info") and after[name] != commands.get(name, 0)
     }
-    calls["xadd"] = calls.get("xadd", 0) - len(tick)  # this bench's own tick
-    per_tick = {name: n / len(tick) for name, n in sorted(calls.items()) if n > 0}
-    base_p50, base_p99 = percentile(tick, 0.5), percentile(tick, 0.99)
+    # this bench's own tick per mover and the floor's chains are not the services'
+    calls["xadd"] = calls.get("xadd", 0) - moved - HOPS * moved
+    for name in ("xreadgroup", "xack"):
+        calls[name] = calls.get(name, 0) - HOPS * moved
+    per_tick = {name: n / moved for name, n in sorted(calls.items()) if n > 0}
+    p50s = [percentile(t, 0.5) for t in ticks]
+    p99s = [percentile(t, 0.99) for t in ticks]
+    ratio50 = [percentile(t, 0.5) / percentile(f, 0.5) for t, f in zip(ticks, floors, strict=True)]
+    ratio99 = [
+        percentile(t, 0.99) / percentile(f, 0.99) for t, f in zip(ticks, floors, strict=True)
+    ]
+    base_p50 = statistics.median(p50s)
     sustained, levels = 0, []
     for rate in RATES:
         latencies, achieved = await offered(bus, watcher, rate, f"R{rate}")
@@ -242,14 +272,20 @@ async def measure(env: dict[str, str], conninfo: str) -> list[dict[str, Any]]:
     await reader
     await watcher.redis.aclose()
     await bus.close()
+    each = f"{REPEATS} repeats of {SEQUENTIAL} movers one at a time"
     return [
         {
             "name": "tick→fill p50",
-            "value": percentile(tick, 0.5) * 1e3,
+            "value": base_p50 * 1e3,
             "unit": "ms",
-            "note": f"{len(tick)} movers one at a time, 3 services as processes",
+            "note": f"median; {spread(p50s, 1e3)}; {each}, 3 services as processes",
         },
-        {"name": "tick→fill p99", "value": base_p99 * 1e3, "unit": "ms", "note": ""},
+        {
+            "name": "tick→fill p99",
+            "value": statistics.median(p99s) * 1e3,
+            "unit": "ms",
+            "note": f"median; {spread(p99s, 1e3)}",
+        },
         {
             "name": "raw bus round trip p50",
             "value": percentile(raw, 0.5) * 1e3,
@@ -258,33 +294,39 @@ async def measure(env: dict[str, str], conninfo: str) -> list[dict[str, Any]]:
         },
         {
             "name": "raw 4-hop floor p50",
-            "value": percentile(floor, 0.5) * 1e3,
+            "value": statistics.median([percentile(f, 0.5) for f in floors]) * 1e3,
             "unit": "ms",
-            "note": "4 x XADD→XREADGROUP in a row, 500 chains, same run",
+            "note": f"4 x XADD→XREADGROUP in a row, {SEQUENTIAL} chains before each repeat",
         },
         {
             "name": "raw 4-hop floor p99",
-            "value": percentile(floor, 0.99) * 1e3,
+            "value": statistics.median([percentile(f, 0.99) for f in floors]) * 1e3,
             "unit": "ms",
-            "note": "",
+            "note": "median of the repeats",
         },
         {
             "name": "tick→fill / raw 4-hop floor p50",
-            "value": percentile(tick, 0.5) / percentile(floor, 0.5),
+            "value": statistics.median(ratio50),
             "unit": "x",
-            "note": "target 1.5x",
+            "note": f"target 1.5x; median, {spread(ratio50, digits=1)}",
         },
         {
             "name": "tick→fill / raw 4-hop floor p99",
-            "value": base_p99 / percentile(floor, 0.99),
+            "value": statistics.median(ratio99),
             "unit": "x",
-            "note": "target 1.5x",
+            "note": f"target 1.5x; median, {spread(ratio99, digits=1)}",
         },
         {
             "name": "PostgreSQL transactions per tick",
-            "value": xacts / len(tick),
+            "value": xacts / moved,
             "unit": "1/tick",
             "note": "3 services together (pg_stat_database)",
+        },
+        {
+            "name": "services' CPU per tick",
+            "value": sum(cpu.values()) / moved * 1e3,
+            "unit": "ms",
+            "note": ", ".join(f"{name} {s / moved * 1e3:.2f}" for name, s in cpu.items()),
         },
         {
             "name": "Redis commands per tick",
@@ -296,7 +338,7 @@ async def measure(env: dict[str, str], conninfo: str) -> list[dict[str, Any]]:
             "name": "sustained signals/s",
             "value": sustained,
             "unit": "1/s",
-            "note": "; ".join(levels),
+            "note": "target 500/s with p50 < 10 ms; " + "; ".join(levels),
         },
     ]
 
@@ -316,7 +358,8 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
             user=env["POSTGRES_USER"],
             password=env["POSTGRES_PASSWORD"],
         )
-        return asyncio.run(measure(env, conninfo))
+        pids = {name: proc.pid for name, proc in zip(SERVICES, procs, strict=True)}
+        return asyncio.run(measure(env, conninfo, pids))
     finally:
         for proc in procs:
             proc.terminate()

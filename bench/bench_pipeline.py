@@ -5,8 +5,9 @@
 round trip (XADD → XREADGROUP) measured here the same way; then offered load at rising
 rates to find the sustained signals/s before latency climbs (p50 over 4x the unloaded p50,
 or the fills falling behind the offered rate; p50 because p99 on a shared machine is
-mostly other processes' noise). Each run uses a fresh database
-(``cdb_bench_pipeline``) and Redis db 3 of the ``make bench`` stack.
+mostly other processes' noise). Each run uses a fresh database (``cdb_bench_pipeline``)
+and Redis db 3 of the ``make bench`` stack; after the warm-up ``HISTORY`` closed positions
+are written into ``risk_positions``, so a decision whose cost grows with history shows it.
 
 The floor is the same four hops (tick → signal → order → result → here) done raw: XADD then
 XREADGROUP four times in a row, one sample per chain. The floor and the pipeline run side
@@ -48,6 +49,7 @@ REDIS_DB = "3"
 SERVICES = {"signal_engine": 18101, "risk_manager": 18102, "execution_service": 18103}
 SEQUENTIAL = 200
 REPEATS = 3
+HISTORY = 100_000  # closed positions in the book's past
 HOPS = 4  # market_data → signals → orders → order_results → the watcher
 RATES = (50, 100, 200, 400, 800)
 LEVEL_S = 4.0
@@ -165,6 +167,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def seed_history(conninfo: str, rows: int) -> None:
+    """``rows`` closed positions of earlier days in ``risk_positions`` (no PnL, no fees:
+    the book's figures stay as they are): a book with a past, so a decision that costs
+    O(history) shows it. Written behind the services' back, as a restore would."""
+    async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity,"
+            " notional, entry_price, stop_loss, status)"
+            " SELECT 'past-' || g, 'past-' || g, 'P' || (g %% 500) || '_USDT', 'long', 1, 10,"
+            " 10, 9.8, 'closed' FROM generate_series(1, %s) AS g",
+            (rows,),
+        )
+        await conn.execute("ANALYZE risk_positions")
+
+
 async def redis_commands(redis: Redis) -> dict[str, int]:
     info: Any = await redis.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
@@ -228,7 +245,8 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
     watcher = ResultWatcher(connect_redis(settings))
     reader = asyncio.create_task(watcher.run())
     await asyncio.sleep(0.3)
-    await sequential(bus, watcher, 20, "W")  # warm-up
+    await sequential(bus, watcher, 20, "W")  # warm-up (the services created the schema)
+    await seed_history(conninfo, HISTORY)
     await asyncio.sleep(2.5)  # the services' periodic work (outbox flushes) settles
     xacts, commands = await pg_transactions(conninfo), await redis_commands(bus.redis)
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -272,7 +290,10 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
     await reader
     await watcher.redis.aclose()
     await bus.close()
-    each = f"{REPEATS} repeats of {SEQUENTIAL} movers one at a time"
+    each = (
+        f"{REPEATS} repeats of {SEQUENTIAL} movers one at a time, {HISTORY:,} closed"
+        " positions in the book's history"
+    )
     return [
         {
             "name": "tick→fill p50",

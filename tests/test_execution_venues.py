@@ -43,14 +43,9 @@ from cdb.mexc_sim.app import RunningSimulator, running_simulator
 from cdb.mexc_sim.config import SimConfig
 from cdb.mexc_sim.private_api import PrivateExchange
 from cdb.risk_manager.rules import order_id_for
-from tests.support import ServiceProcess
-from tests.test_pipeline_support import (
-    FAST_BUS,
-    eventually,
-    publish_approved,
-    scalar,
-    wait_until,
-)
+from tests.support import FAST_BUS, ServiceProcess, publish_approved, scalar
+from tests.support import eventually_async as eventually
+from tests.support import eventually_async as wait_until
 
 KEY, SECRET = "mx0-venue-test-key", "venue-test-secret-do-not-log"
 

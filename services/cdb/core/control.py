@@ -20,17 +20,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdb.core.bus import Bus
-from cdb.core.db import AsyncConnection, Database, Jsonb
+from cdb.core.db import AsyncConnection, AsyncCursor, Database, Jsonb
 from cdb.core.events import Control, ControlSettings, Stream
 
 __all__ = [
     "AppliedControl",
     "StreamControl",
     "apply_control",
+    "ask_control",
     "current_control",
     "is_stale",
     "load_control",
     "merge_control",
+    "read_control",
 ]
 
 
@@ -99,11 +101,22 @@ async def current_control(
 
     A control event reaches one replica of a service (one consumer group per service);
     every replica reads the stored settings where it decides, so all decide alike."""
-    cursor = await conn.execute(
+    return await read_control(await ask_control(conn, service, for_update=for_update))
+
+
+async def ask_control(
+    conn: AsyncConnection[Any], service: str, *, for_update: bool = False
+) -> AsyncCursor[Any]:
+    """:func:`current_control`'s query sent (queued in pipeline mode); see
+    :func:`read_control`."""
+    return await conn.execute(
         "SELECT bot, bot_uid, generation, config_hash, settings FROM control_state "
         "WHERE service = %s" + (" FOR UPDATE" if for_update else ""),
         (service,),
     )
+
+
+async def read_control(cursor: AsyncCursor[Any]) -> AppliedControl | None:
     row = await cursor.fetchone()
     if row is None:
         return None

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection, AsyncCursor, Connection
 from psycopg.errors import UndefinedTable
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -29,6 +29,7 @@ from cdb.core.config import PostgresSettings
 __all__ = [
     "DB_ERRORS",
     "AsyncConnection",
+    "AsyncCursor",
     "Database",
     "DatabaseError",
     "Jsonb",

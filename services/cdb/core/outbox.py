@@ -24,6 +24,7 @@ class Outbox:
         self.db = db
         self.bus = bus
         self._flushing = asyncio.Lock()
+        self._added = False
 
     async def add(self, conn: AsyncConnection[Any], event: Event, stream: Stream) -> None:
         """Inside the caller's transaction."""
@@ -32,10 +33,20 @@ class Outbox:
             " ON CONFLICT (event_id) DO NOTHING",
             (self.service, event.event_id, stream.value, event.model_dump_json()),
         )
+        self._added = True
+
+    async def flush_added(self) -> int:
+        """:meth:`flush` if this process added a row since the last flush: a handler's
+        own events go out at once, and a handler that added none costs no query (rows a
+        crash left behind go out with the start's and the periodic flush)."""
+        if not self._added:
+            return 0
+        return await self.flush()
 
     async def flush(self) -> int:
         """Publish what is not published yet, oldest first; returns how many."""
         published = 0
+        self._added = False  # an add() from now on is flushed by a later call
         async with self._flushing:
             async with self.db.connection() as conn:
                 cursor = await conn.execute(

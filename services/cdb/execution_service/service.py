@@ -33,7 +33,13 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge, Histogram
 
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
-from cdb.core.control import AppliedControl, apply_control, current_control, load_control
+from cdb.core.control import (
+    AppliedControl,
+    apply_control,
+    ask_control,
+    load_control,
+    read_control,
+)
 from cdb.core.db import DatabaseError
 from cdb.core.events import Candle, Control, MarketData, Order, Stream
 from cdb.core.http import APIRouter, Depends, admin_credential
@@ -173,18 +179,23 @@ class ExecutionService(Service[ExecutionSettings]):
 
     # -- one order, top to bottom --------------------------------------------------
     async def on_order(self, order: Order) -> None:
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            if await store.order_status(conn, order.order_id) is None:
-                await self._authorised(conn, order)
+        db = self.kernel.database
+        # pipelined: the order's status and its decision in one round trip (the decision
+        # read even when the order is known: a redelivery, the rare case)
+        async with db.connection() as conn, conn.pipeline(), conn.transaction():
+            status = await store.ask_status(conn, order.order_id)
+            decided = await store.ask_approved(conn, order.signal_id)
+            if await store.read_status(status) is None:
+                self._authorised(order, await store.read_approved(decided))
                 await store.insert_order(conn, order, "pending", self.venue.mode)  # intent
         await self._drive(order)
         await self.outbox.flush()
 
-    async def _authorised(self, conn: store.Conn, order: Order) -> None:
+    def _authorised(self, order: Order, approved: Order | None) -> None:
         """Only what risk_manager approved is executed: the order must equal, field for
-        field (its event id aside), the order of an approved decision row. Anything else
-        (forged, altered, never decided) is refused and dead-lettered with the reason."""
-        approved = await store.approved_order(conn, order.signal_id)
+        field (its event id aside), ``approved``, the order of the approved decision row
+        of its signal. Anything else (forged, altered, never decided) is refused and
+        dead-lettered with the reason."""
         if approved is None:
             reason = "no approved risk decision for this order's signal"
         elif approved.model_dump(exclude={"event_id"}) != order.model_dump(exclude={"event_id"}):
@@ -207,10 +218,20 @@ class ExecutionService(Service[ExecutionSettings]):
         async with self.kernel.database.connection() as conn:
             await conn.set_autocommit(True)
             try:
-                if not await store.lock_order(conn, order.order_id):
+                # pipelined: the try-lock, then (after it, on the server) the order's state
+                # and the live config, in one round trip
+                async with conn.pipeline():
+                    locking = await store.ask_lock_order(conn, order.order_id)
+                    reading = await store.ask_live_state(conn, order.order_id)
+                    control = await ask_control(conn, self.name)
+                    locked = await store.read_lock(locking)
+                    state = await store.read_live_state(reading)
+                    applied = await read_control(control)
+                if not locked:
                     return
                 try:
-                    outcome = await self._step(conn, order)
+                    self._adopt(applied)
+                    outcome = await self._step(conn, order, state)
                     if outcome is not None:
                         await self._settle(order, outcome)
                 finally:
@@ -219,14 +240,15 @@ class ExecutionService(Service[ExecutionSettings]):
                 with contextlib.suppress(DatabaseError):  # a broken connection is discarded
                     await conn.set_autocommit(False)
 
-    async def _step(self, conn: store.Conn, order: Order) -> VenueOutcome | None:
+    async def _step(
+        self, conn: store.Conn, order: Order, state: store.LiveState | None
+    ) -> VenueOutcome | None:
         """Never submitted: send it (held back: reject it). Submitted before, or unknown:
         look it up; only when the venue does not know it, send it again with the same id,
-        at most ``MAX_SUBMITS`` times in all. ``None``: nothing to settle now."""
-        state = await store.live_state(conn, order.order_id)
+        at most ``MAX_SUBMITS`` times in all. ``None``: nothing to settle now. ``state``
+        was read under the order's lock."""
         if state is None or state.status not in ("pending", "unknown"):
             return None
-        self._adopt(await current_control(conn, self.name))
         held_back = self._held_back()
         if state.submit_attempts == 0:
             if held_back:

@@ -8,13 +8,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cdb.core.db import AsyncConnection, DatabaseError
+from cdb.core.db import AsyncConnection, AsyncCursor, DatabaseError
 from cdb.core.events import Order, TradingMode
 from cdb.execution_service.book import Fill, OpenPosition
 
 __all__ = [
     "LiveState",
     "approved_order",
+    "ask_approved",
+    "ask_live_state",
+    "ask_lock_order",
+    "ask_status",
     "close_position",
     "count_submit",
     "database_now",
@@ -26,20 +30,33 @@ __all__ = [
     "open_positions_of_mode",
     "order_status",
     "orders_to_reconcile",
+    "read_approved",
+    "read_live_state",
+    "read_lock",
+    "read_status",
     "realized_pnl",
     "set_order_status",
     "unlock_order",
 ]
 
 Conn = AsyncConnection[Any]
+Cursor = AsyncCursor[Any]
 
 
 async def approved_order(conn: Conn, signal_id: str) -> Order | None:
     """The order risk_manager approved for ``signal_id`` (its decision row), if any."""
-    cursor = await conn.execute(
+    return await read_approved(await ask_approved(conn, signal_id))
+
+
+async def ask_approved(conn: Conn, signal_id: str) -> Cursor:
+    """:func:`approved_order`'s query sent (queued in pipeline mode)."""
+    return await conn.execute(
         "SELECT order_event FROM risk_decisions WHERE signal_id = %s AND decision = 'approved'",
         (signal_id,),
     )
+
+
+async def read_approved(cursor: Cursor) -> Order | None:
     row = await cursor.fetchone()
     if row is None or row[0] is None:
         return None
@@ -47,7 +64,14 @@ async def approved_order(conn: Conn, signal_id: str) -> Order | None:
 
 
 async def order_status(conn: Conn, order_id: str) -> str | None:
-    cursor = await conn.execute("SELECT status FROM orders WHERE order_id = %s", (order_id,))
+    return await read_status(await ask_status(conn, order_id))
+
+
+async def ask_status(conn: Conn, order_id: str) -> Cursor:
+    return await conn.execute("SELECT status FROM orders WHERE order_id = %s", (order_id,))
+
+
+async def read_status(cursor: Cursor) -> str | None:
     row = await cursor.fetchone()
     return None if row is None else str(row[0])
 
@@ -239,9 +263,17 @@ async def lock_order(conn: Conn, order_id: str) -> bool:
     """Take the order's session advisory lock on ``conn`` (False: another worker has it).
     The key keeps its historical ``live-order`` name; paper orders take it too.
     The lock dies with the connection, so a crashed worker never holds an order."""
-    cursor = await conn.execute(
+    return await read_lock(await ask_lock_order(conn, order_id))
+
+
+async def ask_lock_order(conn: Conn, order_id: str) -> Cursor:
+    """:func:`lock_order` sent (queued in pipeline mode); see :func:`read_lock`."""
+    return await conn.execute(
         "SELECT pg_try_advisory_lock(hashtext(%s))", (_order_lock_key(order_id),)
     )
+
+
+async def read_lock(cursor: Cursor) -> bool:
     row = await cursor.fetchone()
     return bool(row and row[0])
 
@@ -252,9 +284,16 @@ async def unlock_order(conn: Conn, order_id: str) -> None:
 
 
 async def live_state(conn: Conn, order_id: str) -> LiveState | None:
-    cursor = await conn.execute(
+    return await read_live_state(await ask_live_state(conn, order_id))
+
+
+async def ask_live_state(conn: Conn, order_id: str) -> Cursor:
+    return await conn.execute(
         "SELECT status, submit_attempts FROM orders WHERE order_id = %s", (order_id,)
     )
+
+
+async def read_live_state(cursor: Cursor) -> LiveState | None:
     row = await cursor.fetchone()
     return None if row is None else LiveState(str(row[0]), int(row[1]))
 

@@ -1,8 +1,12 @@
 """risk_manager: ``signals`` → ``orders``; ``order_results`` update the book; ML in shadow.
 
 Per signal, in one transaction under the book lock: an existing decision is reused (a
-redelivery republishes the same order), otherwise the book is loaded from PostgreSQL, the
-rules decide, and the decision, the reserved position or the rejection are written. The
+redelivery republishes the same order), otherwise the rules decide on the book in memory
+(``ledger.py``; reloaded from PostgreSQL only when another replica wrote it since, which
+the lock's version row tells), and the decision, the reserved position or the rejection
+are written; the book in memory takes the change in at the end of the transaction, while
+the lock is held (a failed commit has it loaded again). The statements go
+pipelined: the reads in one round trip, the writes with the commit in another. The
 order (``event_id`` = ``order_id``, derived from ``signal_id``) is published after the
 commit, then the signal acknowledged. Order results are applied once per
 (order, status) through the ``equity`` ledger's unique key; a breaker trip writes a
@@ -17,14 +21,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from cdb.core.bus import Consumer, sleep_unless
-from cdb.core.control import AppliedControl, apply_control, current_control, load_control
+from cdb.core.control import (
+    AppliedControl,
+    apply_control,
+    ask_control,
+    current_control,
+    load_control,
+    read_control,
+)
 from cdb.core.events import (
     Alert,
     ApprovalDecision,
@@ -39,6 +51,7 @@ from cdb.core.http import APIRouter, Depends, admin_credential
 from cdb.core.outbox import Outbox
 from cdb.core.service import Service, public_config
 from cdb.risk_manager import approvals, store
+from cdb.risk_manager.ledger import Ledger
 from cdb.risk_manager.rules import DayState, Rejection, RiskBook, RiskLimits
 from cdb.risk_manager.settings import RiskManagerSettings
 
@@ -105,15 +118,19 @@ class RiskManager(Service[RiskManagerSettings]):
         self.outbox = Outbox(self.name, kernel.database, kernel.bus)
         self.summary: dict[str, Any] = {}
         self.pending = 0
+        # the book in memory and the book version it reflects (None: load it again)
+        self.ledger: Ledger | None = None
+        self.version: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         self._adopt(await load_control(self.kernel.database, self.name))
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await store.lock_book(conn)
-            book, _ = await self._load(conn, time.time())
+        async with self._book_transaction() as conn:
+            version = await store.lock_book(conn)
+            ledger = await store.load_ledger(conn, self.settings.starting_equity, time.time())
             self.pending = await approvals.pending_count(conn)
-        self._show(book)
+            self.ledger, self.version = ledger, version
+        self._show(ledger.view(self.limits))
         await self.outbox.flush()
 
     def consumers(self) -> Sequence[Consumer[Any]]:
@@ -154,17 +171,22 @@ class RiskManager(Service[RiskManagerSettings]):
         now = time.time()
         order: Order | None
         held = False
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await store.lock_book(conn)
-            existing = await store.find_decision(conn, signal.signal_id)
-            self._adopt(await current_control(conn, self.name))  # a peer may have applied it
+        async with self._book_transaction(pipeline=True) as conn:
+            asked = await store.ask_lock(conn)
+            decided = await store.ask_decision(conn, signal.signal_id)
+            control = await ask_control(conn, self.name)  # a peer may have applied one
+            version = await store.read_version(asked)
+            existing = await store.read_decision(decided)
+            self._adopt(await read_control(control))
             if existing is not None:
                 # only an approved decision's order goes out again (held: the owner's)
                 order = existing[1] if existing[0] == "approved" else None
                 fresh = False
             else:
                 fresh = True
-                book, loaded_day = await self._load(conn, now, symbol=signal.symbol)
+                ledger = await self._ledger(conn, version, now)
+                book = ledger.view(self.limits, symbol=signal.symbol)
+                loaded_day = replace(book.today) if book.today is not None else None
                 decision = book.decide(signal, now)
                 if book.today is not None:
                     await self._save_day(conn, book, book.today, loaded_day)
@@ -187,6 +209,10 @@ class RiskManager(Service[RiskManagerSettings]):
                     await store.save_position(conn, book.positions[order.order_id])
                     if held:
                         await self._hold(conn, book, signal, order, now, rule.timeout_s)
+            if fresh:
+                self._committed(ledger, book, version)
+            else:
+                self._unchanged(version)
         if fresh:
             self._show(book)
             if order is None:
@@ -210,7 +236,7 @@ class RiskManager(Service[RiskManagerSettings]):
                 )
         if order is not None and not held:
             await self.kernel.bus.publish(order, Stream.ORDERS)
-        await self.outbox.flush()
+        await self.outbox.flush_added()
 
     async def _hold(
         self, conn: Any, book: RiskBook, signal: Signal, order: Order, now: float, timeout: int
@@ -254,8 +280,8 @@ class RiskManager(Service[RiskManagerSettings]):
         now = time.time()
         outcome = "refused"
         republish: Order | None = None
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await store.lock_book(conn)
+        async with self._book_transaction() as conn:
+            version = await store.lock_book(conn)
             self._adopt(await current_control(conn, self.name))
             held = await approvals.find(conn, decision.order_id)
             if held is None:
@@ -272,9 +298,10 @@ class RiskManager(Service[RiskManagerSettings]):
             elif held.state == "approved" and held.decision_event_id == decision.event_id:
                 outcome = "republished"  # the winning decision again: a redelivery
                 republish = held.order
-            book, _ = await self._load(conn, now)
+            ledger = await store.load_ledger(conn, self.settings.starting_equity, now)
             self.pending = await approvals.pending_count(conn)
-        self._show(book)
+            self.ledger, self.version = ledger, version
+        self._show(ledger.view(self.limits))
         if outcome in ("approved", "vetoed", "expired"):
             self.metrics.approvals.labels(outcome).inc()
         extra = {
@@ -297,19 +324,24 @@ class RiskManager(Service[RiskManagerSettings]):
         """Expire every pending order whose window closed; returns how many."""
         now = time.time()
         expired = 0
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await store.lock_book(conn)
+        async with self._book_transaction() as conn:
+            version = await store.lock_book(conn)
             due = await approvals.due(conn, now)
-            if not due:
-                return 0
-            self._adopt(await current_control(conn, self.name))
+            if due:
+                self._adopt(await current_control(conn, self.name))
             for order_id in due:
                 held = await approvals.find(conn, order_id)
                 if held is not None and await self._settle(conn, held.order, "expired", None):
                     expired += 1
-            book, _ = await self._load(conn, now)
-            self.pending = await approvals.pending_count(conn)
-        self._show(book)
+            if due:
+                ledger = await store.load_ledger(conn, self.settings.starting_equity, now)
+                self.pending = await approvals.pending_count(conn)
+                self.ledger, self.version = ledger, version
+            else:
+                self._unchanged(version)
+        if not due:
+            return 0
+        self._show(ledger.view(self.limits))
         self.metrics.approvals.labels("expired").inc(expired)
         if expired:
             log.info("held orders expired", extra={"count": expired})
@@ -337,24 +369,38 @@ class RiskManager(Service[RiskManagerSettings]):
     async def on_order_result(self, result: OrderResult) -> None:
         now = time.time()
         key = f"result:{result.order_id}:{result.status}"
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await store.lock_book(conn)
-            if await store.result_seen(conn, key):
-                return
-            book, loaded_day = await self._load(conn, now, order_id=result.order_id)
-            effect = book.apply_result(result, now)
-            if not effect.applied or effect.position is None:
-                log.warning(
-                    "order result for an order this book does not know",
-                    extra={"order_id": result.order_id, "status": result.status},
+        book: RiskBook | None = None
+        async with self._book_transaction(pipeline=True) as conn:
+            asked = await store.ask_lock(conn)
+            seen = await store.ask_result_seen(conn, key)
+            version = await store.read_version(asked)
+            if not await store.read_seen(seen):
+                ledger = await self._ledger(conn, version, now)
+                row = ledger.positions.get(result.order_id) or await store.load_position(
+                    conn, result.order_id
                 )
-                return
-            await store.save_position(conn, effect.position)
-            await store.record_result(conn, key, book, effect.equity_delta, result.status)
-            if book.today is not None:
-                await self._save_day(conn, book, book.today, loaded_day)
+                book = ledger.view(self.limits, row=row)
+                loaded_day = replace(book.today) if book.today is not None else None
+                effect = book.apply_result(result, now)
+                if effect.applied and effect.position is not None:
+                    await store.save_position(conn, effect.position)
+                    await store.record_result(conn, key, book, effect.equity_delta, result.status)
+                    if book.today is not None:
+                        await self._save_day(conn, book, book.today, loaded_day)
+                else:
+                    book = None
+                    log.warning(
+                        "order result for an order this book does not know",
+                        extra={"order_id": result.order_id, "status": result.status},
+                    )
+            if book is None:
+                self._unchanged(version)
+            else:
+                self._committed(ledger, book, version)
+        if book is None:
+            return
         self._show(book)
-        await self.outbox.flush()
+        await self.outbox.flush_added()
 
     async def on_ml_signal(self, ml: MlSignal) -> None:
         async with self.kernel.database.connection() as conn, conn.transaction():
@@ -388,9 +434,10 @@ class RiskManager(Service[RiskManagerSettings]):
 
     async def reset_breaker(self) -> dict[str, Any]:
         now = time.time()
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            await store.lock_book(conn)
-            book, _ = await self._load(conn, now)
+        async with self._book_transaction() as conn:
+            version = await store.lock_book(conn)
+            ledger = await self._ledger(conn, version, now)
+            book = ledger.view(self.limits)
             today = book.reset_breaker(now)
             await store.save_day(conn, today, reset=True)
             key = f"breaker_reset:{today.day.isoformat()}:{now}"
@@ -406,20 +453,56 @@ class RiskManager(Service[RiskManagerSettings]):
                 timestamp=now,
             )
             await self.outbox.add(conn, alert, Stream.ALERTS)
+            self._committed(ledger, book, version)
         await self.outbox.flush()
         self._show(book)
         log.warning("circuit breaker reset by request")
         return self.summary
 
     # -- helpers -------------------------------------------------------------------
-    async def _load(
-        self, conn: Any, now: float, *, symbol: str = "", order_id: str = ""
-    ) -> tuple[RiskBook, DayState | None]:
-        """The book, and today's state as stored (to write the day only when it changed)."""
-        book = await store.load_book(
-            conn, self.settings.starting_equity, self.limits, now, symbol=symbol, order_id=order_id
-        )
-        return book, replace(book.today) if book.today is not None else None
+    async def _ledger(self, conn: Any, version: int, now: float) -> Ledger:
+        """The book in memory, loaded again (inside the caller's transaction, under the
+        lock) when some other transaction wrote the book since this one last saw it: our
+        own bump made ``version``, so the one before it must be the one we know."""
+        if self.ledger is None or self.version != version - 1:
+            self.ledger = await store.load_ledger(conn, self.settings.starting_equity, now)
+            self.version = version - 1
+        return self.ledger
+
+    @asynccontextmanager
+    async def _book_transaction(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+        """A transaction that takes the book lock (``store.lock_book``/``ask_lock``).
+
+        The block ends by moving the book in memory to what it wrote (``_committed``,
+        ``_unchanged``) while the lock is still held, so no other transaction, of this
+        process's other consumers or of another replica, can start between the commit
+        and that move. If the block or its commit fails, the book in memory is loaded
+        again by the next transaction."""
+        try:
+            async with self.kernel.database.connection() as conn:
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
+        except BaseException:
+            self.version = None
+            raise
+
+    def _committed(self, ledger: Ledger, book: RiskBook, version: int) -> None:
+        """At the end of the transaction of ``version``: the book in memory takes in what
+        ``book`` (a view of ``ledger``) changed."""
+        if self.ledger is ledger and self.version == version - 1:
+            ledger.fold(book)
+            self.version = version
+        else:
+            self.version = None
+
+    def _unchanged(self, version: int) -> None:
+        """A committed book transaction that changed nothing but the version."""
+        if self.version == version - 1:
+            self.version = version
 
     async def _save_day(
         self, conn: Any, book: RiskBook, today: DayState, stored: DayState | None

@@ -1,5 +1,6 @@
-"""risk_manager's PostgreSQL side: the book is loaded and written inside one transaction,
-under one advisory lock, so replicas and redeliveries see one consistent book."""
+"""risk_manager's PostgreSQL side: the book is written inside one transaction under one
+advisory lock, so replicas and redeliveries see one consistent book; the lock's version row
+tells a replica when its book in memory (``ledger.py``) must be loaded again."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ import datetime as dt
 import json
 from typing import Any
 
-from cdb.core.db import AsyncConnection, Jsonb
+from cdb.core.db import AsyncConnection, AsyncCursor, Jsonb
 from cdb.core.events import MlSignal, Order
-from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, RiskLimits, utc_day
+from cdb.risk_manager.ledger import Ledger
+from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, utc_day
 
 __all__ = [
+    "ask_decision",
+    "ask_lock",
+    "ask_result_seen",
     "find_decision",
     "insert_decision",
     "insert_ml_signal",
     "insert_risk_event",
-    "load_book",
+    "load_ledger",
+    "load_position",
     "lock_book",
+    "read_decision",
+    "read_seen",
+    "read_version",
     "record_result",
     "result_seen",
     "save_day",
@@ -25,53 +34,69 @@ __all__ = [
 ]
 
 Conn = AsyncConnection[Any]
+Cursor = AsyncCursor[Any]
 
 
-async def lock_book(conn: Conn) -> None:
+async def lock_book(conn: Conn) -> int:
+    """Take the book lock and bump the book's version; returns the new version. Every
+    transaction that may write the book starts here, so a replica whose last seen version
+    is not the one before its own bump knows another one wrote in between."""
+    return await read_version(await ask_lock(conn))
+
+
+async def ask_lock(conn: Conn) -> Cursor:
+    """:func:`lock_book` sent (in pipeline mode: queued with what follows); the version
+    comes with :func:`read_version`. Two statements: the bump must read after the lock."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
+    return await conn.execute(
+        "UPDATE risk_book_version SET version = version + 1 RETURNING version"
+    )
 
 
-async def load_book(
-    conn: Conn,
-    starting_equity: float,
-    limits: RiskLimits,
-    now: float,
-    *,
-    symbol: str = "",
-    order_id: str = "",
-) -> RiskBook:
-    """The book a decision needs: net PnL, the active positions of ``symbol`` (and the row of
-    ``order_id``) in full, every other active position summed, and today's state."""
-    cursor = await conn.execute("SELECT coalesce(sum(realized_pnl - fees), 0) FROM risk_positions")
+async def read_version(cursor: Cursor) -> int:
     row = await cursor.fetchone()
-    book = RiskBook(
-        starting_equity=starting_equity, limits=limits, net_pnl=float(row[0] if row else 0)
+    if row is None:
+        raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
+    return int(row[0])
+
+
+POSITION_COLUMNS = (
+    "order_id, signal_id, symbol, side, quantity, notional, entry_price, stop_loss,"
+    " status, fees, realized_pnl"
+)
+
+
+async def load_ledger(conn: Conn, starting_equity: float, now: float) -> Ledger:
+    """The whole book from PostgreSQL: net PnL over every position, the active ones in
+    full, today's state (at start, and after another replica wrote the book)."""
+    pnl = await conn.execute("SELECT coalesce(sum(realized_pnl - fees), 0) FROM risk_positions")
+    active = await conn.execute(
+        f"SELECT {POSITION_COLUMNS} FROM risk_positions WHERE status = ANY(%s)",
+        (list(ACTIVE),),
     )
-    cursor = await conn.execute(
-        "SELECT order_id, signal_id, symbol, side, quantity, notional, entry_price, stop_loss,"
-        " status, fees, realized_pnl FROM risk_positions"
-        " WHERE (status = ANY(%s) AND symbol = %s) OR order_id = %s",
-        (list(ACTIVE), symbol, order_id),
-    )
-    for r in await cursor.fetchall():
-        book.positions[r[0]] = BookPosition(*r)
-    cursor = await conn.execute(
-        "SELECT coalesce(sum(notional), 0), count(*) FROM risk_positions"
-        " WHERE status = ANY(%s) AND NOT (order_id = ANY(%s))",
-        (list(ACTIVE), list(book.positions)),
-    )
-    totals = await cursor.fetchone()
-    if totals is not None:
-        book.other_exposure, book.other_open = float(totals[0]), int(totals[1])
-    cursor = await conn.execute(
+    day = await conn.execute(
         "SELECT day, opening_equity, breaker_tripped_at IS NOT NULL, breaker_reason"
         " FROM risk_days WHERE day = %s",
         (utc_day(now),),
     )
-    day = await cursor.fetchone()
-    if day is not None:
-        book.today = DayState(day[0], float(day[1]), bool(day[2]), day[3])
-    return book
+    row = await pnl.fetchone()
+    positions = [BookPosition(*r) for r in await active.fetchall()]
+    today = await day.fetchone()
+    return Ledger.of(
+        starting_equity,
+        float(row[0]) if row else 0.0,
+        DayState(today[0], float(today[1]), bool(today[2]), today[3]) if today else None,
+        positions,
+    )
+
+
+async def load_position(conn: Conn, order_id: str) -> BookPosition | None:
+    """One position as stored, whatever its status."""
+    cursor = await conn.execute(
+        f"SELECT {POSITION_COLUMNS} FROM risk_positions WHERE order_id = %s", (order_id,)
+    )
+    row = await cursor.fetchone()
+    return BookPosition(*row) if row is not None else None
 
 
 async def save_day(conn: Conn, today: DayState, *, reset: bool = False) -> None:
@@ -125,9 +150,16 @@ async def save_position(conn: Conn, p: BookPosition) -> None:
 
 
 async def find_decision(conn: Conn, signal_id: str) -> tuple[str, Order | None] | None:
-    cursor = await conn.execute(
+    return await read_decision(await ask_decision(conn, signal_id))
+
+
+async def ask_decision(conn: Conn, signal_id: str) -> Cursor:
+    return await conn.execute(
         "SELECT decision, order_event FROM risk_decisions WHERE signal_id = %s", (signal_id,)
     )
+
+
+async def read_decision(cursor: Cursor) -> tuple[str, Order | None] | None:
     row = await cursor.fetchone()
     if row is None:
         return None
@@ -173,7 +205,14 @@ async def insert_risk_event(
 
 
 async def result_seen(conn: Conn, key: str) -> bool:
-    cursor = await conn.execute("SELECT 1 FROM equity WHERE event_key = %s", (key,))
+    return await read_seen(await ask_result_seen(conn, key))
+
+
+async def ask_result_seen(conn: Conn, key: str) -> Cursor:
+    return await conn.execute("SELECT 1 FROM equity WHERE event_key = %s", (key,))
+
+
+async def read_seen(cursor: Cursor) -> bool:
     return await cursor.fetchone() is not None
 
 

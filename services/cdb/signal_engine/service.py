@@ -16,11 +16,24 @@ from typing import Any
 from prometheus_client import Counter
 
 from cdb.core.bus import Consumer
-from cdb.core.control import AppliedControl, apply_control, current_control, load_control
+from cdb.core.control import (
+    AppliedControl,
+    apply_control,
+    ask_control,
+    load_control,
+    read_control,
+)
 from cdb.core.events import Control, MarketData, Stream
 from cdb.core.service import Service, public_config
 from cdb.signal_engine.settings import SignalEngineSettings
-from cdb.signal_engine.store import insert_signal, load_cooldown, lock_symbol, own_signal
+from cdb.signal_engine.store import (
+    ask_cooldown,
+    ask_own,
+    insert_signal,
+    lock_symbol,
+    read_cooldown,
+    read_own,
+)
 from cdb.signal_engine.strategy import MomentumStrategy, StrategyParams, Suppressed
 
 log = logging.getLogger("cdb.signal_engine")
@@ -66,15 +79,23 @@ class SignalEngine(Service[SignalEngineSettings]):
         ]
 
     async def on_market_data(self, md: MarketData) -> None:
-        async with self.kernel.database.connection() as conn, conn.transaction():
+        db = self.kernel.database
+        # pipelined: the lock and the three reads go out together (one round trip), the
+        # insert and the commit in a second one
+        async with db.connection() as conn, conn.pipeline(), conn.transaction():
             await lock_symbol(conn, md.symbol)
-            self._adopt(await current_control(conn, self.name))  # a peer may have applied it
+            control = await ask_control(conn, self.name)  # a peer may have applied one
+            # the strategy's name does not change with the live config
+            own = await ask_own(conn, md, self.strategy.name)
+            last = await ask_cooldown(conn, md)
+            self._adopt(await read_control(control))
             strategy = self.strategy
             # A redelivered event republishes its stored signal as it was, whatever the
             # parameters in force now (a threshold changed or a pause since must not lose it).
-            stored = await own_signal(conn, md, strategy.name)
+            stored = await read_own(own)
+            cooldown = await read_cooldown(last, md)
             if stored is None:
-                outcome = strategy.evaluate(md, await load_cooldown(conn, md))
+                outcome = strategy.evaluate(md, cooldown)
                 if isinstance(outcome, Suppressed):
                     self.suppressed.labels(outcome.reason).inc()
                     return

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdb.core.db import AsyncConnection
+from cdb.core.db import AsyncConnection, AsyncCursor
 from cdb.core.events import MarketData, Signal
 from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
 
-__all__ = ["insert_signal", "load_cooldown", "lock_symbol", "own_signal"]
+__all__ = [
+    "ask_cooldown",
+    "ask_own",
+    "insert_signal",
+    "load_cooldown",
+    "lock_symbol",
+    "own_signal",
+    "read_cooldown",
+    "read_own",
+]
+
+Cursor = AsyncCursor[Any]
 
 
 async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
@@ -18,13 +29,21 @@ async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
 
 async def own_signal(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Signal | None:
     """The signal this window already made (a redelivery), exactly as it was stored."""
+    return await read_own(await ask_own(conn, md, strategy))
+
+
+async def ask_own(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Cursor:
+    """:func:`own_signal`'s query sent (queued in pipeline mode); see :func:`read_own`."""
     own = [signal_id_for(md, side, strategy) for side in ("long", "short")]
-    cursor = await conn.execute(
+    return await conn.execute(
         "SELECT signal_id, event_id, symbol, side, confidence, reason, strategy, price,"
         " pct_change, extract(epoch FROM signal_ts)::float8 FROM signals"
         " WHERE signal_id = ANY(%s)",
         (own,),
     )
+
+
+async def read_own(cursor: Cursor) -> Signal | None:
     row = await cursor.fetchone()
     if row is None:
         return None
@@ -44,11 +63,19 @@ async def own_signal(conn: AsyncConnection[Any], md: MarketData, strategy: str) 
 
 async def load_cooldown(conn: AsyncConnection[Any], md: MarketData) -> CooldownState:
     """The symbol's cooldown state: its newest signal."""
-    cursor = await conn.execute(
+    return await read_cooldown(await ask_cooldown(conn, md), md)
+
+
+async def ask_cooldown(conn: AsyncConnection[Any], md: MarketData) -> Cursor:
+    """:func:`load_cooldown`'s query sent (queued in pipeline mode)."""
+    return await conn.execute(
         "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE symbol = %s"
         " ORDER BY signal_ts DESC LIMIT 1",
         (md.symbol,),
     )
+
+
+async def read_cooldown(cursor: Cursor, md: MarketData) -> CooldownState:
     row = await cursor.fetchone()
     state = CooldownState()
     if row is not None:

@@ -40,8 +40,6 @@ from tests.support import (
     scalar,
     scrape,
 )
-from tests.support import eventually_async as eventually
-from tests.support import eventually_async as wait_until
 
 pytestmark = pytest.mark.slow
 

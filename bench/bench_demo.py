@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 
 from cdb.demo.plan import DemoOptions
@@ -36,7 +38,29 @@ def free_offset() -> int:
     raise RuntimeError("no free port block for the demo")
 
 
-async def one_start(stack: LocalStack) -> tuple[float, float | None, int]:
+# Not deployed by the chart: the demo's own exchange and the monitoring binaries.
+NOT_DEPLOYABLE = frozenset({"mexc_sim", "prometheus", "alertmanager"})
+
+
+def pss_by_service(demo: Demo) -> dict[str, float]:
+    """Each running child's PSS in MiB (its own process and any children of it)."""
+    assert demo.supervisor is not None
+    sizes: dict[str, float] = {}
+    for child in demo.supervisor.children:
+        if child.process is None or child.process.returncode is not None:
+            continue
+        try:
+            top = psutil.Process(child.process.pid)
+            procs = [top, *top.children(recursive=True)]
+            sizes[child.name] = sum(p.memory_full_info().pss for p in procs) / 2**20
+        except psutil.Error:
+            continue
+    return sizes
+
+
+async def one_start(
+    stack: LocalStack,
+) -> tuple[float, float | None, int, dict[str, float]]:
     options = DemoOptions(
         port_offset=free_offset(),
         redis_port=stack.redis_port,
@@ -50,7 +74,7 @@ async def one_start(stack: LocalStack) -> tuple[float, float | None, int]:
         healthy = time.monotonic() - began
         first = await asyncio.wait_for(demo.wait_first_signal(stop), 120)
         assert demo.supervisor is not None
-        return healthy, first, len(demo.supervisor.children)
+        return healthy, first, len(demo.supervisor.children), pss_by_service(demo)
     finally:
         stop.set()
         if demo.supervisor is not None:  # the stack belongs to the bench runner
@@ -61,8 +85,10 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
     healthy: list[float] = []
     first: list[float] = []
     services = 0
+    pss: list[dict[str, float]] = []
     for _ in range(ROUNDS):
-        up, signal, services = asyncio.run(one_start(stack))
+        up, signal, services, sizes = asyncio.run(one_start(stack))
+        pss.append(sizes)
         healthy.append(up)
         if signal is not None:
             first.append(signal)
@@ -91,6 +117,40 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
                 "value": float("nan"),
                 "unit": "s",
                 "note": "no signal within 120 s",
+            }
+        )
+    rows.extend(pss_rows(pss))
+    return rows
+
+
+def pss_rows(rounds: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """PSS once the first signal is through: per service and the deployable ones summed,
+    next to issue 17's target (450 MiB)."""
+    rows: list[dict[str, Any]] = []
+    names = sorted({name for sizes in rounds for name in sizes})
+    for name in names:
+        values = [sizes[name] for sizes in rounds if name in sizes]
+        rows.append(
+            {
+                "name": f"{name} PSS in the running demo",
+                "value": min(values),
+                "unit": "MiB",
+                "note": f"median {statistics.median(values):.1f} of {len(values)} starts",
+            }
+        )
+    totals = [
+        sum(v for k, v in sizes.items() if k not in NOT_DEPLOYABLE) for sizes in rounds if sizes
+    ]
+    if totals:
+        best = min(totals)
+        rows.append(
+            {
+                "name": "deployable services' PSS in the running demo, summed",
+                "value": best,
+                "unit": "MiB",
+                "note": f"target 450 MiB, ratio {best / 450:.2f}; median "
+                f"{statistics.median(totals):.1f} of {len(totals)} starts "
+                f"(without {', '.join(sorted(NOT_DEPLOYABLE))})",
             }
         )
     return rows

@@ -279,8 +279,17 @@ class LocalStack:
         self.postgres = LocalPostgres(self.data_dir / "postgres", self.postgres_port)
 
     def start(self) -> None:
+        """Both servers, or neither that this call started: a Redis left running after
+        PostgreSQL failed would be taken for a running stack by the next start, with the
+        passwords of a data directory that may be gone."""
+        redis_was_running = _port_open(self.redis.port)
         self.redis.start()
-        self.postgres.start()
+        try:
+            self.postgres.start()
+        except BaseException:
+            if not redis_was_running:
+                self.redis.stop()
+            raise
 
     def stop(self) -> None:
         self.redis.stop()

@@ -5,6 +5,7 @@ migrations; the password files are private from their first byte."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import SecretStr
 from cdb.core.acl import ACCESS
 from cdb.core.config import PostgresSettings
 from cdb.core.db import apply_migrations
-from cdb.localstack import LocalPostgres, LocalRedis, write_private
+from cdb.localstack import LocalPostgres, LocalRedis, LocalStack, write_private
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -132,3 +133,15 @@ def test_the_demo_redis_keeps_its_files_private_and_no_password_in_argv(tmp_path
         assert readable == [], f"readable by others: {readable}"
     finally:
         server.stop()
+
+
+def test_a_stack_whose_postgres_fails_leaves_no_redis_behind(tmp_path: Path) -> None:
+    """A Redis left running would be reused by the next start (its port is open) with the
+    passwords of the failed run's data directory."""
+    stack = LocalStack(tmp_path / "stack", redis_port=free_port(), postgres_port=free_port())
+    (tmp_path / "stack" / "postgres").mkdir(parents=True)
+    (tmp_path / "stack" / "postgres" / "pgdata").write_text("not a cluster")
+    with pytest.raises(Exception):  # noqa: B017 - whatever PostgreSQL's start raises
+        stack.start()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", stack.redis_port)) != 0

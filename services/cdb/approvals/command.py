@@ -25,6 +25,7 @@ from cdb.core.bus import BUS_ERRORS, Bus, connect_redis
 from cdb.core.config import PostgresSettings, RedisSettings, load_settings_or_exit
 from cdb.core.db import DatabaseError, connect_sync
 from cdb.core.events import ApprovalDecision, Stream
+from cdb.localstack import LocalStack
 
 __all__ = ["approvals", "approve", "veto"]
 
@@ -32,22 +33,12 @@ DEMO_DIR = Path(__file__).resolve().parents[3] / ".cdb"
 
 
 def _demo_defaults(data_dir: Path = DEMO_DIR) -> None:
-    """The demo's stack (default ports, the ``console`` user) when nothing else is set."""
-    redis_password = data_dir / "redis" / "users" / "console.password"
-    if "REDIS_PASSWORD" in os.environ or not redis_password.exists():
+    """The demo's stack (its default ports, the ``console`` user) when nothing else is set."""
+    stack = LocalStack(data_dir)
+    console_password = stack.redis.data_dir / "users" / "console.password"
+    if "REDIS_PASSWORD" in os.environ or not console_password.exists():
         return
-    defaults = {
-        "REDIS_HOST": "127.0.0.1",
-        "REDIS_PORT": "16379",
-        "REDIS_USERNAME": "console",
-        "REDIS_PASSWORD": redis_password.read_text().strip(),
-        "POSTGRES_HOST": "127.0.0.1",
-        "POSTGRES_PORT": "15432",
-    }
-    postgres_password = data_dir / "postgres" / "cdb_user.password"
-    if postgres_password.exists():
-        defaults["POSTGRES_PASSWORD"] = postgres_password.read_text().strip()
-    for name, value in defaults.items():
+    for name, value in {**stack.env(), **stack.redis.user_env("console")}.items():
         os.environ.setdefault(name, value)
 
 

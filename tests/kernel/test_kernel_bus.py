@@ -194,6 +194,48 @@ async def test_done_keys_expire_so_redis_memory_stays_bounded(bus: Bus) -> None:
     assert PRICE_DONE_TTL_S - 60 < ttl <= PRICE_DONE_TTL_S == 3600
 
 
+async def test_without_done_keys_a_copy_reaches_the_handler_and_no_key_is_written(
+    bus: Bus,
+) -> None:
+    """``done_keys=False`` (a handler keyed in PostgreSQL): nothing per event in Redis; a
+    re-published copy goes to the handler, whose own key must then decide."""
+    event = market("KEYED_USDT")
+    await bus.publish(event)
+    await bus.publish(event)  # the same event again, as an outbox re-flush makes it
+    seen: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        seen.append(e.event_id)
+
+    keyed = consumer_of(handle, group="keyed", done_keys=False)
+    await run_until(bus, keyed, lambda: len(seen) == 2)
+    assert seen == [event.event_id, event.event_id]
+    assert await bus.redis.keys("cdb:done:keyed:*") == []
+    assert await pending(bus, "keyed") == 0
+
+
+async def test_without_done_keys_a_failure_count_is_still_cleared(bus: Bus) -> None:
+    """An event that failed before it went through leaves no failure count behind, so a
+    later copy starts afresh; on its first delivery without a failure nothing is cleared
+    (a bare XACK)."""
+    failing, clean = market("ONCE_USDT"), market("CLEAN_USDT")
+    await bus.publish(failing)
+    await bus.publish(clean)
+    calls: list[str] = []
+
+    async def handle(e: MarketData) -> None:
+        calls.append(e.symbol)
+        if calls.count("ONCE_USDT") == 1 and e.symbol == "ONCE_USDT":
+            raise ValueError("first attempt fails")
+
+    keyed = consumer_of(handle, group="keyed", done_keys=False, max_attempts=3)
+    await run_until(bus, keyed, lambda: calls.count("CLEAN_USDT") == 1)
+    assert calls == ["ONCE_USDT", "ONCE_USDT", "CLEAN_USDT"]
+    assert await bus.redis.exists(f"cdb:attempts:keyed:{failing.event_id}") == 0
+    assert await dead_letters(bus) == []
+    assert await pending(bus, "keyed") == 0
+
+
 async def test_entries_of_a_stalled_consumer_are_claimed_by_a_live_one(bus: Bus) -> None:
     stream = Stream.MARKET_DATA.value
     await bus.ensure_group(Stream.MARKET_DATA, "g")

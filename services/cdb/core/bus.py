@@ -295,6 +295,10 @@ class Consumer(Generic[E]):
     batch: int = 64
     touches_health: bool = True
     done_ttl_s: int = DONE_TTL_S
+    # False where the handler is idempotent on a key of its own in PostgreSQL (a
+    # redelivered or re-published event finds its row and does nothing new): no Redis
+    # key per event then, which saves a round trip and two commands per event.
+    done_keys: bool = True
 
     def done_key(self, event_id: str) -> str:
         return f"cdb:done:{self.group}:{event_id}"
@@ -338,6 +342,7 @@ class _ConsumerRun(Generic[E]):
         self.claim_cursor = "0-0"
         self.last_claim = 0.0
         self.held: list[bytes] = []  # read or claimed, not yet finished: ours to keep
+        self.failed_attempts = 0  # handler failures counted by this run
 
     async def run(self) -> None:
         leases = asyncio.create_task(self._keep_leases())
@@ -385,6 +390,8 @@ class _ConsumerRun(Generic[E]):
                 if not group_ready:
                     await self.bus.ensure_group(self.spec.stream, self.spec.group, self.spec.start)
                     group_ready = True
+                # first delivery: no earlier attempt can have left a failure count
+                first = False
                 if backlog:
                     entries = await self._read("0")
                     if not entries:
@@ -392,14 +399,16 @@ class _ConsumerRun(Generic[E]):
                         continue
                     entries = await self._drop_poison(entries)
                 else:
-                    entries = await self._claim() or await self._read(">")
+                    entries = await self._claim()
+                    if not entries:
+                        entries, first = await self._read(">"), True
                 self.backoff.reset()
                 try:
                     for index, (entry_id, fields) in enumerate(entries):
                         if self.stop.is_set():
                             break  # left pending: re-read on restart or claimed by a peer
                         self.held = [held_id for held_id, _ in entries[index:]]
-                        await self._process(entry_id, fields)
+                        await self._process(entry_id, fields, first)
                 finally:
                     self.held = []  # what is left unfinished may be claimed again
             except redis_errors.ResponseError as error:
@@ -492,7 +501,11 @@ class _ConsumerRun(Generic[E]):
                 )
         return entries
 
-    async def _process(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+    async def _process(
+        self, entry_id: bytes, fields: dict[bytes, bytes] | None, first: bool = False
+    ) -> None:
+        """``first``: the entry's first delivery (read with ``>``), so no failure of it
+        can have been counted before."""
         raw = (fields or {}).get(PAYLOAD_FIELD)
         if raw is None:
             await self._dead_letter(entry_id, fields, "entry has no 'event' field")
@@ -502,14 +515,19 @@ class _ConsumerRun(Generic[E]):
         except (ValidationError, ValueError) as error:
             await self._dead_letter(entry_id, fields, f"malformed event: {_summary(error)}")
             return
-        if await self._retrying(lambda: self.redis.exists(self.spec.done_key(event.event_id))):
+        if self.spec.done_keys and await self._retrying(
+            lambda: self.redis.exists(self.spec.done_key(event.event_id))
+        ):
             if self.metrics is not None:
                 self.metrics.duplicates.labels(self.stream).inc()
             await self._retrying(lambda: self.redis.xack(self.stream, self.spec.group, entry_id))
             return
+        failed = self.failed_attempts
         if not await self._handle(entry_id, fields, event):
             return
-        await self._retrying(lambda: self._acknowledge(entry_id, event.event_id))
+        # a failure count can only exist if this entry was delivered before or failed now
+        counted = not first or self.failed_attempts != failed
+        await self._retrying(lambda: self._acknowledge(entry_id, event.event_id, counted))
         if self.metrics is not None:
             self.metrics.events_consumed.labels(self.stream).inc()
         if self.health is not None and self.spec.touches_health:
@@ -567,6 +585,7 @@ class _ConsumerRun(Generic[E]):
 
     async def _count_failure(self, event_id: str) -> int:
         """One more failed attempt of ``event_id`` in this group, durably; the new total."""
+        self.failed_attempts += 1
         key = self.spec.attempts_key(event_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
@@ -574,9 +593,15 @@ class _ConsumerRun(Generic[E]):
             total, _ = await pipe.execute()
         return int(total)
 
-    async def _acknowledge(self, entry_id: bytes, event_id: str) -> None:
+    async def _acknowledge(self, entry_id: bytes, event_id: str, counted: bool = True) -> None:
+        """The entry acknowledged, with its done key (``done_keys``) and without its
+        failure count (``counted``: one may exist); a bare ``XACK`` when neither applies."""
+        if not self.spec.done_keys and not counted:
+            await self.redis.xack(self.stream, self.spec.group, entry_id)
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.spec.done_key(event_id), b"1", ex=self.spec.done_ttl_s)
+            if self.spec.done_keys:
+                pipe.set(self.spec.done_key(event_id), b"1", ex=self.spec.done_ttl_s)
             pipe.delete(self.spec.attempts_key(event_id))
             pipe.xack(self.stream, self.spec.group, entry_id)
             await pipe.execute()

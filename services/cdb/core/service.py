@@ -62,8 +62,11 @@ class Service(Generic[S]):
         start: str = "0",
         touches_health: bool = True,
         done_ttl_s: int = DONE_TTL_S,
+        done_keys: bool = True,
     ) -> Consumer[E]:
-        """A consumer in this service's group, with the bus limits from settings."""
+        """A consumer in this service's group, with the bus limits from settings.
+        ``done_keys=False`` only where ``handler`` is idempotent on its own PostgreSQL key
+        (see :class:`cdb.core.bus.Consumer`)."""
         return Consumer(
             stream=stream,
             model=model,
@@ -76,6 +79,7 @@ class Service(Generic[S]):
             batch=self.settings.bus_batch,
             touches_health=touches_health,
             done_ttl_s=done_ttl_s,
+            done_keys=done_keys,
         )
 
     def consumers(self) -> Sequence[Consumer[Any]]:

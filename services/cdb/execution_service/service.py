@@ -143,7 +143,8 @@ class ExecutionService(Service[ExecutionSettings]):
 
     def consumers(self) -> Sequence[Consumer[Any]]:
         return [
-            self.consumer(Stream.ORDERS, Order, self.on_order),
+            # keyed in PostgreSQL by order_id: no Redis done key per order
+            self.consumer(Stream.ORDERS, Order, self.on_order, done_keys=False),
             self.consumer(
                 Stream.CANDLES,
                 Candle,

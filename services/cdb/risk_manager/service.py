@@ -135,8 +135,10 @@ class RiskManager(Service[RiskManagerSettings]):
 
     def consumers(self) -> Sequence[Consumer[Any]]:
         return [
-            self.consumer(Stream.SIGNALS, Signal, self.on_signal),
-            self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result),
+            # both keyed in PostgreSQL (the decision per signal, the result's key): no
+            # Redis done key per event
+            self.consumer(Stream.SIGNALS, Signal, self.on_signal, done_keys=False),
+            self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result, done_keys=False),
             self.consumer(Stream.ML_SIGNALS, MlSignal, self.on_ml_signal),
             self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
             self.consumer(

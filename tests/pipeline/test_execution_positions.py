@@ -100,13 +100,26 @@ class PausedReload:
         monkeypatch.setattr(store, "load_open_positions", read_then_wait)
 
     async def around(
-        self, service: ExecutionService, change: Callable[[], Awaitable[None]], committed: str
+        self,
+        service: ExecutionService,
+        change: Callable[[], Awaitable[None]],
+        committed: str,
+        *,
+        waits: bool = False,
     ) -> None:
         """Reload, and while it holds its snapshot, make ``change`` and wait until the
-        store shows it (``committed``: a query that returns a row once it did)."""
+        store shows it (``committed``: a query that returns a row once it did). ``waits``:
+        the change must instead wait for the reload to finish before it commits."""
         reload = asyncio.create_task(service._reload_positions())
         await asyncio.wait_for(self.read.wait(), 10)
         changing = asyncio.create_task(change())
+        if waits:
+            await asyncio.wait({changing}, timeout=0.5)
+            assert not await row(service, committed), "committed while a reload held its read"
+            self.release.set()
+            await asyncio.wait_for(asyncio.gather(reload, changing), 10)
+            assert await row(service, committed)
+            return
         await eventually_async(
             lambda: row(service, committed), "the change committed", timeout=10, every=0.01
         )
@@ -180,7 +193,8 @@ async def test_a_stop_during_a_reload_is_not_undone_by_it(
         await service._close(position, fill)
 
     closed = f"SELECT 1 FROM positions WHERE order_id = '{order.order_id}' AND status = 'closed'"
-    await PausedReload(monkeypatch).around(service, stop_out, closed)
+    # a close waits for a reload to swap its snapshot in, then adds its PnL to it
+    await PausedReload(monkeypatch).around(service, stop_out, closed, waits=True)
     assert order.order_id not in service.positions.get(SYMBOL, {}), (
         "the reload's older snapshot put a closed position back under the stop watch"
     )

@@ -39,6 +39,7 @@ CLOSED = 3  # position state
 
 class MexcVenue:
     mode: TradingMode = "live"
+    in_book = False
 
     def __init__(self, client: MexcPrivateClient, *, leverage: int = 1) -> None:
         self.client = client

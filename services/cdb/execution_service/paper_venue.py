@@ -25,6 +25,7 @@ __all__ = ["PaperVenue"]
 
 class PaperVenue:
     mode: TradingMode = "paper"
+    in_book = True
 
     def __init__(self, model: PaperFillModel, price_of: Callable[[str], float | None]) -> None:
         self.model = model

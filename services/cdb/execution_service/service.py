@@ -180,17 +180,77 @@ class ExecutionService(Service[ExecutionSettings]):
 
     # -- one order, top to bottom --------------------------------------------------
     async def on_order(self, order: Order) -> None:
+        if self.venue.in_book:
+            status = await self._execute_in_book(order)
+        else:
+            db = self.kernel.database
+            # pipelined: the order's status and its decision in one round trip (the
+            # decision read even when the order is known: a redelivery, the rare case)
+            async with db.connection() as conn, conn.pipeline(), conn.transaction():
+                asked = await store.ask_status(conn, order.order_id)
+                decided = await store.ask_approved(conn, order.signal_id)
+                status = await store.read_status(asked)
+                if status is None:
+                    self._authorised(order, await store.read_approved(decided))
+                    await store.insert_order(conn, order, "pending", self.venue.mode)  # intent
+                    status = "pending"
+        if status in ("pending", "unknown"):
+            await self._drive(order)
+        await self.outbox.flush_added()
+
+    async def _execute_in_book(self, order: Order) -> str | None:
+        """The paper venue's road: the check, the send (a computation), the fill, the
+        position and the ``order_result`` in one transaction of two round trips, under
+        the order's lock (a replica or housekeeping on the same order finishes first).
+        A crash before the commit leaves nothing (the redelivery does it all again), after
+        it the order is known. Returns the status a redelivery found (None: new)."""
         db = self.kernel.database
-        # pipelined: the order's status and its decision in one round trip (the decision
-        # read even when the order is known: a redelivery, the rare case)
-        async with db.connection() as conn, conn.pipeline(), conn.transaction():
-            status = await store.ask_status(conn, order.order_id)
+        async with db.connection() as conn, conn.pipeline(), self.outbox.transaction(conn):
+            await store.ask_xact_lock_order(conn, order.order_id)
+            asked = await store.ask_status(conn, order.order_id)
             decided = await store.ask_approved(conn, order.signal_id)
-            if await store.read_status(status) is None:
-                self._authorised(order, await store.read_approved(decided))
-                await store.insert_order(conn, order, "pending", self.venue.mode)  # intent
-        await self._drive(order)
-        await self.outbox.flush()
+            control = await ask_control(conn, self.name)
+            clock = await store.ask_clock(conn)
+            known = await store.read_status(asked)
+            self._adopt(await read_control(control))
+            if known is not None:
+                return known
+            self._authorised(order, await store.read_approved(decided))
+            outcome = await self._send_in_book(order)
+            kind: Literal["filled", "rejected"] = "rejected" if outcome.fill is None else "filled"
+            await store.insert_order(
+                conn, order, kind, self.venue.mode, outcome.reason,
+                submit_attempts=0 if outcome.fill is None else 1,
+            )  # fmt: skip
+            opened_at = None
+            if outcome.fill is not None:
+                await store.write_opening(conn, order, outcome.fill)
+                opened_at = await store.read_clock(clock)
+            result = order_result(
+                order, kind, outcome.fill, outcome.reason, self.venue.mode, time.time()
+            )
+            await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
+        if kind == "rejected":
+            log.error("order refused", extra={"order_id": order.order_id, "reason": outcome.reason})
+        await self._count(order, kind, outcome.fill, opened_at)
+        return None
+
+    async def _send_in_book(self, order: Order) -> VenueOutcome:
+        """``filled`` with its fill, or ``rejected`` with the reason (held back, refused)."""
+        held_back = self._held_back()
+        if held_back:
+            return VenueOutcome("rejected", reason=held_back)
+        submission = await self.venue.prepare(order)
+        if isinstance(submission, VenueOutcome):
+            return VenueOutcome("rejected", reason=submission.reason)
+        try:
+            outcome = await self.venue.submit(submission)
+        except VenueRefused as error:
+            return VenueOutcome("rejected", reason=str(error))
+        if outcome.kind != "filled" or outcome.fill is None:
+            reason = outcome.reason or f"the venue answered {outcome.kind} without a fill"
+            return VenueOutcome("rejected", reason=reason)
+        return outcome
 
     def _authorised(self, order: Order, approved: Order | None) -> None:
         """Only what risk_manager approved is executed: the order must equal, field for
@@ -401,17 +461,19 @@ class ExecutionService(Service[ExecutionSettings]):
                 await self._close(position, fill)
 
     async def _close(self, position: OpenPosition, fill: Fill, reason: str = "") -> None:
-        """Close once (at its stop, unless ``reason`` says otherwise)."""
-        async with self.kernel.database.connection() as conn, conn.transaction():
-            closed = await store.close_position(conn, position, fill)
-            if closed:
-                result = closed_result(position, fill, time.time(), reason, self.venue.mode)
-                await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
+        """Close once (at its stop, unless ``reason`` says otherwise). Under the
+        positions lock from before the transaction to the book in memory, so a reload
+        reads the realised PnL either before this close or with it, never twice."""
+        db = self.kernel.database
         async with self.positions_lock:
+            async with db.connection() as conn, conn.pipeline(), self.outbox.transaction(conn):
+                closed = await store.close_position(conn, position, fill)
+                if closed:
+                    result = closed_result(position, fill, time.time(), reason, self.venue.mode)
+                    await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
             self.positions.get(position.symbol, {}).pop(position.order_id, None)
-            if closed:  # read, not added: a reload may have read this close already
-                async with self.kernel.database.connection() as conn:
-                    self.realized = await store.realized_pnl(conn)
+            if closed:
+                self.realized += fill.realized_pnl
         self._show_positions()
         if closed:
             self.metrics.fills.inc()
@@ -426,7 +488,7 @@ class ExecutionService(Service[ExecutionSettings]):
                     "reason": result.reason,
                 },
             )
-        await self.outbox.flush()
+        await self.outbox.flush_added()
 
     async def _reload_positions(self) -> None:
         """Positions from the store (a replica's fills and stops too). Under the lock from

@@ -16,9 +16,11 @@ __all__ = [
     "LiveState",
     "approved_order",
     "ask_approved",
+    "ask_clock",
     "ask_live_state",
     "ask_lock_order",
     "ask_status",
+    "ask_xact_lock_order",
     "close_position",
     "count_submit",
     "database_now",
@@ -31,12 +33,14 @@ __all__ = [
     "order_status",
     "orders_to_reconcile",
     "read_approved",
+    "read_clock",
     "read_live_state",
     "read_lock",
     "read_status",
     "realized_pnl",
     "set_order_status",
     "unlock_order",
+    "write_opening",
 ]
 
 Conn = AsyncConnection[Any]
@@ -82,13 +86,16 @@ async def insert_order(
     status: Literal["pending", "filled", "rejected"],
     mode: Literal["paper", "live"],
     reason: str = "",
-) -> bool:
-    """The order row; False when the order id is already known."""
-    cursor = await conn.execute(
+    *,
+    submit_attempts: int = 0,
+) -> Cursor:
+    """The order row (``ON CONFLICT DO NOTHING``); its cursor returns the ``order_id``
+    only when it was new (not read in pipeline mode by callers that hold its lock)."""
+    return await conn.execute(
         """
         INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,
-                            stop_loss, mode, status, external_id, reason)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                            stop_loss, mode, status, external_id, reason, submit_attempts)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (order_id) DO NOTHING RETURNING order_id
         """,
         (
@@ -104,9 +111,9 @@ async def insert_order(
             status,
             order.order_id if mode == "live" else None,
             reason[:500],
+            submit_attempts,
         ),
     )
-    return await cursor.fetchone() is not None
 
 
 async def set_order_status(conn: Conn, order_id: str, status: str, reason: str = "") -> None:
@@ -119,6 +126,14 @@ async def set_order_status(conn: Conn, order_id: str, status: str, reason: str =
 async def open_position(conn: Conn, order: Order, fill: Fill) -> float:
     """The entry fill and the open position of a filled order; returns its ``opened_at``
     (epoch seconds), the time the stop watch measures bars against, in memory as stored."""
+    row = await (await write_opening(conn, order, fill)).fetchone()
+    assert row is not None  # an INSERT … RETURNING returns its row
+    return float(row[0])
+
+
+async def write_opening(conn: Conn, order: Order, fill: Fill) -> Cursor:
+    """:func:`open_position`'s two inserts sent (queued in pipeline mode); the cursor
+    returns ``opened_at``, which is the transaction's ``now()`` (:func:`ask_clock`)."""
     await conn.execute(
         "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee)"
         " VALUES (%s, %s, %s, %s, 'open', %s, %s, %s)",
@@ -132,7 +147,7 @@ async def open_position(conn: Conn, order: Order, fill: Fill) -> float:
             fill.fee,
         ),
     )
-    cursor = await conn.execute(
+    return await conn.execute(
         "INSERT INTO positions (position_id, order_id, symbol, side, quantity, entry_price,"
         " stop_loss, status) VALUES (%s, %s, %s, %s, %s, %s, %s, 'open')"
         " RETURNING extract(epoch FROM opened_at)",
@@ -146,9 +161,6 @@ async def open_position(conn: Conn, order: Order, fill: Fill) -> float:
             order.stop_loss,
         ),
     )
-    row = await cursor.fetchone()
-    assert row is not None  # an INSERT … RETURNING returns its row
-    return float(row[0])
 
 
 async def close_position(conn: Conn, position: OpenPosition, fill: Fill) -> bool:
@@ -186,6 +198,18 @@ async def load_open_positions(conn: Conn) -> list[OpenPosition]:
         OpenPosition(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[5]), float(r[6]))
         for r in await cursor.fetchall()
     ]
+
+
+async def ask_clock(conn: Conn) -> Cursor:
+    """The transaction's ``now()`` (epoch s), what a position opened in it stores as
+    ``opened_at``; see :func:`read_clock`."""
+    return await conn.execute("SELECT extract(epoch FROM now())")
+
+
+async def read_clock(cursor: Cursor) -> float:
+    row = await cursor.fetchone()
+    assert row is not None
+    return float(row[0])
 
 
 async def database_now(conn: Conn) -> float:
@@ -270,6 +294,14 @@ async def ask_lock_order(conn: Conn, order_id: str) -> Cursor:
     """:func:`lock_order` sent (queued in pipeline mode); see :func:`read_lock`."""
     return await conn.execute(
         "SELECT pg_try_advisory_lock(hashtext(%s))", (_order_lock_key(order_id),)
+    )
+
+
+async def ask_xact_lock_order(conn: Conn, order_id: str) -> Cursor:
+    """The order's lock (:func:`lock_order`'s) until the transaction ends, waited for:
+    a worker that holds it finishes its step first, and what it wrote is read after."""
+    return await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(%s))", (_order_lock_key(order_id),)
     )
 
 

@@ -105,9 +105,13 @@ class VenueClose:
 
 
 class ExecutionVenue(Protocol):
-    """The port. ``mode`` is recorded with every order and result of this venue."""
+    """The port. ``mode`` is recorded with every order and result of this venue.
+    ``in_book``: the venue is cdb's own book (paper), so ``prepare`` and ``submit`` only
+    compute, reach nothing outside and keep nothing: the service then sends and settles
+    an order in the one transaction that records it."""
 
     mode: TradingMode
+    in_book: bool
 
     async def prepare(self, order: Order) -> Submission | VenueOutcome:
         """The request to send, or why the order cannot be sent (a ``rejected``

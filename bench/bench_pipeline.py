@@ -10,9 +10,11 @@ and Redis db 3 of the ``make bench`` stack; after the warm-up ``HISTORY`` closed
 are written into ``risk_positions``, so a decision whose cost grows with history shows it.
 
 The floor is the same four hops (tick → signal → order → result → here) done raw: XADD then
-XREADGROUP four times in a row, one sample per chain. The floor and the pipeline run side
-by side, alternating, ``REPEATS`` times; each ratio is taken within one repeat and shown
-as the median with the min. Counted around the repeats, per tick: PostgreSQL transactions
+XREADGROUP four times in a row, one sample per chain. The durable floor adds what exactly
+once in effect needs at the least: a committed PostgreSQL row between hops (three commits,
+as the three services make). The floors and the pipeline run side by side, alternating,
+``REPEATS`` times; each ratio is taken within one repeat and shown as the median with the
+min. Counted around the repeats, per tick: PostgreSQL transactions
 from ``pg_stat_database`` (``xact_commit + xact_rollback`` of the bench database, all three
 services together), Redis commands from ``INFO commandstats`` (without this bench's own
 XADD per tick, its XREAD of the results and the floor's chains) and each service's CPU
@@ -150,6 +152,34 @@ async def raw_chain(redis: Redis, n: int, hops: int = HOPS) -> list[float]:
     return samples
 
 
+async def durable_chain(redis: Redis, conninfo: str, n: int, hops: int = HOPS) -> list[float]:
+    """:func:`raw_chain` with what each service must do at the least between its read and
+    its publish: one committed PostgreSQL row (an autocommit ``INSERT``, so one
+    transaction and one WAL flush), ``hops - 1`` of them per sample. The pipeline's
+    durable floor: exactly once in effect cannot be had for less."""
+    streams = [f"bench:durable:{i}" for i in range(hops)]
+    for stream in streams:
+        await redis.delete(stream)
+        await redis.xgroup_create(stream, "g", id="0", mkstream=True)
+    payload = {b"event": b'{"x":1}' * 20}
+    samples = []
+    async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial, body text)")
+        for _ in range(n):
+            started = time.perf_counter()
+            for hop, stream in enumerate(streams):
+                if hop:
+                    await conn.execute("INSERT INTO bench_floor (body) VALUES (%s)", ("x",))
+                await redis.xadd(stream, payload, maxlen=10_000, approximate=True)
+                reply: Any = await redis.xreadgroup("g", "c", {stream: ">"}, count=1, block=1000)
+                await redis.xack(stream, "g", reply[0][1][0][0])
+            samples.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_floor")
+    for stream in streams:
+        await redis.delete(stream)
+    return samples
+
+
 async def pg_transactions(conninfo: str) -> int:
     """Committed plus rolled back transactions of the bench database so far."""
     async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
@@ -252,12 +282,15 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     ticks: list[list[float]] = []
     floors: list[list[float]] = []
-    for repeat in range(REPEATS):  # the floor and the pipeline side by side, alternating
+    durables: list[list[float]] = []
+    for repeat in range(REPEATS):  # the floors and the pipeline side by side, alternating
         floors.append(await raw_chain(bus.redis, SEQUENTIAL))
+        durables.append(await durable_chain(bus.redis, conninfo, SEQUENTIAL))
         ticks.append(await sequential(bus, watcher, SEQUENTIAL, f"S{repeat}"))
     moved = sum(len(t) for t in ticks)
     cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
-    xacts = await pg_transactions(conninfo) - xacts
+    # without the durable floor's own: its inserts, and its table's CREATE and DROP
+    xacts = await pg_transactions(conninfo) - xacts - REPEATS * ((HOPS - 1) * SEQUENTIAL + 2)
     after = await redis_commands(bus.redis)
     calls = {
         name: after[name] - commands.get(name, 0)
@@ -265,15 +298,22 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
         if name not in ("xread", "info") and after[name] != commands.get(name, 0)
     }
     # this bench's own tick per mover and the floor's chains are not the services'
-    calls["xadd"] = calls.get("xadd", 0) - moved - HOPS * moved
+    calls["xadd"] = calls.get("xadd", 0) - moved - 2 * HOPS * moved
     for name in ("xreadgroup", "xack"):
-        calls[name] = calls.get(name, 0) - HOPS * moved
+        calls[name] = calls.get(name, 0) - 2 * HOPS * moved
     per_tick = {name: n / moved for name, n in sorted(calls.items()) if n > 0}
     p50s = [percentile(t, 0.5) for t in ticks]
     p99s = [percentile(t, 0.99) for t in ticks]
     ratio50 = [percentile(t, 0.5) / percentile(f, 0.5) for t, f in zip(ticks, floors, strict=True)]
     ratio99 = [
         percentile(t, 0.99) / percentile(f, 0.99) for t, f in zip(ticks, floors, strict=True)
+    ]
+    durable_p99 = statistics.median([percentile(f, 0.99) for f in durables])
+    durable50 = [
+        percentile(t, 0.5) / percentile(f, 0.5) for t, f in zip(ticks, durables, strict=True)
+    ]
+    durable99 = [
+        percentile(t, 0.99) / percentile(f, 0.99) for t, f in zip(ticks, durables, strict=True)
     ]
     base_p50 = statistics.median(p50s)
     sustained, levels = 0, []
@@ -336,6 +376,20 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
             "value": statistics.median(ratio99),
             "unit": "x",
             "note": f"target 1.5x; median, {spread(ratio99, digits=1)}",
+        },
+        {
+            "name": "durable 4-hop floor p50",
+            "value": statistics.median([percentile(f, 0.5) for f in durables]) * 1e3,
+            "unit": "ms",
+            "note": "the raw floor with a committed row between hops (3 commits), median"
+            f" of the repeats; p99 {durable_p99 * 1e3:.2f} ms",
+        },
+        {
+            "name": "tick→fill / durable floor p50",
+            "value": statistics.median(durable50),
+            "unit": "x",
+            "note": f"no target (context for 1.5x): median, {spread(durable50, digits=1)};"
+            f" p99 ratio median {statistics.median(durable99):.1f}",
         },
         {
             "name": "PostgreSQL transactions per tick",

@@ -3,7 +3,8 @@
 * ``publish`` appends one event (``XADD … MAXLEN ~ n``); a dead Redis is retried with
   backoff and then surfaces as :class:`TransientError`, never as a silent loss.
 * A :class:`Consumer` acknowledges an entry only after its handler returned (the effect
-  is durable), records the event id so a redelivered or re-published event is skipped,
+  is durable), records the event id so a redelivered or re-published event is skipped
+  (unless the handler is keyed in PostgreSQL itself: ``Consumer.done_keys``),
   claims entries a dead consumer left pending (``XAUTOCLAIM``), and dead-letters an
   entry that does not parse, that its handler refuses (:class:`Refused`), or whose handler
   raised ``max_attempts`` times, with the reason. Failed attempts are counted durably per

@@ -7,18 +7,22 @@ subclass), its handlers, its state, and a ``__main__`` that calls :func:`cdb.cor
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from cdb.core.bus import DONE_TTL_S, Bus, Consumer
 from cdb.core.config import ServiceSettings
+from cdb.core.control import AppliedControl, apply_control
 from cdb.core.db import Database
-from cdb.core.events import Event, Stream
+from cdb.core.events import Control, Event, Stream
 from cdb.core.http import APIRouter
 from cdb.core.metrics import Health, ServiceMetrics
 
 __all__ = ["Kernel", "Service"]
+
+log = logging.getLogger("cdb.service")
 
 S = TypeVar("S", bound=ServiceSettings)
 E = TypeVar("E", bound=Event)
@@ -52,6 +56,29 @@ class Service(Generic[S]):
     def __init__(self, settings: S, kernel: Kernel) -> None:
         self.settings = settings
         self.kernel = kernel
+        self.control: AppliedControl | None = None  # the live config in force, if any
+
+    # -- the live config (``cdb:control``, stored in ``control_state``) ---------------
+    async def on_control(self, control: Control) -> None:
+        """A ``Control`` event: stored (newer generations only), then adopted."""
+        applied = await apply_control(self.kernel.database, self.name, control)
+        if applied is None:
+            log.info("stale control event ignored", extra={"generation": control.generation})
+            return
+        self.adopt(applied)
+        log.info("live config applied", extra={"control": applied.describe()})
+
+    def adopt(self, control: AppliedControl | None) -> None:
+        """Take ``control`` in when it supersedes the one in force (a stored live config
+        read at start or in a handler's transaction, a peer's newer one): :meth:`adopted`."""
+        if control is None or not control.supersedes(self.control):
+            return
+        self.control = control
+        self.adopted(control)
+
+    def adopted(self, control: AppliedControl) -> None:
+        """Hook: what the service takes from a new live config (parameters, limits,
+        pause); the settings stay in force where none was applied."""
 
     def consumer(
         self,

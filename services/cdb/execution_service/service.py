@@ -35,7 +35,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from cdb.core.bus import PRICE_DONE_TTL_S, TRANSIENT_ERRORS, Consumer, Refused, sleep_unless
 from cdb.core.control import (
     AppliedControl,
-    apply_control,
     ask_control,
     load_control,
     read_control,
@@ -114,7 +113,6 @@ class ExecutionService(Service[ExecutionSettings]):
         # held by a reload from its read to its swap, and by every open and close of a
         # position in memory: a snapshot read before a fill (or a stop) never undoes it
         self.positions_lock = asyncio.Lock()
-        self.control: AppliedControl | None = None
         self.paused = False
         self.realized = 0.0
         self.guard = PositionGuard(
@@ -129,7 +127,7 @@ class ExecutionService(Service[ExecutionSettings]):
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        self._adopt(await load_control(self.kernel.database, self.name))
+        self.adopt(await load_control(self.kernel.database, self.name))
         await self._reload_positions()
         await self.outbox.flush()
         # The venue's positions before any order is taken: a mismatch halts first. Orders
@@ -212,7 +210,7 @@ class ExecutionService(Service[ExecutionSettings]):
             control = await ask_control(conn, self.name)
             clock = await store.ask_clock(conn)
             known = await store.read_status(asked)
-            self._adopt(await read_control(control))
+            self.adopt(await read_control(control))
             if known is not None:
                 return known
             self._authorised(order, await store.read_approved(decided))
@@ -291,7 +289,7 @@ class ExecutionService(Service[ExecutionSettings]):
                 if not locked:
                     return
                 try:
-                    self._adopt(applied)
+                    self.adopt(applied)
                     outcome = await self._step(conn, order, state)
                     if outcome is not None:
                         await self._settle(order, outcome)
@@ -509,18 +507,8 @@ class ExecutionService(Service[ExecutionSettings]):
         self.metrics.open_positions.set(sum(len(v) for v in self.positions.values()))
 
     # -- control and status --------------------------------------------------------
-    async def on_control(self, control: Control) -> None:
-        applied = await apply_control(self.kernel.database, self.name, control)
-        if applied is None:
-            return
-        self._adopt(applied)
-        log.info("live config applied", extra={"control": applied.describe()})
-
-    def _adopt(self, control: AppliedControl | None) -> None:
-        """``paused`` from the stored live config (not paused where none was applied)."""
-        if control is None or not control.supersedes(self.control):
-            return
-        self.control = control
+    def adopted(self, control: AppliedControl) -> None:
+        """``paused`` from the live config."""
         self.paused = bool(control.settings.paused)
 
     def router(self) -> APIRouter:

@@ -31,7 +31,6 @@ from prometheus_client import Counter, Gauge
 from cdb.core.bus import Consumer, sleep_unless
 from cdb.core.control import (
     AppliedControl,
-    apply_control,
     ask_control,
     current_control,
     load_control,
@@ -113,7 +112,6 @@ class RiskManager(Service[RiskManagerSettings]):
     def __init__(self, settings: RiskManagerSettings, kernel: Any) -> None:
         super().__init__(settings, kernel)
         self.limits = limits_from(settings)
-        self.control: AppliedControl | None = None
         self.metrics = RiskMetrics(kernel.metrics.registry)
         self.outbox = Outbox(self.name, kernel.database, kernel.bus)
         self.summary: dict[str, Any] = {}
@@ -124,7 +122,7 @@ class RiskManager(Service[RiskManagerSettings]):
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        self._adopt(await load_control(self.kernel.database, self.name))
+        self.adopt(await load_control(self.kernel.database, self.name))
         async with self._book_transaction() as conn:
             version = await store.lock_book(conn)
             ledger = await store.load_ledger(conn, self.settings.starting_equity, time.time())
@@ -179,7 +177,7 @@ class RiskManager(Service[RiskManagerSettings]):
             control = await ask_control(conn, self.name)  # a peer may have applied one
             version = await store.read_version(asked)
             existing = await store.read_decision(decided)
-            self._adopt(await read_control(control))
+            self.adopt(await read_control(control))
             if existing is not None:
                 # only an approved decision's order goes out again (held: the owner's)
                 order = existing[1] if existing[0] == "approved" else None
@@ -284,7 +282,7 @@ class RiskManager(Service[RiskManagerSettings]):
         republish: Order | None = None
         async with self._book_transaction() as conn:
             version = await store.lock_book(conn)
-            self._adopt(await current_control(conn, self.name))
+            self.adopt(await current_control(conn, self.name))
             held = await approvals.find(conn, decision.order_id)
             if held is None:
                 outcome = "unknown"
@@ -330,7 +328,7 @@ class RiskManager(Service[RiskManagerSettings]):
             version = await store.lock_book(conn)
             due = await approvals.due(conn, now)
             if due:
-                self._adopt(await current_control(conn, self.name))
+                self.adopt(await current_control(conn, self.name))
             for order_id in due:
                 held = await approvals.find(conn, order_id)
                 if held is not None and await self._settle(conn, held.order, "expired", None):
@@ -419,19 +417,8 @@ class RiskManager(Service[RiskManagerSettings]):
                 },
             )
 
-    async def on_control(self, control: Control) -> None:
-        applied = await apply_control(self.kernel.database, self.name, control)
-        if applied is None:
-            log.info("stale control event ignored", extra={"generation": control.generation})
-            return
-        self._adopt(applied)
-        log.info("live config applied", extra={"control": applied.describe()})
-
-    def _adopt(self, control: AppliedControl | None) -> None:
-        """Limits from the stored live config (settings where none was applied)."""
-        if control is None or not control.supersedes(self.control):
-            return
-        self.control = control
+    def adopted(self, control: AppliedControl) -> None:
+        """Limits from the live config."""
         self.limits = limits_from(self.settings).with_control(control.settings)
 
     async def reset_breaker(self) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from prometheus_client import Counter
 from cdb.core.bus import Consumer
 from cdb.core.control import (
     AppliedControl,
-    apply_control,
     ask_control,
     load_control,
     read_control,
@@ -55,7 +54,6 @@ class SignalEngine(Service[SignalEngineSettings]):
     def __init__(self, settings: SignalEngineSettings, kernel: Any) -> None:
         super().__init__(settings, kernel)
         self.strategy = MomentumStrategy(params_from(settings))
-        self.control: AppliedControl | None = None
         registry = kernel.metrics.registry
         self.generated = Counter(
             "signals_generated_total", "Signals generated", ["side"], registry=registry
@@ -68,7 +66,7 @@ class SignalEngine(Service[SignalEngineSettings]):
         )
 
     async def start(self) -> None:
-        self._adopt(await load_control(self.kernel.database, self.name))
+        self.adopt(await load_control(self.kernel.database, self.name))
         if self.control is not None:
             log.info("live config restored", extra={"control": self.control.describe()})
 
@@ -88,7 +86,7 @@ class SignalEngine(Service[SignalEngineSettings]):
             # the strategy's name does not change with the live config
             own = await ask_own(conn, md, self.strategy.name)
             last = await ask_cooldown(conn, md)
-            self._adopt(await read_control(control))
+            self.adopt(await read_control(control))
             strategy = self.strategy
             # A redelivered event republishes its stored signal as it was, whatever the
             # parameters in force now (a threshold changed or a pause since must not lose it).
@@ -115,19 +113,8 @@ class SignalEngine(Service[SignalEngineSettings]):
                 },
             )
 
-    async def on_control(self, control: Control) -> None:
-        applied = await apply_control(self.kernel.database, self.name, control)
-        if applied is None:
-            log.info("stale control event ignored", extra={"generation": control.generation})
-            return
-        self._adopt(applied)
-        log.info("live config applied", extra={"control": applied.describe()})
-
-    def _adopt(self, control: AppliedControl | None) -> None:
-        """Strategy parameters from the stored live config (settings where none was applied)."""
-        if control is None or not control.supersedes(self.control):
-            return
-        self.control = control
+    def adopted(self, control: AppliedControl) -> None:
+        """Strategy parameters from the live config."""
         self.strategy = MomentumStrategy(params_from(self.settings).with_control(control.settings))
 
     def status(self) -> dict[str, Any]:

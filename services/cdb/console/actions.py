@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from cdb.console.books import Books
 from cdb.console.kube import BotClient
 from cdb.core.bus import Bus
+from cdb.core.control import AppliedControl, merge_control
 from cdb.core.events import ApprovalDecision, Control, ControlSettings
 
 __all__ = ["ACTOR", "BotChange", "BotControl", "decide"]
@@ -106,23 +107,30 @@ class BotControl:
             return "TradingBot patched; the operator applies it"
         state = await self.books.control_state()
         newest = max(state, key=lambda row: row["generation"], default=None)
-        bot = newest["bot"] if newest else DEMO_BOT
-        uid = newest["bot_uid"] if newest else ""
-        generation = int(newest["generation"]) + 1 if newest else 1
-        wanted = settings.model_dump(mode="json", exclude_none=True)
-        merged = {**(newest["settings"] if newest else {}), **wanted}
-        digest = hashlib.sha256(json.dumps(merged, sort_keys=True).encode()).hexdigest()[:16]
-        await self.bus.publish(
-            Control(
-                bot=bot,
-                bot_uid=uid,
-                generation=generation,
-                config_hash=f"console-{digest}",
-                settings=settings,
-                timestamp=time.time(),
+        current = None
+        if newest is not None:
+            current = AppliedControl(
+                newest["bot"],
+                newest["bot_uid"],
+                int(newest["generation"]),
+                newest["config_hash"],
+                ControlSettings.model_validate(newest["settings"]),
             )
+        control = Control(
+            bot=current.bot if current else DEMO_BOT,
+            bot_uid=current.bot_uid if current else "",
+            generation=current.generation + 1 if current else 1,
+            config_hash="console",  # its digest below, once merged
+            settings=settings,
+            timestamp=time.time(),
         )
-        return f"control event published (generation {generation})"
+        # what the services will hold once they merged it, as they merge it
+        merged = merge_control(current, control)
+        assert merged is not None  # one generation above the newest: never stale
+        body = merged.settings.model_dump(mode="json", exclude_none=True)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        await self.bus.publish(control.model_copy(update={"config_hash": f"console-{digest}"}))
+        return f"control event published (generation {control.generation})"
 
 
 def _first_error(error: ValidationError) -> str:

@@ -625,10 +625,14 @@ class _ConsumerRun(Generic[E]):
         if not self.spec.done_keys and not counted:
             await self.redis.xack(self.stream, self.spec.group, entry_id)
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
+        # no MULTI: each command stands alone (a done key without its XACK: the entry
+        # comes again and is skipped; an XACK without its done key: a later copy reaches
+        # the handler, as without done keys), in one round trip
+        async with self.redis.pipeline(transaction=False) as pipe:
             if self.spec.done_keys:
                 pipe.set(self.spec.done_key(event_id), b"1", ex=self.spec.done_ttl_s)
-            pipe.delete(self.spec.attempts_key(event_id))
+            if counted:
+                pipe.delete(self.spec.attempts_key(event_id))
             pipe.xack(self.stream, self.spec.group, entry_id)
             await pipe.execute()
 

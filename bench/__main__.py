@@ -4,7 +4,9 @@ A module's ``run(stack)`` gets a running :class:`cdb.localstack.LocalStack` and 
 list of rows ``{"name": …, "value": …, "unit": …, "note": …}``. Figures are measured,
 never asserted: the test suite has no timing thresholds. Every row gets the load average
 at its module's end; the JSON is rewritten after each module, and a module that fails
-leaves an error row (and exit status 1) without losing the others' figures.
+leaves an error row (and exit status 1) without losing the others' figures. Rows that
+name a ``goal`` (issue 17's) are shown once more at the end, next to their target, with
+the ratio.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main() -> int:
     finally:
         stack.stop()
     console.print(table)
+    console.print(goals_table(results["benchmarks"]))
     console.print(f"wrote {out}")
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}[/red] (the others' figures are kept)")
@@ -88,6 +91,30 @@ def run_module(name: str, stack: LocalStack) -> list[dict[str, Any]]:
     for row in rows:
         row.setdefault("load", load)
     return rows
+
+
+def goals_table(benchmarks: dict[str, list[dict[str, Any]]]) -> Table:
+    """Issue 17's goals in one place: every row that names a ``goal`` (with its
+    ``target`` and ``better``: "lower" or "higher"), its figure next to the target, the
+    ratio and whether it is met. A goal without a target (a figure to measure) shows
+    the figure alone."""
+    table = Table(title="goals (issue 17): figure, target, ratio")
+    for column in ("goal", "figure", "value", "target", "ratio", "met", "load"):
+        table.add_column(column)
+    rows = [row for rows in benchmarks.values() for row in rows if row.get("goal")]
+    for row in sorted(rows, key=lambda r: str(r["goal"])):
+        value, unit = row["value"], row.get("unit", "")
+        target = row.get("target")
+        if target is None or not isinstance(value, int | float):
+            table.add_row(str(row["goal"]), row["name"], f"{value} {unit}", "-", "-", "-",
+                          row.get("load", ""))  # fmt: skip
+            continue
+        ratio = value / target
+        met = value <= target if row.get("better") == "lower" else value >= target
+        table.add_row(str(row["goal"]), row["name"], f"{value:,.2f} {unit}",
+                      f"{target:g} {unit}", f"{ratio:.2f}", "yes" if met else "no",
+                      row.get("load", ""))  # fmt: skip
+    return table
 
 
 def save(results: dict[str, Any], out: Path) -> None:

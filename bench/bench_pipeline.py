@@ -369,12 +369,18 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
             "name": "tick→fill / raw 4-hop floor p50",
             "value": statistics.median(ratio50),
             "unit": "x",
+            "goal": "1",
+            "target": 1.5,
+            "better": "lower",
             "note": f"target 1.5x; median, {spread(ratio50, digits=1)}",
         },
         {
             "name": "tick→fill / raw 4-hop floor p99",
             "value": statistics.median(ratio99),
             "unit": "x",
+            "goal": "1",
+            "target": 1.5,
+            "better": "lower",
             "note": f"target 1.5x; median, {spread(ratio99, digits=1)}",
         },
         {
@@ -395,6 +401,9 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
             "name": "PostgreSQL transactions per tick",
             "value": xacts / moved,
             "unit": "1/tick",
+            "goal": "1",  # at most one per event per service: 4 events per tick
+            "target": 4,
+            "better": "lower",
             "note": "3 services together (pg_stat_database)",
         },
         {
@@ -413,6 +422,9 @@ async def measure(env: dict[str, str], conninfo: str, pids: dict[str, int]) -> l
             "name": "sustained signals/s",
             "value": sustained,
             "unit": "1/s",
+            "goal": "1",
+            "target": 500,
+            "better": "higher",
             "note": "target 500/s with p50 < 10 ms; " + "; ".join(levels),
         },
     ]

@@ -144,6 +144,7 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
                 "name": f"{label}: on - off",
                 "value": on - off,
                 "unit": unit,
+                "goal": "4",  # measured, no target
                 "note": f"{(on - off) / off * 100.0:+.1f} % (medians; runs alternated)",
                 "load": loads[True],
             }

@@ -399,6 +399,7 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
             "name": "trades: replay - freqtrade",
             "value": ours - theirs,
             "unit": "trades",
+            "goal": "2",
             "note": f"replay {ours}, freqtrade {theirs}; {same} the same (symbol, entry "
             f"minute); allowed apart: {tolerance}",
             "load": loads["freqtrade"],
@@ -407,6 +408,9 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
             "name": "replay / freqtrade, like for like (medians)",
             "value": mem_rate / ft_rate,
             "unit": "x",
+            "goal": "2",
+            "target": TARGET,
+            "better": "higher",
             "note": f"target >= {TARGET:g}x: {met(mem_rate / ft_rate)}; best / best "
             f"{mem_best / ft_best:.1f}x; both from candles in memory",
             "load": loads["freqtrade"],
@@ -415,6 +419,9 @@ def run(stack: LocalStack) -> list[dict[str, Any]]:
             "name": "replay with reading Parquet / freqtrade (medians)",
             "value": rate / ft_rate,
             "unit": "x",
+            "goal": "2",
+            "target": TARGET,
+            "better": "higher",
             "note": f"target >= {TARGET:g}x: {met(rate / ft_rate)}; best / best "
             f"{best / ft_best:.1f}x; cdb's time includes reading the file, freqtrade's not",
             "load": loads["freqtrade"],

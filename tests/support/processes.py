@@ -93,6 +93,10 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
 
     def __enter__(self) -> ServiceProcess:
+        """Starts it unless it runs already (``with start_console(...) as proc``): a
+        second ``start()`` would leave the first process running, unstopped."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

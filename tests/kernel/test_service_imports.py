@@ -4,7 +4,8 @@ Each deployable service is started the way ``python -m cdb.<service>`` starts it
 fresh interpreter, up to the point where it would serve: its ``__main__`` runs (with the
 runner's ``main`` replaced by one that only records the service class), then settings,
 kernel, service object and HTTP app are built exactly as :func:`cdb.core.runner.serve`
-builds them, without connecting anywhere. What ``sys.modules`` holds then is what the
+builds them (uvicorn's config loaded, as its server does first), without connecting
+anywhere or listening. What ``sys.modules`` holds then is what the
 service carries all its life; the heavy libraries it has no use for must not be there.
 The figures behind the list are in ``bench_footprint`` (import time and PSS per service).
 """
@@ -48,7 +49,7 @@ NEVER = (
 ONLY = {
     "jinja2": {"console"},
     "itsdangerous": {"console"},
-    "websockets": {"bot_ws"},
+    "websockets": {"bot_ws"},  # its MEXC client; uvicorn serves no WebSocket
     "numpy": {"ml_advisor"},
     "scipy": {"ml_advisor"},  # xgboost imports scipy.sparse unconditionally
     "xgboost": {"ml_advisor"},
@@ -92,7 +93,7 @@ async def build() -> None:
     db = Database(settings, application_name=cls.name) if cls.uses_database else None
     kernel = Kernel(cls.name, bus, db, metrics, health, asyncio.Event())
     service = cls(settings, kernel)
-    create_app(state, service.router())
+    runner.http_server(create_app(state, service.router()), settings).config.load()
     await bus.close()
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "APIRoute",
     "APIRouter",
     "Depends",
+    "FastAPI",
     "FileResponse",
     "HTMLResponse",
     "HTTPException",

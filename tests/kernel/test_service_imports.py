@@ -54,6 +54,9 @@ ONLY = {
     "scipy": {"ml_advisor"},  # xgboost imports scipy.sparse unconditionally
     "xgboost": {"ml_advisor"},
     "apprise": set(),  # only once a NOTIFY_URLS channel is configured
+    # the services with routes of their own; the others serve the kernel's endpoints
+    # from Starlette alone
+    "fastapi": {"bot_rest", "risk_manager", "execution_service", "notifier", "console"},
 }
 SERVICES = (
     "bot_ws",

@@ -33,7 +33,7 @@ from cdb.core.bus import (
 )
 from cdb.core.config import ServiceSettings, load_settings_or_exit
 from cdb.core.db import Database, apply_migrations
-from cdb.core.http import FastAPI, HttpState, create_app
+from cdb.core.http import HttpState, Starlette, create_app
 from cdb.core.logging import configure_logging
 from cdb.core.metrics import Health, ServiceMetrics
 from cdb.core.service import Kernel, Service
@@ -53,7 +53,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def http_server(app: FastAPI, settings: ServiceSettings) -> uvicorn.Server:
+def http_server(app: Starlette, settings: ServiceSettings) -> uvicorn.Server:
     """uvicorn for a service's app: HTTP only (no service serves WebSockets, so uvicorn's
     WebSocket protocol and the websockets library stay unloaded), no access log."""
     return _Server(

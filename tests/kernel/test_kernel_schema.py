@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from cdb.core.config import ServiceSettings
-from cdb.core.db import apply_migrations
+from cdb.core.db import apply_migrations, migrations_dir
 from cdb.core.events import EVENT_MODELS, Control, ControlSettings, MarketData, deterministic_id
 from cdb.core.schemas import render_schemas, schema_drift
 from tests.support import ROOT
@@ -121,3 +122,30 @@ async def test_migrations_on_an_empty_database_and_applied_twice(
         "config_audit",
     }
     assert expected <= tables
+
+
+async def test_an_up_to_date_database_is_left_alone_without_loading_yoyo(
+    settings: ServiceSettings, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every service applies migrations at start; once all are recorded as applied, the
+    check is one query and yoyo (with sqlparse: ~4 MiB for the process's whole life) is
+    never imported. A migration not yet applied still goes through yoyo."""
+    assert (await apply_migrations(settings))[0] == "0001_initial"
+    script = (
+        "import asyncio, sys\n"
+        "from cdb.core.config import ServiceSettings\n"
+        "from cdb.core.db import apply_migrations\n"
+        "print(asyncio.run(apply_migrations(ServiceSettings())), 'yoyo' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=service_env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "False"]
+
+    pending = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), pending)
+    (pending / "0099_probe.sql").write_text("CREATE TABLE probe_pending (id int);\n")
+    assert await apply_migrations(settings, pending) == ["0099_probe"]
+    assert await apply_migrations(settings, pending) == []

@@ -1,5 +1,5 @@
-"""WebPush for real: the notifier encrypts (RFC 8291, aes128gcm) and signs (RFC 8292
-VAPID) through pywebpush; a local push endpoint standing in for the browser vendor's
+"""WebPush for real: the notifier encrypts (RFC 8291, aes128gcm, with http-ece) and signs
+(RFC 8292 VAPID, with py-vapid); a local push endpoint standing in for the browser vendor's
 push service checks the JWT with the key the notifier published and decrypts the payload
 with the subscription's own private key, as a browser would."""
 
@@ -21,11 +21,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from py_vapid import Vapid
 from typer.testing import CliRunner
 
 from cdb import cli
 from cdb.core.bus import Bus
 from cdb.core.events import Alert, ApprovalRequest, Order
+from cdb.notifier.webpush import application_server_key, push_request
 from tests.support import FAST_BUS, ServiceProcess, as_user, eventually_async, scalar
 from tests.support.notify_receiver import Receiver, Request
 
@@ -268,3 +270,40 @@ async def test_a_held_order_reaches_the_browser_with_approve_and_veto_actions(
             time.sleep(1)  # the stale one would have gone by now
             assert len(push_service.accepted("/push/alive")) == 1
             assert scalar(service_env, "SELECT count(*) FROM notifications") == 1
+
+
+def test_a_push_request_is_one_aes128gcm_record_the_browser_reads() -> None:
+    """RFC 8291 section 4: one record whose size covers the payload, the sender's
+    ephemeral P-256 key as key id; the browser's keys decrypt it, nothing else does."""
+    vapid = Vapid()
+    vapid.generate_keys()
+    browser = Browser("https://push.example.org/send/abc")
+    payload = json.dumps({"title": "x" * 3000}).encode()
+    request = push_request(
+        browser.subscription(), payload, vapid, "mailto:owner@example.org", ttl=60, urgency="low"
+    )
+    salt, record_size, id_length = request.body[:16], request.body[16:20], request.body[20]
+    assert len(salt) == 16 and int.from_bytes(record_size, "big") == 4096
+    assert id_length == 65 and request.body[21] == 4  # an uncompressed P-256 point
+    assert len(request.body) == 21 + 65 + len(payload) + 1 + 16  # one record: delimiter, tag
+    assert request.headers["TTL"] == "60" and request.headers["Urgency"] == "low"
+    assert request.headers["Content-Encoding"] == "aes128gcm"
+    server_key = application_server_key(vapid)
+    sent = Request("/send/abc", {k.lower(): v for k, v in request.headers.items()},
+                   request.body, 201)  # fmt: skip
+    verify_vapid(sent, server_key, "https://push.example.org")
+    assert json.loads(
+        http_ece.decrypt(request.body, private_key=browser.key, auth_secret=browser.auth,
+                         version="aes128gcm")
+    ) == {"title": "x" * 3000}  # fmt: skip
+
+    with pytest.raises(ValueError, match="does not fit one push record"):
+        push_request(browser.subscription(), b"x" * 4000, vapid, "mailto:owner@example.org",
+                     ttl=60, urgency="low")  # fmt: skip
+    for keys, error in (
+        ({"p256dh": b64url(b"\x04" * 10), "auth": b64url(browser.auth)}, "not a P-256 point"),
+        ({"p256dh": "x", "auth": b64url(browser.auth)}, "not base64url"),
+    ):
+        with pytest.raises(ValueError, match=error):
+            push_request({**browser.subscription(), "keys": keys}, payload, vapid,
+                         "mailto:owner@example.org", ttl=60, urgency="low")  # fmt: skip

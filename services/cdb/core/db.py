@@ -1,7 +1,8 @@
 """PostgreSQL: one psycopg 3 async pool per process, schema by versioned SQL migrations.
 
 Migrations are plain SQL files in ``migrations/`` applied by yoyo-migrations (a kept
-migration tool with a lock table, so replicas starting together apply each once).
+migration tool with a lock table, so replicas starting together apply each once). A
+database whose yoyo table already lists every one is left alone without loading yoyo.
 """
 
 from __future__ import annotations
@@ -102,9 +103,41 @@ def _apply(settings: PostgresSettings, directory: Path) -> list[str]:
     return [m.id for m in pending]
 
 
+def _migration_ids(directory: Path) -> set[str] | None:
+    """The ids yoyo reads from ``directory``; None when it holds anything yoyo runs
+    differently (a post-apply hook, a Python migration) or nothing at all."""
+    files = [path for path in directory.iterdir() if path.suffix in (".sql", ".py")]
+    if not files or any(
+        path.suffix == ".py" or path.name.startswith("post-apply") for path in files
+    ):
+        return None
+    return {path.stem for path in files if not path.name.endswith(".rollback.sql")}
+
+
+async def _recorded_as_applied(settings: PostgresSettings, directory: Path) -> bool:
+    """Whether yoyo's own table lists every migration of ``directory`` as applied: then
+    there is nothing for yoyo to do, and a service need not load it (yoyo, sqlparse and
+    importlib_metadata: about 4 MiB it would carry for the rest of its life). Anything
+    else (no table yet, a migration missing, see :func:`_migration_ids`) is left to
+    yoyo, which decides under its lock."""
+    wanted = _migration_ids(directory)
+    if wanted is None:
+        return False
+    try:
+        async with await connect(settings) as conn:
+            cursor = await conn.execute("SELECT migration_id FROM _yoyo_migration")
+            recorded = {row[0] for row in await cursor.fetchall()}
+    except psycopg.Error:
+        return False
+    return wanted <= recorded
+
+
 async def apply_migrations(settings: PostgresSettings, directory: Path | None = None) -> list[str]:
     """Apply what is not applied yet; returns the ids applied now (empty when up to date)."""
-    applied = await asyncio.to_thread(_apply, settings, directory or migrations_dir())
+    directory = directory or migrations_dir()
+    if await _recorded_as_applied(settings, directory):
+        return []
+    applied = await asyncio.to_thread(_apply, settings, directory)
     if applied:
         log.info("migrations applied", extra={"migrations": applied})
     return applied

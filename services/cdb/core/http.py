@@ -14,29 +14,40 @@ caller's address, for the audit trail.
 from __future__ import annotations
 
 import hmac
+import importlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import (
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
     FileResponse,
     HTMLResponse,
     JSONResponse,
     RedirectResponse,
+    Response,
     StreamingResponse,
 )
-from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.routing import Route
 
 from cdb.core.metrics import Health, ServiceMetrics
 
+if TYPE_CHECKING:
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+    from fastapi.routing import APIRoute
+
 # The kernel owns the web framework (an import contract holds it): a service's routes take
-# these names from here.
+# these names from here. FastAPI (about 10 MiB of modules) is loaded only by a service that
+# adds routes: its names below come from :func:`__getattr__` on first use, and a service
+# without routes serves the kernel's endpoints from Starlette alone (requests and
+# responses are Starlette's classes either way; FastAPI re-exports them).
 __all__ = [
     "APIRoute",
     "APIRouter",
     "Depends",
+    "FastAPI",
     "FileResponse",
     "HTMLResponse",
     "HTTPException",
@@ -46,10 +57,27 @@ __all__ = [
     "RedirectResponse",
     "Request",
     "Response",
+    "Starlette",
     "StreamingResponse",
     "admin_credential",
     "create_app",
 ]
+_FROM_FASTAPI = {
+    "APIRoute": "fastapi.routing",
+    "APIRouter": "fastapi",
+    "Depends": "fastapi",
+    "FastAPI": "fastapi",
+    "HTTPException": "fastapi",
+    "Query": "fastapi",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _FROM_FASTAPI.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 log = logging.getLogger("cdb.http")
 
@@ -57,6 +85,8 @@ log = logging.getLogger("cdb.http")
 def admin_credential(token: str) -> Callable[[Request], None]:
     """A FastAPI dependency: the request carries ``Authorization: Bearer <token>``."""
     expected = token.encode()
+
+    from fastapi import HTTPException  # a service with routes has FastAPI loaded
 
     def check(request: Request) -> None:
         caller = request.client.host if request.client else "?"
@@ -107,11 +137,11 @@ def counters(metrics: ServiceMetrics) -> dict[str, float]:
     return totals
 
 
-def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
-    app = FastAPI(title=f"cdb {state.service}", docs_url=None, redoc_url=None)
+def create_app(state: HttpState, router: APIRouter | None = None) -> Starlette:
+    """The kernel's endpoints, plus the service's ``router`` in a FastAPI app; a service
+    without routes gets a Starlette app serving the same endpoints."""
 
-    @app.get("/health")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         if not state.ready:
             return JSONResponse(_starting(state), status_code=503)
         current = state.health.state()
@@ -122,37 +152,66 @@ def create_app(state: HttpState, router: APIRouter | None = None) -> FastAPI:
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
-    @app.get("/livez")
-    def livez() -> dict[str, str]:
+    async def livez() -> JSONResponse:
         """Kubernetes liveness: the process serves. Never fails for a quiet input."""
-        return {"status": "alive"}
+        return JSONResponse({"status": "alive"})
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         """Kubernetes readiness: dependencies are up. A stale input is /health's business."""
         if not state.ready:
             return JSONResponse(_starting(state), status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/status")
-    def status() -> dict[str, Any]:
-        return {
-            "service": state.service,
-            "ready": state.ready,
-            "health": state.health.state() if state.ready else "starting",
-            "last_event_at": state.health.last_event_at,
-            "waiting_for": state.waiting_for if not state.ready else "",
-            "counters": counters(state.metrics),
-            **state.status(),
-        }
+    async def status() -> JSONResponse:
+        return JSONResponse(
+            {
+                "service": state.service,
+                "ready": state.ready,
+                "health": state.health.state() if state.ready else "starting",
+                "last_event_at": state.health.last_event_at,
+                "waiting_for": state.waiting_for if not state.ready else "",
+                "counters": counters(state.metrics),
+                **state.status(),
+            }
+        )
 
-    @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    if router is not None:
-        app.include_router(router)
+    # async: answered on the event loop, never in a worker thread (each thread would
+    # cost the process a thread pool and a malloc arena for a few microseconds of work)
+    endpoints: dict[str, Callable[[], Awaitable[Response]]] = {
+        "/health": health,
+        "/livez": livez,
+        "/readyz": readyz,
+        "/status": status,
+        "/metrics": metrics,
+    }
+    if router is None:
+        return Starlette(
+            routes=[
+                Route(path, _no_request(endpoint), methods=["GET"])
+                for path, endpoint in endpoints.items()
+            ]
+        )
+    from fastapi import FastAPI
+
+    app = FastAPI(title=f"cdb {state.service}", docs_url=None, redoc_url=None)
+    for path, endpoint in endpoints.items():
+        app.add_api_route(path, endpoint, methods=["GET"])
+    app.include_router(router)
     return app
+
+
+def _no_request(
+    endpoint: Callable[[], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A Starlette endpoint (it gets the request) for one that needs none."""
+
+    async def serve(request: Request) -> Response:
+        return await endpoint()
+
+    return serve
 
 
 def _starting(state: HttpState) -> dict[str, str]:

@@ -33,12 +33,12 @@ from cdb.core.bus import (
 )
 from cdb.core.config import ServiceSettings, load_settings_or_exit
 from cdb.core.db import Database, apply_migrations
-from cdb.core.http import HttpState, create_app
+from cdb.core.http import HttpState, Starlette, create_app
 from cdb.core.logging import configure_logging
 from cdb.core.metrics import Health, ServiceMetrics
 from cdb.core.service import Kernel, Service
 
-__all__ = ["main", "serve"]
+__all__ = ["http_server", "main", "serve"]
 
 log = logging.getLogger("cdb.runner")
 
@@ -51,6 +51,22 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def http_server(app: Starlette, settings: ServiceSettings) -> uvicorn.Server:
+    """uvicorn for a service's app: HTTP only (no service serves WebSockets, so uvicorn's
+    WebSocket protocol and the websockets library stay unloaded), no access log."""
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+        )
+    )
 
 
 async def _wait_for_database(db: Database, settings: ServiceSettings, stop: asyncio.Event) -> None:
@@ -109,17 +125,7 @@ async def serve(
 
     kernel = Kernel(name=name, bus=bus, db=db, metrics=metrics, health=health, stop=stop)
     service = service_cls(settings, kernel)
-    app = create_app(state, service.router())
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-    )
+    server = http_server(create_app(state, service.router()), settings)
     try:
         listener = _bind(settings.http_host, settings.http_port)
     except OSError as error:

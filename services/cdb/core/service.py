@@ -10,15 +10,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cdb.core.bus import DONE_TTL_S, Bus, Consumer
 from cdb.core.config import ServiceSettings
 from cdb.core.control import AppliedControl, apply_control
 from cdb.core.db import Database
 from cdb.core.events import Control, Event, Stream
-from cdb.core.http import APIRouter
 from cdb.core.metrics import Health, ServiceMetrics
+
+if TYPE_CHECKING:  # FastAPI loads only in a service that has routes
+    from cdb.core.http import APIRouter
 
 __all__ = ["Kernel", "Service"]
 

@@ -27,7 +27,7 @@ from cdb.core.events import Alert, ApprovalRequest, Control, OrderResult, Stream
 from cdb.core.http import APIRouter, Depends, HTTPException, admin_credential
 from cdb.core.service import Kernel, Service, public_config
 from cdb.notifier import store
-from cdb.notifier.channels import Channel, apprise_channels
+from cdb.notifier.channels import Channel
 from cdb.notifier.delivery import Deliverer, DeliveryMetrics, release_time
 from cdb.notifier.messages import (
     AlertmanagerPayload,
@@ -65,9 +65,12 @@ class Notifier(Service[NotifierSettings]):
         self.dead_letters = DeadLetterReader(
             kernel.bus, DEAD_LETTER_GROUP, settings.consumer_name, settings.bus_block_ms
         )
-        self.channels: list[Channel] = list(
-            apprise_channels(settings.apprise_urls(), settings.notify_send_timeout_s)
-        )
+        self.channels: list[Channel] = []
+        urls = settings.apprise_urls()
+        if urls:  # apprise (with requests) is loaded for a configured channel only
+            from cdb.notifier.apprise_channels import apprise_channels
+
+            self.channels.extend(apprise_channels(urls, settings.notify_send_timeout_s))
         self.vapid = load_vapid(settings)
         if self.vapid is not None:
             self.channels.append(WebPushChannel(settings, kernel.database, self.vapid))
@@ -263,6 +266,11 @@ class Notifier(Service[NotifierSettings]):
             }
 
         return router
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            if isinstance(channel, WebPushChannel):
+                await channel.aclose()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -57,7 +57,9 @@ def _logistic(margin: np.float64) -> float:
 class Scored:
     """One row's prediction; its TreeSHAP explanation computed only when asked for."""
 
-    def __init__(self, booster: xgb.Booster, matrix: xgb.DMatrix, values: NDArray[np.float64]):
+    def __init__(
+        self, booster: xgb.Booster, matrix: xgb.DMatrix, values: NDArray[np.float64]
+    ) -> None:
         self._booster = booster
         self._matrix = matrix
         self.values = values

@@ -4,13 +4,13 @@ XGBoost's ``pred_contribs=True`` gives, per feature, its SHAP contribution to th
 (log-odds) plus a bias column; they sum to the margin the model outputs. The confidence is
 the model's probability, the logistic of that margin.
 
-Per candle, :meth:`Predictor.predict` scores the row (one ``DMatrix``, the margin) and
-:meth:`Scored.explain` adds TreeSHAP on the same matrix only when asked: the advisor asks
-only for a prediction that passed the gate, since a suppressed one publishes nothing to
-explain (TreeSHAP costs about twice the matrix and the margin together). The per-candle
-matrix carries no feature names and prediction skips the name check: the names only label
-the columns, and :func:`~cdb.ml_advisor.model_store.load_model` set them on the booster
-from the manifest.
+Per candle, :meth:`Predictor.predict` scores the row in place (``inplace_predict`` on the
+numpy row: no ``DMatrix``, whose construction and first prediction cost more than the
+margin itself) and :meth:`Scored.explain` builds the one-row ``DMatrix`` for TreeSHAP only
+when asked: the advisor asks only for a prediction that passed the gate, since a
+suppressed one publishes nothing to explain. Per candle, the row carries no feature names
+and prediction skips the name check: the names only label the columns, and
+:func:`~cdb.ml_advisor.model_store.load_model` set them on the booster from the manifest.
 """
 
 from __future__ import annotations
@@ -57,21 +57,24 @@ def _logistic(margin: np.float64) -> float:
 class Scored:
     """One row's prediction; its TreeSHAP explanation computed only when asked for."""
 
-    def __init__(
-        self, booster: xgb.Booster, matrix: xgb.DMatrix, values: NDArray[np.float64]
-    ) -> None:
-        self._booster = booster
-        self._matrix = matrix
+    def __init__(self, predictor: Predictor, values: NDArray[np.float64]) -> None:
+        self._predictor = predictor
         self.values = values
         margin = np.asarray(
-            booster.predict(matrix, output_margin=True, validate_features=False), np.float64
+            predictor.model.booster.inplace_predict(
+                values.reshape(1, -1), predict_type="margin", validate_features=False
+            ),
+            np.float64,
         )[0]
         self.margin = float(margin)
         self.confidence = _logistic(margin)
 
     def explain(self) -> Explained:
+        matrix = self._predictor._matrix(self.values, named=False)
         contribs = np.asarray(
-            self._booster.predict(self._matrix, pred_contribs=True, validate_features=False),
+            self._predictor.model.booster.predict(
+                matrix, pred_contribs=True, validate_features=False
+            ),
             np.float64,
         )
         return Explained(
@@ -105,7 +108,7 @@ class Predictor:
 
     def predict(self, row: NDArray[np.float64]) -> Scored:
         """One feature row (a candle): its margin and confidence now, SHAP on request."""
-        return Scored(self.model.booster, self._matrix(row, named=False), np.atleast_2d(row)[0])
+        return Scored(self, np.atleast_2d(row)[0])
 
     def explain_many(self, rows: NDArray[np.float64]) -> list[Explained]:
         matrix = self._matrix(rows)

@@ -3,7 +3,8 @@
 Candles and movers go in on the bus; explained shadow signals come out, the risk manager
 persists them in ``ml_signals`` and never turns one into an order; a control event switches
 shadow mode off live; malformed entries are dead-lettered while the advisor keeps working;
-a restarted advisor resumes warm (windows from the ``candles`` table, control replayed).
+a restarted advisor resumes warm (windows from the ``candles`` table, control replayed); a
+candle whose write PostgreSQL refuses is handled again, stored, and republishes its signal.
 """
 
 from __future__ import annotations
@@ -300,3 +301,64 @@ async def test_without_a_model_it_stores_candles_and_picks_up_the_first_trained_
             lambda: (advisor.status()["model"] or {}).get("version") == "first", "hot reload"
         )
         assert advisor.status()["model"]["pinned"] is False
+
+
+async def test_a_failed_candle_write_is_retried_and_republishes_the_same_signal(
+    service_env: dict[str, str], bus: Bus, tmp_path: Path
+) -> None:
+    """The signal goes out before the candle's row is written; the write still comes
+    before the acknowledgement. PostgreSQL refuses one candle's first write (a trigger):
+    the candle is handled again, stored, and its signal is the same event again."""
+    model_dir = tmp_path / "models"
+    trained = train_model(
+        generate_history(symbols=2, minutes=720, seed=4),
+        TrainingConfig(num_boost_round=10, folds=1),
+        version="write-once",
+    )
+    save_artifact(model_dir, trained.manifest, trained.booster)
+    history = generate_history(symbols=1, minutes=WARMUP_BARS + 3, seed=8, start=LIVE_START)
+    refused_at = int(history["time"].iloc[-2])  # a ready window: it makes a signal
+    env = {
+        **service_env,
+        "ML_MODEL_DIR": str(model_dir),
+        "SHADOW_CONFIDENCE_THRESHOLD": "0",  # every prediction is a signal
+        "ML_OUTLIER_SPAN": "1000",
+        "BUS_BLOCK_MS": "200",
+    }
+    with ServiceProcess("cdb.ml_advisor", env, tmp_path) as advisor:
+        advisor.wait_healthy(60)
+        with psycopg.connect(**_conninfo(service_env), autocommit=True) as conn:
+            conn.execute("CREATE SEQUENCE refuse_once")
+            conn.execute(
+                f"""
+                CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.open_time = to_timestamp({refused_at}) THEN
+                        IF nextval('refuse_once') = 1 THEN
+                            RAISE EXCEPTION 'candle write refused once';
+                        END IF;
+                    END IF;
+                    RETURN NEW;
+                END $$"""
+            )
+            conn.execute(
+                "CREATE TRIGGER refuse_once BEFORE INSERT ON candles "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_once()"
+            )
+        for _, row in history.iterrows():
+            await bus.publish(candle_of(row))
+        await eventually_async(lambda: handled(advisor) == len(history), "candles handled")
+        with psycopg.connect(**_conninfo(service_env)) as conn:
+            assert conn.execute("SELECT count(*) FROM candles").fetchone()[0] == len(history)
+            assert conn.execute("SELECT last_value FROM refuse_once").fetchone()[0] == 2
+        signals = [
+            MlSignal.model_validate_json(raw) for raw in await stream_events(bus, Stream.ML_SIGNALS)
+        ]
+        by_bar: dict[float, list[MlSignal]] = {}
+        for signal in signals:
+            by_bar.setdefault(signal.timestamp, []).append(signal)
+        assert len(by_bar) == 4  # the four bars with a full window
+        refused = by_bar.pop(float(refused_at + 60))
+        assert len(refused) == 2 and refused[0] == refused[1]  # the same event, again
+        assert all(len(copies) == 1 for copies in by_bar.values())
+        assert sample_sum(_metrics(advisor), "cdb_handler_errors_total") == 1

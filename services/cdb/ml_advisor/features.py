@@ -12,8 +12,10 @@ Every feature at bar ``i`` uses bars ``i - WARMUP_BARS + 1 … i`` only (no look
 * ``mover_rank`` — the symbol's place among the screener's movers: +1.0 top gainer … +0.2
   fifth gainer, -0.2 … -1.0 for losers, 0 when it is not a mover.
 
-:func:`window_features` is the only implementation; the batch path (training, evaluation)
-and the live path (one row per closed candle) both call it, so they cannot disagree.
+:func:`window_features` is the definition; the batch path (training, evaluation) calls it.
+The live path needs one row per closed candle, the newest: :func:`newest_features` computes
+just that row with the same numpy operations on the same bars (a test holds it to exactly
+``window_features(...)[-1]``), instead of every row of the window and keeping the last.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "MOVERS_PER_SIDE",
     "WARMUP_BARS",
     "mover_rank",
+    "newest_features",
     "window_features",
 ]
 
@@ -125,6 +128,46 @@ def window_features(
         features[:, index] = column
     features[: WARMUP_BARS - 1, :] = np.nan
     return features
+
+
+def newest_features(
+    close: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    turnover: FloatArray,
+    rank: float,
+) -> FloatArray:
+    """The feature row of the last bar of exactly ``WARMUP_BARS`` contiguous bars: the
+    same values as ``window_features(...)[-1]``, computed only for that bar (the live
+    path, once per candle)."""
+    n = close.shape[0]
+    if n != WARMUP_BARS:
+        raise ValueError(f"newest_features needs exactly {WARMUP_BARS} bars, got {n}")
+    last = close[-1]
+    log_ret = np.log(close[n - 60 :] / close[n - 61 : n - 1])
+    window_turnover = turnover[n - LOOKBACK_BARS :].sum()
+    reference = turnover[n - VOLUME_REFERENCE_BARS :]
+    spread = reference.std() / np.sqrt(LOOKBACK_BARS)
+    volume_z = (window_turnover / LOOKBACK_BARS - reference.mean()) / spread if spread > 0 else 0.0
+    hour_low = low[n - 60 :].min()
+    hour_span = high[n - 60 :].max() - hour_low
+    range_pos = (last - hour_low) / hour_span if hour_span > 0 else 0.5
+    return np.array(
+        [
+            (last / close[-2] - 1.0) * 100.0,
+            (last / close[-6] - 1.0) * 100.0,
+            (last / close[-1 - LOOKBACK_BARS] - 1.0) * 100.0,
+            (last / close[-61] - 1.0) * 100.0,
+            np.log10(1.0 + window_turnover),
+            volume_z,
+            log_ret[60 - LOOKBACK_BARS :].std() * 100.0,
+            log_ret.std() * 100.0,
+            range_pos,
+            (high[-1] - low[-1]) / last * 100.0,
+            rank,
+        ],
+        dtype=np.float64,
+    )
 
 
 def mover_rank(symbol: str, movers: Mapping[str, float]) -> float:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from cdb.ml_advisor.model_store import FeatureStats
 
-__all__ = ["PHYSICAL_RANGES", "Suppression", "check_features", "gate"]
+__all__ = ["PHYSICAL_RANGES", "FeatureChecks", "Suppression", "check_features", "gate"]
 
 
 class Suppression(StrEnum):
@@ -51,6 +51,47 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+class FeatureChecks:
+    """The sanity checks for one model's features, bounds worked out once (per model, not
+    per candle) and compared as arrays."""
+
+    def __init__(
+        self, names: Sequence[str], stats: Mapping[str, FeatureStats], outlier_span: float
+    ) -> None:
+        self.names = list(names)
+        physical = [PHYSICAL_RANGES.get(name, (-math.inf, math.inf)) for name in self.names]
+        self.low = np.array([low for low, _ in physical], dtype=np.float64)
+        self.high = np.array([high for _, high in physical], dtype=np.float64)
+        outlier: list[tuple[float, float]] = []
+        for name in self.names:
+            known = stats.get(name)
+            width = known.maximum - known.minimum if known is not None else 0.0
+            if known is None or width <= 0:
+                outlier.append((-math.inf, math.inf))
+            else:
+                outlier.append(
+                    (
+                        known.minimum - outlier_span * width,
+                        known.maximum + outlier_span * width,
+                    )
+                )
+        self.outlier_low = np.array([low for low, _ in outlier], dtype=np.float64)
+        self.outlier_high = np.array([high for _, high in outlier], dtype=np.float64)
+
+    def first_problem(self, values: NDArray[np.float64]) -> tuple[Suppression, str] | None:
+        """The first sanity problem with a feature row (reason, feature name), or None."""
+        finite = np.isfinite(values)
+        if not finite.all():
+            return Suppression.NAN_FEATURE, self.names[int(np.argmin(finite))]
+        outside = (values < self.low) | (values > self.high)
+        if outside.any():
+            return Suppression.OUT_OF_RANGE, self.names[int(np.argmax(outside))]
+        outside = (values < self.outlier_low) | (values > self.outlier_high)
+        if outside.any():
+            return Suppression.OUTLIER, self.names[int(np.argmax(outside))]
+        return None
+
+
 def check_features(
     values: NDArray[np.float64],
     names: Sequence[str],
@@ -58,25 +99,7 @@ def check_features(
     outlier_span: float,
 ) -> tuple[Suppression, str] | None:
     """The first sanity problem with a feature row (reason, feature name), or None."""
-    if not np.isfinite(values).all():
-        return Suppression.NAN_FEATURE, names[int(np.argmin(np.isfinite(values)))]
-    for name, value in zip(names, values, strict=True):
-        low, high = PHYSICAL_RANGES.get(name, (-math.inf, math.inf))
-        if not low <= value <= high:
-            return Suppression.OUT_OF_RANGE, name
-    for name, value in zip(names, values, strict=True):
-        known = stats.get(name)
-        if known is None:
-            continue
-        width = known.maximum - known.minimum
-        if width <= 0:
-            continue
-        if (
-            value < known.minimum - outlier_span * width
-            or value > known.maximum + outlier_span * width
-        ):
-            return Suppression.OUTLIER, name
-    return None
+    return FeatureChecks(names, stats, outlier_span).first_problem(values)
 
 
 def gate(confidence: float, *, threshold: float, enabled: bool) -> Suppression | None:

@@ -3,8 +3,10 @@
 :class:`CandleWindow` keeps one symbol's last ``WARMUP_BARS`` bars on a contiguous minute
 grid, the same grid :func:`cdb.ml_advisor.dataset.minute_grid` builds for training: a
 missing minute becomes a flat bar at the previous close with zero volume; a gap longer
-than the window starts the window over. :class:`MoversBoard` keeps the screener's latest
-movers snapshots (``market_data`` events of one window share a timestamp).
+than the window starts the window over. Next to the bars it keeps their prices and turnover
+as numpy columns, shifted by one per new bar, so a candle's features read them as they are
+instead of converting the whole window every minute. :class:`MoversBoard` keeps the
+screener's latest movers snapshots (``market_data`` events of one window share a timestamp).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cdb.core.events import Candle, MarketData
-from cdb.ml_advisor.features import WARMUP_BARS, mover_rank, window_features
+from cdb.ml_advisor.features import WARMUP_BARS, mover_rank, newest_features
 
 __all__ = ["Accepted", "CandleWindow", "MoversBoard"]
 
@@ -47,6 +49,8 @@ class CandleWindow:
     def __init__(self, size: int = WARMUP_BARS) -> None:
         self.size = size
         self.bars: deque[Bar] = deque(maxlen=size)
+        # close, high, low, turnover of ``bars``, right-aligned: column -1 is the newest
+        self.columns: NDArray[np.float64] = np.zeros((4, size))
 
     @property
     def ready(self) -> bool:
@@ -60,34 +64,34 @@ class CandleWindow:
         bar = Bar(candle.open_time, candle.close, candle.high, candle.low, candle.turnover)
         last = self.bars[-1] if self.bars else None
         if last is None:
-            self.bars.append(bar)
+            self._append(bar)
             return Accepted.APPENDED
         if bar.open_time == last.open_time:
             self.bars[-1] = bar
+            self.columns[:, -1] = (bar.close, bar.high, bar.low, bar.turnover)
             return Accepted.REPLACED
         if bar.open_time < last.open_time:
             return Accepted.STALE
         missing = (bar.open_time - last.open_time) // BAR_SECONDS - 1
         if missing >= self.size:
             self.bars.clear()
-            self.bars.append(bar)
+            self._append(bar)
             return Accepted.RESTARTED
         for step in range(1, missing + 1):
             at = last.open_time + step * BAR_SECONDS
-            self.bars.append(Bar(at, last.close, last.close, last.close, 0.0))
-        self.bars.append(bar)
+            self._append(Bar(at, last.close, last.close, last.close, 0.0))
+        self._append(bar)
         return Accepted.APPENDED
+
+    def _append(self, bar: Bar) -> None:
+        self.bars.append(bar)
+        self.columns[:, :-1] = self.columns[:, 1:]
+        self.columns[:, -1] = (bar.close, bar.high, bar.low, bar.turnover)
 
     def features(self, rank: float) -> NDArray[np.float64]:
         """The feature row of the newest bar (call only when ``ready``)."""
-        close = np.fromiter((b.close for b in self.bars), np.float64, len(self.bars))
-        high = np.fromiter((b.high for b in self.bars), np.float64, len(self.bars))
-        low = np.fromiter((b.low for b in self.bars), np.float64, len(self.bars))
-        turnover = np.fromiter((b.turnover for b in self.bars), np.float64, len(self.bars))
-        ranks = np.zeros(len(self.bars))
-        ranks[-1] = rank
-        row: NDArray[np.float64] = window_features(close, high, low, turnover, ranks)[-1]
-        return row
+        close, high, low, turnover = self.columns
+        return newest_features(close, high, low, turnover, rank)
 
 
 class MoversBoard:

@@ -1,11 +1,14 @@
 """The advisor: candles in, explained shadow signals out, never an order.
 
-Per closed candle from ``cdb:candles``: store it (``candles`` table, for training and the
-outcome view), update the symbol's window, compute the features, run the sanity checks,
-predict with TreeSHAP contributions, gate at the live confidence threshold, and publish an
-``MlSignal`` on ``cdb:ml_signals``. ``cdb:market_data`` gives the movers rank;
+Per closed candle from ``cdb:candles``: update the symbol's window, compute the features,
+run the sanity checks, predict, gate at the live confidence threshold, explain a prediction
+that passed with TreeSHAP contributions and publish it as an ``MlSignal`` on
+``cdb:ml_signals`` (:class:`~cdb.ml_advisor.decision.Decider`); then store the candle
+(``candles`` table, for training and the outcome view) before it is acknowledged; the
+signal does not wait for that write. ``cdb:market_data`` gives the movers rank;
 ``cdb:control`` switches shadow mode and the threshold live. The signal id is derived
-from model version, symbol and bar, so a redelivered candle republishes the same signal.
+from model version, symbol and bar, so a redelivered candle (after a failed write, say)
+republishes the same signal.
 """
 
 from __future__ import annotations
@@ -24,31 +27,23 @@ from pydantic import model_validator
 
 from cdb.core.bus import PRICE_DONE_TTL_S, Consumer, sleep_unless
 from cdb.core.control import AppliedControl, apply_control, load_control
-from cdb.core.events import (
-    Candle,
-    Control,
-    MarketData,
-    MlSignal,
-    Stream,
-    deterministic_id,
-)
+from cdb.core.events import Candle, Control, MarketData, MlSignal, Stream
 from cdb.core.metrics import LATENCY_BUCKETS
 from cdb.core.service import Kernel, Service, public_config
 from cdb.ml_advisor.candle_store import load_recent, save_candle
+from cdb.ml_advisor.decision import Decider
 from cdb.ml_advisor.drift import DriftWindow
 from cdb.ml_advisor.features import FEATURES, WARMUP_BARS
-from cdb.ml_advisor.gating import Suppression, check_features, gate
+from cdb.ml_advisor.gating import Suppression
 from cdb.ml_advisor.inference import Predictor
 from cdb.ml_advisor.live_state import Accepted, CandleWindow, MoversBoard
-from cdb.ml_advisor.model_store import MODEL_NAME, ModelStoreError, list_versions, load_model
+from cdb.ml_advisor.model_store import ModelStoreError, list_versions, load_model
 from cdb.ml_advisor.settings import MlAdvisorSettings
 from cdb.ml_advisor.warmup import KlineWarmup
 
 __all__ = ["CheckedCandle", "MlAdvisor"]
 
 log = logging.getLogger("cdb.ml_advisor")
-
-BAR_SECONDS = 60
 
 
 class CheckedCandle(Candle):
@@ -103,7 +98,7 @@ class AdvisorMetrics:
         )
         self.inference_seconds = Histogram(
             "ml_inference_seconds",
-            "Features + prediction + SHAP for one candle",
+            "Features + prediction for one candle, + TreeSHAP and the signal when it passes",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -129,6 +124,7 @@ class MlAdvisor(Service[MlAdvisorSettings]):
         self.drift_window = DriftWindow(FEATURES, settings.ml_drift_window)
         self.drift: dict[str, float] = {}
         self.predictor: Predictor | None = None
+        self.decider: Decider | None = None
         self.model_error: str | None = None
         self.candles: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
@@ -162,6 +158,11 @@ class MlAdvisor(Service[MlAdvisorSettings]):
             log.warning("no model loaded", extra={"error": self.model_error})
             return
         self.predictor = Predictor(model)
+        self.decider = Decider(
+            self.predictor,
+            outlier_span=self.settings.ml_outlier_span,
+            top_features=self.settings.ml_top_features,
+        )
         self.drift_window = DriftWindow(model.manifest.features, self.settings.ml_drift_window)
         self.drift = {}
         self.model_error = None
@@ -210,26 +211,27 @@ class MlAdvisor(Service[MlAdvisorSettings]):
             )
 
     async def on_candle(self, candle: CheckedCandle) -> None:
-        if self.settings.ml_persist_candles:
-            await save_candle(self.kernel.database, candle)
         await self._warm_up(candle)
-        accepted = self._window(candle.symbol).add(candle)
-        self.candles[accepted.value] += 1
+        window = self._window(candle.symbol)
+        accepted = window.add(candle)
+        outcome: str | None = None
         if accepted is Accepted.STALE:
-            return
-        window = self.windows[candle.symbol]
-        if not window.ready:
-            self.candles["warming_up"] += 1
-            return
-        if self.predictor is None:
+            pass
+        elif not window.ready:
+            outcome = "warming_up"
+        elif self.predictor is None:
             self._suppress(Suppression.NO_MODEL)
-            return
-        signal = self.decide(candle, window)
-        if signal is not None:
+        elif (signal := self.decide(candle, window)) is not None:
             await self.kernel.bus.publish(signal)
             self.metrics.published.inc()
             self.published += 1
             self.last_signal_at = time.time()
+        # Stored after the signal is out (it does not need the row), before the ack.
+        if self.settings.ml_persist_candles:
+            await save_candle(self.kernel.database, candle)
+        self.candles[accepted.value] += 1
+        if outcome is not None:
+            self.candles[outcome] += 1
 
     async def _warm_up(self, candle: Candle) -> None:
         """Once per symbol: the minutes its window lacks, from bot_rest's klines."""
@@ -251,49 +253,31 @@ class MlAdvisor(Service[MlAdvisorSettings]):
             await self.warmup.close()
 
     def decide(self, candle: Candle, window: CandleWindow) -> MlSignal | None:
-        """Features → sanity → prediction → gate; the signal to publish, or None."""
-        assert self.predictor is not None
+        """Features → sanity → prediction → gate → SHAP; the signal to publish, or None."""
+        assert self.decider is not None
         started = time.perf_counter()
-        row = window.features(self.movers.rank(candle.symbol, candle.open_time))
-        self.drift_window.add(row)
-        problem = check_features(
-            row,
-            self.predictor.names,
-            self.predictor.model.manifest.feature_stats,
-            self.settings.ml_outlier_span,
+        decision = self.decider.decide(
+            candle,
+            window,
+            self.movers.rank(candle.symbol, candle.open_time),
+            threshold=self.shadow.threshold,
+            enabled=self.shadow.enabled,
         )
-        if problem is not None:
-            reason, feature = problem
-            self._suppress(reason)
-            log.info(
-                "prediction suppressed by a sanity check",
-                extra={"symbol": candle.symbol, "reason": reason.value, "feature": feature},
-            )
-            return None
-        explained = self.predictor.explain(row)
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        blocked = gate(
-            explained.confidence, threshold=self.shadow.threshold, enabled=self.shadow.enabled
-        )
-        if blocked is not None:
-            self._suppress(blocked)
-            return None
-        version = self.predictor.version
-        signal_id = deterministic_id("ml", version, candle.symbol, candle.open_time)
-        return MlSignal(
-            event_id=signal_id,
-            signal_id=signal_id,
-            symbol=candle.symbol,
-            side="long",
-            model=MODEL_NAME,
-            model_version=version,
-            confidence=round(explained.confidence, 6),
-            price=candle.close,
-            top_features=explained.top_features(
-                self.predictor.names, self.settings.ml_top_features
-            ),
-            timestamp=float(candle.open_time + BAR_SECONDS),
-        )
+        if decision.predicted:
+            self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        self.drift_window.add(decision.row)
+        if decision.suppressed is not None:
+            self._suppress(decision.suppressed)
+            if decision.feature is not None:
+                log.info(
+                    "prediction suppressed by a sanity check",
+                    extra={
+                        "symbol": candle.symbol,
+                        "reason": decision.suppressed.value,
+                        "feature": decision.feature,
+                    },
+                )
+        return decision.signal
 
     async def update_drift(self) -> None:
         while not self.kernel.stop.is_set():

@@ -163,6 +163,9 @@ def pss_rows(rounds: list[dict[str, float]]) -> list[dict[str, Any]]:
                 "name": "deployable services' PSS in the running demo, summed",
                 "value": best,
                 "unit": "MiB",
+                "goal": "3",
+                "target": 450,
+                "better": "lower",
                 "note": f"target 450 MiB, ratio {best / 450:.2f}; median "
                 f"{statistics.median(totals):.1f} of {len(totals)} starts "
                 f"(without {', '.join(sorted(NOT_DEPLOYABLE))})",

@@ -97,7 +97,9 @@ def parse_and_aggregate() -> list[dict[str, Any]]:
         )
     sizes = {c.symbol: c.contract_size for c in sim.market.contracts}
     screener = Screener(sizes, 15)
-    screener.connected(sizes, start - 60_000)
+    # connected at the first frame's second: the screener refuses a frame more than its
+    # max_jump_ms past the connection's previous one, as it would a real exchange's
+    screener.connected(sizes, start)
     for candles in screener.candles.values():
         candles.trusted_from = start // 1000  # as if the first minute were backfilled
     began = time.process_time()

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 from rich.console import Console
 
-from cdb.demo.plan import DemoOptions
+from cdb.demo.plan import DEFAULT_PORTS, PYTHON_SERVICES, DemoOptions
 from cdb.demo.run import Demo
 from cdb.localstack import LocalStack
 
@@ -42,8 +42,9 @@ def free_offset() -> int:
     raise RuntimeError("no free port block for the demo")
 
 
-# Not deployed by the chart: the demo's own exchange and the monitoring binaries.
-NOT_DEPLOYABLE = frozenset({"mexc_sim", "prometheus", "alertmanager"})
+# Not deployed by the chart as a Python service: the demo's own exchange and the
+# monitoring binaries.
+NOT_DEPLOYABLE = frozenset(DEFAULT_PORTS) - frozenset(PYTHON_SERVICES)
 
 
 def pss_by_service(demo: Demo) -> dict[str, float]:

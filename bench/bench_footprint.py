@@ -16,19 +16,11 @@ import subprocess
 import sys
 from typing import Any
 
+from cdb.demo.plan import PYTHON_SERVICES
 from cdb.localstack import LocalStack
 
 # Everything the chart deploys as a Python service (the demo supervisor and mexc_sim are not).
-SERVICES = (
-    "bot_ws",
-    "bot_rest",
-    "signal_engine",
-    "risk_manager",
-    "execution_service",
-    "ml_advisor",
-    "notifier",
-    "console",
-)
+SERVICES = PYTHON_SERVICES
 REPEATS = 3
 
 PROBE = """

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from cdb.demo.plan import PYTHON_SERVICES
+
 # What no deployable service uses: the offline tools' libraries (reports, replay, the
 # terminal dashboard), the HTTP stacks a library would bring besides httpx, and httpx's
 # own command-line client (rich, pygments).
@@ -58,16 +60,7 @@ ONLY = {
     # from Starlette alone
     "fastapi": {"bot_rest", "risk_manager", "execution_service", "notifier", "console"},
 }
-SERVICES = (
-    "bot_ws",
-    "bot_rest",
-    "signal_engine",
-    "risk_manager",
-    "execution_service",
-    "ml_advisor",
-    "notifier",
-    "console",
-)
+SERVICES = PYTHON_SERVICES
 
 BUILD = """
 import asyncio, json, runpy, sys

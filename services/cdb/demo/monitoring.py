@@ -15,15 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from cdb.demo.plan import DemoOptions, ServiceSpec
+from cdb.demo.plan import PYTHON_SERVICES, DemoOptions, ServiceSpec
 
 __all__ = ["RULES", "monitoring_specs", "notifier_env"]
 
 RULES = (
     Path(__file__).resolve().parents[3] / "charts" / "cdb" / "files" / "prometheus" / "alerts.yml"
 )
-SCRAPED = ("bot_ws", "bot_rest", "signal_engine", "risk_manager", "execution_service",
-           "ml_advisor", "notifier", "console")  # fmt: skip
+SCRAPED = PYTHON_SERVICES
 DEMO_FOR = "15s"
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "DEFAULT_PORTS",
     "DEFAULT_SYMBOLS",
+    "PYTHON_SERVICES",
     "DemoOptions",
     "ServiceSpec",
     "demo_plan",
@@ -40,6 +41,19 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 DEFAULT_SYMBOLS = 40  # mexc_sim lists this many USDT perpetuals; bot_ws screens them all
+
+# Every service the chart deploys as a Python process (not the demo's mexc_sim, nor the
+# monitoring binaries): what Prometheus scrapes, and what the memory goal sums.
+PYTHON_SERVICES: tuple[str, ...] = (
+    "bot_ws",
+    "bot_rest",
+    "signal_engine",
+    "risk_manager",
+    "execution_service",
+    "ml_advisor",
+    "notifier",
+    "console",
+)
 
 # The seed's order: the exchange first, then what reads it, then what reads them.
 START_ORDER: tuple[str, ...] = (

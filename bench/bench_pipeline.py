@@ -132,8 +132,14 @@ def mover(n: int, tag: str) -> MarketData:
     )
 
 
-async def raw_chain(redis: Redis, n: int, hops: int = HOPS) -> list[float]:
-    """``hops`` raw XADD → XREADGROUP in a row per sample: the floor of the pipeline's hops."""
+async def raw_chain(
+    redis: Redis, n: int, hops: int = HOPS, conn: AsyncConnection[Any] | None = None
+) -> list[float]:
+    """``hops`` raw XADD → XREADGROUP in a row per sample: the floor of the pipeline's hops.
+    With ``conn`` (autocommit), the durable floor: between hops what each service must do
+    at the least between its read and its publish, one committed PostgreSQL row (one
+    transaction and one WAL flush), ``hops - 1`` of them per sample; exactly once in
+    effect cannot be had for less."""
     streams = [f"bench:chain:{i}" for i in range(hops)]
     for stream in streams:
         await redis.delete(stream)
@@ -142,7 +148,9 @@ async def raw_chain(redis: Redis, n: int, hops: int = HOPS) -> list[float]:
     samples = []
     for _ in range(n):
         started = time.perf_counter()
-        for stream in streams:
+        for hop, stream in enumerate(streams):
+            if hop and conn is not None:
+                await conn.execute("INSERT INTO bench_floor (body) VALUES (%s)", ("x",))
             await redis.xadd(stream, payload, maxlen=10_000, approximate=True)
             reply: Any = await redis.xreadgroup("g", "c", {stream: ">"}, count=1, block=1000)
             await redis.xack(stream, "g", reply[0][1][0][0])
@@ -152,31 +160,12 @@ async def raw_chain(redis: Redis, n: int, hops: int = HOPS) -> list[float]:
     return samples
 
 
-async def durable_chain(redis: Redis, conninfo: str, n: int, hops: int = HOPS) -> list[float]:
-    """:func:`raw_chain` with what each service must do at the least between its read and
-    its publish: one committed PostgreSQL row (an autocommit ``INSERT``, so one
-    transaction and one WAL flush), ``hops - 1`` of them per sample. The pipeline's
-    durable floor: exactly once in effect cannot be had for less."""
-    streams = [f"bench:durable:{i}" for i in range(hops)]
-    for stream in streams:
-        await redis.delete(stream)
-        await redis.xgroup_create(stream, "g", id="0", mkstream=True)
-    payload = {b"event": b'{"x":1}' * 20}
-    samples = []
+async def durable_chain(redis: Redis, conninfo: str, n: int) -> list[float]:
+    """:func:`raw_chain` with a committed row between hops, in a table of its own."""
     async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id bigserial, body text)")
-        for _ in range(n):
-            started = time.perf_counter()
-            for hop, stream in enumerate(streams):
-                if hop:
-                    await conn.execute("INSERT INTO bench_floor (body) VALUES (%s)", ("x",))
-                await redis.xadd(stream, payload, maxlen=10_000, approximate=True)
-                reply: Any = await redis.xreadgroup("g", "c", {stream: ">"}, count=1, block=1000)
-                await redis.xack(stream, "g", reply[0][1][0][0])
-            samples.append(time.perf_counter() - started)
+        samples = await raw_chain(redis, n, conn=conn)
         await conn.execute("DROP TABLE bench_floor")
-    for stream in streams:
-        await redis.delete(stream)
     return samples
 
 

@@ -17,7 +17,7 @@ import kopf
 import pytest
 from kopf._core.actions.loggers import ObjectLogger
 
-from cdb.core.logging import configure_logging
+from cdb.core.logging import ThrottledWarning, configure_logging
 
 
 @pytest.fixture
@@ -74,3 +74,19 @@ def test_an_unserialisable_extra_becomes_its_text_not_a_traceback(
     lines = captured.getvalue().splitlines()
     assert len(lines) == 1, captured.getvalue()
     assert json.loads(lines[0])["thing"] == "<opaque>"
+
+
+def test_a_flood_of_one_warning_is_one_line_per_interval_saying_what_it_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    warn = ThrottledWarning(logging.getLogger("cdb.flood"), "frame refused", 10.0, lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="cdb.flood"):
+        for i in range(1000):  # a thousand bad frames within the same second
+            warn(reason=f"frame {i}")
+        now[0] += 10.0
+        warn(reason="frame 1000")
+    assert [r.getMessage() for r in caplog.records] == ["frame refused"] * 2
+    first, second = caplog.records
+    assert first.reason == "frame 0" and not hasattr(first, "suppressed")  # type: ignore[attr-defined]
+    assert second.reason == "frame 1000" and second.suppressed == 999  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from cdb.bot_ws.window import WindowStat, market_data_of
 from cdb.core.bus import Backoff, Consumer, TransientError, sleep_unless
 from cdb.core.control import StreamControl
 from cdb.core.events import Candle, Control, Stream, deterministic_id
+from cdb.core.logging import ThrottledWarning
 from cdb.core.service import Kernel, Service, public_config
 
 __all__ = ["BotWs"]
@@ -74,6 +75,9 @@ class BotWs(Service[BotWsSettings]):
     def __init__(self, settings: BotWsSettings, kernel: Kernel) -> None:
         super().__init__(settings, kernel)
         self.metrics = BotWsMetrics(kernel)
+        # a broken feed refuses every frame: one line per 10 s says so (the metrics count all)
+        self._warn_time_jump = ThrottledWarning(log, "frame refused: its time cannot be true")
+        self._warn_malformed = ThrottledWarning(log, "malformed frame skipped")
         self.rest = ExchangeRest(settings)
         self.screener = Screener({}, settings.lookback_min, settings.close_grace_ms)
         self.connections: list[ChunkConnection] = []
@@ -180,12 +184,12 @@ class BotWs(Service[BotWsSettings]):
     def _on_time_jump(self, reason: str) -> None:
         self.metrics.time_jumps.inc()
         self.time_jump_examples = [*self.time_jump_examples[-9:], reason[:200]]
-        log.warning("frame refused: its time cannot be true", extra={"reason": reason[:300]})
+        self._warn_time_jump(reason=reason[:300])
 
     def _on_malformed(self, reason: str) -> None:
         self.metrics.malformed.inc()
         self.malformed_examples = [*self.malformed_examples[-9:], reason[:200]]
-        log.warning("malformed frame skipped", extra={"reason": reason[:300]})
+        self._warn_malformed(reason=reason[:300])
 
     async def _on_control(self, event: Control) -> None:
         applied = self.live.apply(event)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["CdbJsonFormatter", "configure_logging"]
+__all__ = ["CdbJsonFormatter", "ThrottledWarning", "configure_logging"]
 
 # What kopf's object loggers attach to each record: the operator's settings (asyncio queues
 # inside: not data), a flag for its Event poster, and the object's reference, which becomes
@@ -47,3 +49,34 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class ThrottledWarning:
+    """A warning that can come in floods (every frame of a broken feed): one line per
+    ``every_s`` at most, the next line saying how many were left out (``suppressed``).
+    Count each occurrence in a metric as well: the log is for people, not for counting."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.message = message
+        self.every_s = every_s
+        self.clock = clock
+        self.suppressed = 0
+        self._next = float("-inf")
+
+    def __call__(self, **extra: Any) -> None:
+        now = self.clock()
+        if now < self._next:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            extra["suppressed"] = self.suppressed
+        self.logger.warning(self.message, extra=extra)
+        self.suppressed = 0
+        self._next = now + self.every_s

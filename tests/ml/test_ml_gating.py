@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from cdb.core.control import merge_control
 from cdb.core.events import Control, ControlSettings
 from cdb.ml_advisor.features import FEATURES
-from cdb.ml_advisor.gating import Suppression, check_features, gate
+from cdb.ml_advisor.gating import FeatureChecks, Suppression, gate
 from cdb.ml_advisor.model_store import FeatureStats
 from cdb.ml_advisor.service import CheckedCandle, ShadowGate
 
@@ -41,7 +41,7 @@ def _row(**values: float) -> np.ndarray:  # type: ignore[type-arg]
 
 
 def test_a_sane_row_passes() -> None:
-    assert check_features(_row(), NAMES, STATS, outlier_span=1.0) is None
+    assert FeatureChecks(NAMES, STATS, outlier_span=1.0).first_problem(_row()) is None
 
 
 @pytest.mark.parametrize(
@@ -60,11 +60,11 @@ def test_sanity_checks_name_reason_and_feature(
     row: np.ndarray,
     expected: tuple[Suppression, str],  # type: ignore[type-arg]
 ) -> None:
-    assert check_features(row, NAMES, STATS, outlier_span=1.0) == expected
+    assert FeatureChecks(NAMES, STATS, outlier_span=1.0).first_problem(row) == expected
 
 
 def test_inside_the_outlier_band_is_not_an_outlier() -> None:
-    assert check_features(_row(ret_1m=2.99), NAMES, STATS, outlier_span=1.0) is None
+    assert FeatureChecks(NAMES, STATS, outlier_span=1.0).first_problem(_row(ret_1m=2.99)) is None
 
 
 def test_the_gate() -> None:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from cdb.ml_advisor.model_store import FeatureStats
 
-__all__ = ["PHYSICAL_RANGES", "FeatureChecks", "Suppression", "check_features", "gate"]
+__all__ = ["PHYSICAL_RANGES", "FeatureChecks", "Suppression", "gate"]
 
 
 class Suppression(StrEnum):
@@ -90,16 +90,6 @@ class FeatureChecks:
         if outside.any():
             return Suppression.OUTLIER, self.names[int(np.argmax(outside))]
         return None
-
-
-def check_features(
-    values: NDArray[np.float64],
-    names: Sequence[str],
-    stats: Mapping[str, FeatureStats],
-    outlier_span: float,
-) -> tuple[Suppression, str] | None:
-    """The first sanity problem with a feature row (reason, feature name), or None."""
-    return FeatureChecks(names, stats, outlier_span).first_problem(values)
 
 
 def gate(confidence: float, *, threshold: float, enabled: bool) -> Suppression | None:

@@ -88,15 +88,14 @@ async def insert_order(
     reason: str = "",
     *,
     submit_attempts: int = 0,
-) -> Cursor:
-    """The order row (``ON CONFLICT DO NOTHING``); its cursor returns the ``order_id``
-    only when it was new (not read in pipeline mode by callers that hold its lock)."""
-    return await conn.execute(
+) -> None:
+    """The order row; a known order id writes nothing (``ON CONFLICT DO NOTHING``)."""
+    await conn.execute(
         """
         INSERT INTO orders (order_id, signal_id, symbol, side, quantity, notional, price,
                             stop_loss, mode, status, external_id, reason, submit_attempts)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (order_id) DO NOTHING RETURNING order_id
+        ON CONFLICT (order_id) DO NOTHING
         """,
         (
             order.order_id,

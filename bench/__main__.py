@@ -34,9 +34,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("only", nargs="*", help="bench module names (default: all)")
     parser.add_argument("--data-dir", type=Path, default=HERE.parent / ".cdb" / "bench")
+    # two benches side by side (two worktrees) need their own stack: other ports, other dir
+    parser.add_argument("--redis-port", type=int, default=16479)
+    parser.add_argument("--postgres-port", type=int, default=15532)
     args = parser.parse_args()
     names = args.only or sorted(p.stem for p in HERE.glob("bench_*.py"))
-    stack = LocalStack(args.data_dir, redis_port=16479, postgres_port=15532)
+    stack = LocalStack(args.data_dir, redis_port=args.redis_port, postgres_port=args.postgres_port)
     stack.start()
     console = Console()
     results: dict[str, Any] = {

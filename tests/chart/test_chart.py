@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from cdb.core.acl import ACCESS
+from cdb.demo.plan import interpreter
 from tests.support import REDIS_PASSWORD, ROOT, free_port
 from tests.support.chart import (
     CHART,
@@ -306,10 +307,12 @@ def test_python_services_run_their_module_on_their_port_with_the_right_probes(
     for _, name, spec in all_pods(rendered):
         for c in spec["containers"]:
             command = c.get("command", [])
-            if command[:2] != ["python", "-m"]:
+            if command[:1] != ["python"] or "-m" not in command:
                 continue
-            module = command[2]
+            flags, module = command[1 : command.index("-m")], command[command.index("-m") + 1]
             short = module.removeprefix("cdb.")
+            # the interpreter flags of the demo and the tests (cdb.demo.plan.interpreter)
+            assert flags == interpreter(short)[1:], f"{name} runs {module} with {flags}"
             seen.add(short)
             package = ROOT / ("operator" if short == "cdb_operator" else "services/cdb")
             package = package / short if short != "cdb_operator" else package / "cdb_operator"

@@ -6,7 +6,8 @@
   what the image needs and none of .venv, .tools, .cdb, .git.
 * The image builds offline (``--network none``) from wheelhouse/ on a stand-in for
   python:3.11-slim made from Debian packages (tests/support/containers.py); it runs as botuser
-  with nothing secret inside and holds exactly uv.lock's runtime set, no dev tools.
+  with nothing secret inside and holds exactly uv.lock's runtime set, no dev tools, and
+  the bytecode of every module a service loads under the flags it runs with (-OO).
   (test_image_stack.py runs every service from it with the chart's hardening.)
 * The services run as UID/GID 1000 on a read-only root filesystem with a writable /tmp
   only: the real ``python -m cdb.<service>`` in a mount namespace whose every mount is
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from cdb.demo.plan import KEEP_DOCSTRINGS, OPTIMIZED, interpreter
 from tests.support import ROOT, ServiceProcess
 from tests.support.containers import BuiltImage, Docker
 from tests.support.sandbox import sandboxed
@@ -261,3 +263,33 @@ def test_the_image_default_command_runs_hardened(
         cdb_image.tag,
     )  # fmt: skip
     assert "Usage" in result.stdout and "demo" in result.stdout, result.stdout
+
+
+def test_every_module_a_service_loads_is_compiled_for_its_flags_in_the_image(
+    cdb_image: BuiltImage, docker_engine: Docker
+) -> None:
+    """The services run with -OO on a read-only root (the chart's commands): each module
+    they load, the interpreter's own too, has its bytecode in the image, so nothing is
+    compiled in memory at a start. Without the Dockerfile's compileall most are missing."""
+    probe = (
+        "import importlib, importlib.util, json, os, sys\n"
+        "for name in sys.argv[1:]: importlib.import_module(f'cdb.{name}.service')\n"
+        "importlib.import_module('uvicorn')\n"
+        "files = [getattr(m, '__file__', None) or '' for m in list(sys.modules.values())]\n"
+        "missing = [f for f in files if f.endswith('.py')"
+        " and not os.path.exists(importlib.util.cache_from_source(f))]\n"
+        "print(json.dumps({'optimize': sys.flags.optimize, 'loaded': len(files),"
+        " 'missing': missing}))"
+    )
+    for name in sorted({*OPTIMIZED, *KEEP_DOCSTRINGS}):
+        flags = interpreter(name)[1:]
+        result = docker_engine(
+            "run", "--rm", "--read-only", "--user", "1000:1000", "--cap-drop", "ALL",
+            "--tmpfs", "/tmp:uid=1000,gid=1000", cdb_image.tag,
+            "python", *flags, "-c", probe, name,
+        )  # fmt: skip
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["optimize"] == (2 if flags else 0), name
+        assert report["loaded"] > 300, report  # the service's whole import graph
+        missing = report["missing"]
+        assert missing == [], f"cdb.{name} compiles {len(missing)} in memory: {missing[:5]}"

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cdb.demo.plan import interpreter
 from tests.support import SIM_CLOCK, eventually
 from tests.support.chart import screener_pod_template
 from tests.support.containers import (
@@ -136,7 +137,8 @@ def stack(
         for svc in SERVICES:
             docker.run_hardened(
                 svc.container, cdb_image.tag, network,
-                ["python", "-m", svc.module, *svc.args],
+                ["python", *interpreter(svc.module.removeprefix("cdb."))[1:], "-m", svc.module,
+                 *svc.args],
                 env={**shared, "HTTP_PORT": str(svc.port), **svc.env}, ports=[svc.port],
                 volumes=VOLUMES.get(svc.module, []),
             )  # fmt: skip

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cdb.demo.plan import PYTHON_SERVICES
+from cdb.demo.plan import KEEP_DOCSTRINGS, PYTHON_SERVICES, interpreter
 
 # What no deployable service uses: the offline tools' libraries (reports, replay, the
 # terminal dashboard), the HTTP stacks a library would bring besides httpx, and httpx's
@@ -94,28 +94,34 @@ async def build() -> None:
 
 
 asyncio.run(build())
-print(json.dumps(sorted(sys.modules)))
+print(json.dumps({"optimize": sys.flags.optimize, "modules": sorted(sys.modules)}))
 """
 
 
-def loaded_modules(service: str, tmp_path: Path) -> set[str]:
+def build(service: str, tmp_path: Path, python: list[str]) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
         "REDIS_PASSWORD": "never-used-nothing-connects",
         "VAPID_KEY_DIR": str(tmp_path / "vapid"),  # as in the demo: WebPush on
         "ML_MODEL_DIR": str(tmp_path / "models"),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", BUILD, service],
+    return subprocess.run(
+        [*python, "-c", BUILD, service],
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
         cwd=tmp_path,
     )
+
+
+def loaded_modules(service: str, tmp_path: Path) -> set[str]:
+    """What the service holds, built under the interpreter flags it runs with."""
+    done = build(service, tmp_path, interpreter(service))
     assert done.returncode == 0, done.stderr[-2000:]
-    modules: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
-    return set(modules)
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert built["optimize"] == (0 if service in KEEP_DOCSTRINGS else 2)
+    return set(built["modules"])
 
 
 def present(name: str, modules: set[str]) -> bool:
@@ -131,3 +137,12 @@ def test_a_service_imports_only_what_it_uses(service: str, tmp_path: Path) -> No
         name for name, users in ONLY.items() if service not in users and present(name, modules)
     ]
     assert unwanted == [], f"cdb.{service} imports what it does not use: {unwanted}"
+
+
+@pytest.mark.parametrize("service", sorted(KEEP_DOCSTRINGS))
+def test_a_service_kept_at_its_docstrings_needs_them(service: str, tmp_path: Path) -> None:
+    """Each exception from ``-OO`` is still needed: once its library builds without
+    docstrings, it leaves ``KEEP_DOCSTRINGS`` and saves its ~3 MiB too."""
+    done = build(service, tmp_path, [sys.executable, "-OO"])
+    assert done.returncode != 0, f"cdb.{service} now builds under -OO: drop it from KEEP_DOCSTRINGS"
+    assert "__doc__" in done.stderr or "NoneType" in done.stderr, done.stderr[-2000:]

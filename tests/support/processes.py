@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
+from cdb.demo.plan import interpreter
 from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-# bot_ws against a mexc_sim whose clock runs up to 60x ours, started a while before it
 # bot_ws against mexc_sim's faster clock: its rate, its head start, and the bursts in which
 # a lagging simulator catches up (five seconds of our time at speed 60)
 SIM_CLOCK = {"FRAME_CLOCK_MAX_RATE": "150", "FRAME_MAX_AHEAD_S": "7200", "FRAME_MAX_JUMP_S": "300"}
@@ -51,7 +51,11 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log, cwd=ROOT
+            [*interpreter(self.module.removeprefix("cdb.")), "-m", self.module],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
         )
         return self
 

@@ -226,13 +226,16 @@ Call with (dict "root" $ "user" "signal_engine" "targets" (list "redis" "postgre
 The Python services the chart runs as Deployments: workload name → values key, module,
 port, dependencies (Redis/PostgreSQL) and upstream stage (the seed's start order).
 */}}
+{{- /* flags: the Python options; -OO drops docstrings and asserts (about 3 MiB a process,
+       docs/CHART.md), except where a library needs its docstrings: xgboost's
+       scikit-learn wrapper edits its own at import (cdb.demo.plan.KEEP_DOCSTRINGS). */ -}}
 {{- define "cdb.pythonServices" -}}
-bot-rest: {key: botRest, module: cdb.bot_rest, port: 8004, component: market-data, needs: [redis], upstream: []}
-signal-engine: {key: signalEngine, module: cdb.signal_engine, port: 8001, component: pipeline, needs: [redis, postgres], upstream: ["http://bot-ws:8000/health"]}
-risk-manager: {key: riskManager, module: cdb.risk_manager, port: 8002, component: pipeline, needs: [redis, postgres], upstream: ["http://signal-engine:8001/health"]}
-execution-service: {key: executionService, module: cdb.execution_service, port: 8003, component: pipeline, needs: [redis, postgres], upstream: ["http://signal-engine:8001/health"]}
-ml-advisor: {key: mlAdvisor, module: cdb.ml_advisor, port: 8005, component: advisor, needs: [redis, postgres], upstream: []}
-notifier: {key: notifier, module: cdb.notifier, port: 8006, component: notifications, needs: [redis, postgres], upstream: []}
+bot-rest: {key: botRest, module: cdb.bot_rest, port: 8004, component: market-data, needs: [redis], upstream: [], flags: [-OO]}
+signal-engine: {key: signalEngine, module: cdb.signal_engine, port: 8001, component: pipeline, needs: [redis, postgres], upstream: ["http://bot-ws:8000/health"], flags: [-OO]}
+risk-manager: {key: riskManager, module: cdb.risk_manager, port: 8002, component: pipeline, needs: [redis, postgres], upstream: ["http://signal-engine:8001/health"], flags: [-OO]}
+execution-service: {key: executionService, module: cdb.execution_service, port: 8003, component: pipeline, needs: [redis, postgres], upstream: ["http://signal-engine:8001/health"], flags: [-OO]}
+ml-advisor: {key: mlAdvisor, module: cdb.ml_advisor, port: 8005, component: advisor, needs: [redis, postgres], upstream: [], flags: []}
+notifier: {key: notifier, module: cdb.notifier, port: 8006, component: notifications, needs: [redis, postgres], upstream: [], flags: [-OO]}
 {{- end -}}
 
 {{/*
@@ -277,7 +280,7 @@ spec:
     - name: bot-ws
       image: {{ include "cdb.image" $root }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-      command: [python, -m, cdb.bot_ws]
+      command: [python, -OO, -m, cdb.bot_ws]
       ports:
         - name: http
           containerPort: 8000

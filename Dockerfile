@@ -39,10 +39,12 @@ COPY services/ services/
 COPY operator/ operator/
 # The packages' own test suites (numpy's, scipy's: ~50 MB) are never imported at run time.
 # The services run with -OO (the chart's commands): their bytecode without docstrings is
-# compiled here, as the root filesystem is read-only at run time.
+# compiled here, as the root filesystem is read-only at run time; not for the tree
+# library's stack, which only ml_advisor loads, without -OO.
 RUN uv pip install --no-deps --python /app/.venv/bin/python . \
  && find /app/.venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} + \
- && /app/.venv/bin/python -m compileall -q -j0 -o 2 /app/.venv/lib
+ && /app/.venv/bin/python -m compileall -q -j0 -o 2 \
+      -x '/site-packages/(numpy|scipy|xgboost)/' /app/.venv/lib
 
 # Run stage: the virtualenv, the migrations, and a non-root user.
 FROM ${PYTHON_IMAGE}:${PYTHON_TAG}

@@ -133,6 +133,7 @@ def _pod_env(bot: str, env: OperatorEnv, config: ResolvedConfig) -> list[dict[st
         "BOT_NAME": bot,
         "FRAME_CLOCK_MAX_RATE": str(env.bot_ws_frame_clock_max_rate),
         "FRAME_MAX_AHEAD_S": str(env.bot_ws_frame_max_ahead_s),
+        "FRAME_MAX_JUMP_S": str(env.bot_ws_frame_max_jump_s),
     }
     return [
         {

@@ -42,9 +42,12 @@ class OperatorEnv(RedisSettings, PostgresSettings):
     mexc_ws_url: str = Field(default="wss://contract.mexc.com/edge", min_length=1)
     mexc_rest_url: str = Field(default="https://contract.mexc.com", min_length=1)
     bot_rest_url: str = Field(default="http://bot-rest:8004", min_length=1)
-    # how fast the screener lets the exchange clock run (MEXC: 1; mexc_sim: its --speed)
+    # how fast the screener lets the exchange clock run (MEXC: 1; mexc_sim: its --speed),
+    # how far ahead of ours, and how far one frame may jump (a lagging mexc_sim catches up
+    # in bursts of its faster time)
     bot_ws_frame_clock_max_rate: float = Field(default=1.5, gt=0, le=100_000)
     bot_ws_frame_max_ahead_s: float = Field(default=300.0, ge=0)
+    bot_ws_frame_max_jump_s: float = Field(default=10.0, ge=0)
 
     universe_refresh_s: float = Field(default=300.0, gt=0)
     universe_timeout_s: float = Field(default=10.0, gt=0)

@@ -12,6 +12,7 @@ import kopf
 import pytest
 import yaml
 
+from cdb.bot_ws.settings import BotWsSettings
 from cdb.core.config import ConfigError, ServiceSettings, load_settings
 from cdb.core.db import Database, apply_migrations
 from cdb.core.events import Control
@@ -391,3 +392,27 @@ def test_the_operators_pod_is_the_template_plus_the_per_bot_fields() -> None:
     assert WORKLOAD_ANNOTATION in pod["metadata"]["annotations"]
     pod["metadata"]["annotations"].pop(WORKLOAD_ANNOTATION)
     assert pod == template
+
+
+def test_the_screeners_frame_time_bounds_come_from_the_operators_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bot_ws bounds frame times by its clock (rate, head start, and the jump a lagging
+    mexc_sim catches up in): each bound set on the operator reaches every screener pod as
+    the setting bot_ws reads."""
+    operator_env = OperatorEnv(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_password="x",
+        screener_pod_template=screener_pod_template(),
+        bot_ws_frame_clock_max_rate=150,
+        bot_ws_frame_max_ahead_s=7200,
+        bot_ws_frame_max_jump_s=300,
+    )
+    pod = build_stateful_set("b", "cdb", OWNER, config(), operator_env)["spec"]["template"]
+    given = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
+    for key in ("FRAME_CLOCK_MAX_RATE", "FRAME_MAX_AHEAD_S", "FRAME_MAX_JUMP_S"):
+        monkeypatch.setenv(key, given[key])
+    monkeypatch.setenv("REDIS_PASSWORD", "x")
+    screener = BotWsSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (screener.frame_clock_max_rate, screener.frame_max_ahead_s) == (150, 7200)
+    assert screener.frame_max_jump_s == 300

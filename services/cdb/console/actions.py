@@ -126,7 +126,8 @@ class BotControl:
         )
         # what the services will hold once they merged it, as they merge it
         merged = merge_control(current, control)
-        assert merged is not None  # one generation above the newest: never stale
+        if merged is None:  # one generation above the newest: never stale
+            raise RuntimeError("the control merged as stale one generation above the newest")
         body = merged.settings.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         await self.bus.publish(control.model_copy(update={"config_hash": f"console-{digest}"}))

@@ -354,7 +354,8 @@ class ExecutionService(Service[ExecutionSettings]):
             await store.set_order_status(conn, order.order_id, kind, outcome.reason)
             opened_at = None
             if kind == "filled":
-                assert outcome.fill is not None
+                if outcome.fill is None:
+                    raise ValueError(f"order {order.order_id} settled filled without a fill")
                 opened_at = await store.open_position(conn, order, outcome.fill)
             result = order_result(
                 order, kind, outcome.fill, outcome.reason, self.venue.mode, time.time()

@@ -125,9 +125,7 @@ async def set_order_status(conn: Conn, order_id: str, status: str, reason: str =
 async def open_position(conn: Conn, order: Order, fill: Fill) -> float:
     """The entry fill and the open position of a filled order; returns its ``opened_at``
     (epoch seconds), the time the stop watch measures bars against, in memory as stored."""
-    row = await (await write_opening(conn, order, fill)).fetchone()
-    assert row is not None  # an INSERT … RETURNING returns its row
-    return float(row[0])
+    return await read_clock(await write_opening(conn, order, fill))
 
 
 async def write_opening(conn: Conn, order: Order, fill: Fill) -> Cursor:
@@ -206,17 +204,16 @@ async def ask_clock(conn: Conn) -> Cursor:
 
 
 async def read_clock(cursor: Cursor) -> float:
+    """The one epoch-seconds value a query answered (``now()``, ``RETURNING opened_at``)."""
     row = await cursor.fetchone()
-    assert row is not None
+    if row is None:
+        raise RuntimeError("the database answered no row where it always returns one")
     return float(row[0])
 
 
 async def database_now(conn: Conn) -> float:
     """The database's clock (epoch s): what ``opened_at`` is measured on."""
-    cursor = await conn.execute("SELECT extract(epoch FROM clock_timestamp())")
-    row = await cursor.fetchone()
-    assert row is not None
-    return float(row[0])
+    return await read_clock(await conn.execute("SELECT extract(epoch FROM clock_timestamp())"))
 
 
 async def realized_pnl(conn: Conn) -> float:

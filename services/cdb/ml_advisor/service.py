@@ -254,7 +254,8 @@ class MlAdvisor(Service[MlAdvisorSettings]):
 
     def decide(self, candle: Candle, window: CandleWindow) -> MlSignal | None:
         """Features → sanity → prediction → gate → SHAP; the signal to publish, or None."""
-        assert self.decider is not None
+        if self.decider is None:
+            raise RuntimeError("decide() before a model was loaded")
         started = time.perf_counter()
         decision = self.decider.decide(
             candle,

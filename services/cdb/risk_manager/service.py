@@ -215,20 +215,19 @@ class RiskManager(Service[RiskManagerSettings]):
                 self._unchanged(version)
         if fresh:
             self._show(book)
-            if order is None:
-                assert isinstance(decision, Rejection)
+            if isinstance(decision, Rejection):
                 self.metrics.rejected.labels(decision.reason).inc()
                 log.info(
                     "signal rejected",
                     extra={"signal_id": signal.signal_id, "reason": decision.reason},
                 )
-            elif held:
+            elif order is not None and held:
                 self.metrics.approvals.labels("held").inc()
                 log.info(
                     "order held for approval",
                     extra={"order_id": order.order_id, "notional": round(order.notional, 2)},
                 )
-            else:
+            elif order is not None:
                 self.metrics.approved.inc()
                 log.info(
                     "order approved",
@@ -354,7 +353,8 @@ class RiskManager(Service[RiskManagerSettings]):
         state: approvals.State,
         decision: ApprovalDecision | None,
     ) -> bool:
-        assert state != "pending"
+        if state == "pending":
+            raise ValueError(f"order {order.order_id} cannot settle while its approval is pending")
         return await approvals.settle(
             conn,
             order,

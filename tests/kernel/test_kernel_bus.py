@@ -451,3 +451,26 @@ async def test_a_write_redis_does_not_take_times_out_and_frees_the_connection(
     assert await client.set("small", b"1")
     assert await client.get("small") == b"1"
     await client.aclose()
+
+
+async def test_the_bus_counts_each_event_published_and_handled_per_stream(bus: Bus) -> None:
+    """``cdb_events_published_total``, ``cdb_events_consumed_total`` and the handler's
+    histogram count every event of their stream, alone or in a batch, and no other."""
+    for i in range(3):
+        await bus.publish(market(f"C{i}_USDT"))
+    batch = [market(f"D{i}_USDT").model_dump_json().encode() for i in range(2)]
+    await bus.publish_payloads([(Stream.MARKET_DATA, payload) for payload in batch])
+    await bus.publish_payloads([(Stream.CANDLES, b"{}")])  # another stream's
+    seen: list[str] = []
+
+    async def handle(event: MarketData) -> None:
+        seen.append(event.event_id)
+
+    await run_until(bus, consumer_of(handle), lambda: len(seen) == 5)
+    assert bus.metrics is not None
+    registry = bus.metrics.registry
+    for stream, published, handled in ((Stream.MARKET_DATA, 5, 5), (Stream.CANDLES, 1, None)):
+        labels = {"stream": stream.value}
+        assert registry.get_sample_value("cdb_events_published_total", labels) == published
+        assert registry.get_sample_value("cdb_events_consumed_total", labels) == handled
+        assert registry.get_sample_value("cdb_handler_duration_seconds_count", labels) == handled

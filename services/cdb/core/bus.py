@@ -207,6 +207,15 @@ class Bus:
         self.metrics = metrics
         self.max_len = max_len
         self.publish_timeout_s = publish_timeout_s
+        self._published: dict[Stream, Any] = {}  # events_published's child per stream
+
+    def _count_published(self, stream: Stream) -> None:
+        if self.metrics is None:
+            return
+        child = self._published.get(stream)
+        if child is None:  # looked up once: a labels() call per event costs a lock and more
+            child = self._published[stream] = self.metrics.events_published.labels(stream.value)
+        child.inc()
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -274,9 +283,8 @@ class Bus:
                                 approximate=True,
                             )
                         ids = await pipe.execute()
-                if self.metrics is not None:
-                    for stream, _ in items:
-                        self.metrics.events_published.labels(stream.value).inc()
+                for stream, _ in items:
+                    self._count_published(stream)
                 return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
             except (
                 redis_errors.ConnectionError,
@@ -415,6 +423,11 @@ class _ConsumerRun(Generic[E]):
         self.last_claim = 0.0
         self.held: list[bytes] = []  # read or claimed, not yet finished: ours to keep
         self.failed_attempts = 0  # handler failures counted by this run
+        # the per-event metrics' children of this stream, looked up once (not per event)
+        self.consumed = bus.metrics.events_consumed.labels(self.stream) if bus.metrics else None
+        self.handler_seconds = (
+            bus.metrics.handler_seconds.labels(self.stream) if bus.metrics else None
+        )
 
     async def run(self) -> None:
         leases = asyncio.create_task(self._keep_leases())
@@ -600,8 +613,8 @@ class _ConsumerRun(Generic[E]):
         # a failure count can only exist if this entry was delivered before or failed now
         counted = not first or self.failed_attempts != failed
         await self._retrying(lambda: self._acknowledge(entry_id, event.event_id, counted))
-        if self.metrics is not None:
-            self.metrics.events_consumed.labels(self.stream).inc()
+        if self.consumed is not None:
+            self.consumed.inc()
         if self.health is not None and self.spec.touches_health:
             self.health.touch()
 
@@ -650,9 +663,8 @@ class _ConsumerRun(Generic[E]):
                 if self.stop.is_set():
                     return False  # stays pending; its failures so far are remembered
                 continue
-            if self.metrics is not None:
-                elapsed = time.perf_counter() - started
-                self.metrics.handler_seconds.labels(self.stream).observe(elapsed)
+            if self.handler_seconds is not None:
+                self.handler_seconds.observe(time.perf_counter() - started)
             return True
 
     async def _count_failure(self, event_id: str) -> int:

@@ -357,6 +357,8 @@ async def test_a_signal_and_a_result_delivered_again_change_nothing(
         orders = [f[b"event"] for _, f in await bus.redis.xrange(Stream.ORDERS.value)]
         assert len(orders) == 2 and orders[0] == orders[1]
         assert scalar(service_env, "SELECT count(*) FROM risk_decisions") == 1
+        reserved = query(service_env, "SELECT order_id, status, notional FROM risk_positions")
+        assert reserved == [(order_id, "reserved", pytest.approx(1_000.0))]
         order = Order.model_validate_json(orders[0])
         fill = OrderResult(
             order_id=order_id,

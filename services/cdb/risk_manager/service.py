@@ -203,8 +203,13 @@ class RiskManager(Service[RiskManagerSettings]):
                     order = decision
                     rule = self._policy()
                     held = rule.mode == "manual"
-                    await store.insert_decision(conn, signal.signal_id, order, held=held)
-                    await store.save_position(conn, book.positions[order.order_id])
+                    await store.insert_decision(
+                        conn,
+                        signal.signal_id,
+                        order,
+                        held=held,
+                        position=book.positions[order.order_id],
+                    )
                     if held:
                         await self._hold(conn, book, signal, order, now, rule.timeout_s)
             if fresh:
@@ -381,8 +386,14 @@ class RiskManager(Service[RiskManagerSettings]):
                 loaded_day = replace(book.today) if book.today is not None else None
                 effect = book.apply_result(result, now)
                 if effect.applied and effect.position is not None:
-                    await store.save_position(conn, effect.position)
-                    await store.record_result(conn, key, book, effect.equity_delta, result.status)
+                    await store.record_result(
+                        conn,
+                        key,
+                        book,
+                        effect.equity_delta,
+                        result.status,
+                        position=effect.position,
+                    )
                     if book.today is not None:
                         await self._save_day(conn, book, book.today, loaded_day)
                 else:

@@ -171,31 +171,49 @@ async def save_day(conn: Conn, today: DayState, *, reset: bool = False) -> None:
     )
 
 
-async def save_position(conn: Conn, p: BookPosition) -> None:
-    await conn.execute(
-        """
-        INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity, notional,
-            entry_price, stop_loss, status, fees, realized_pnl)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (order_id) DO UPDATE SET quantity = EXCLUDED.quantity,
-            notional = EXCLUDED.notional, entry_price = EXCLUDED.entry_price,
-            status = EXCLUDED.status, fees = EXCLUDED.fees,
-            realized_pnl = EXCLUDED.realized_pnl, updated_at = now()
-        """,
-        (
-            p.order_id,
-            p.signal_id,
-            p.symbol,
-            p.side,
-            p.quantity,
-            p.notional,
-            p.entry_price,
-            p.stop_loss,
-            p.status,
-            p.fees,
-            p.realized_pnl,
-        ),
+_SAVE_POSITION = """
+    INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity, notional,
+        entry_price, stop_loss, status, fees, realized_pnl)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (order_id) DO UPDATE SET quantity = EXCLUDED.quantity,
+        notional = EXCLUDED.notional, entry_price = EXCLUDED.entry_price,
+        status = EXCLUDED.status, fees = EXCLUDED.fees,
+        realized_pnl = EXCLUDED.realized_pnl, updated_at = now()
+"""
+
+
+def _position_params(p: BookPosition) -> tuple[Any, ...]:
+    return (
+        p.order_id,
+        p.signal_id,
+        p.symbol,
+        p.side,
+        p.quantity,
+        p.notional,
+        p.entry_price,
+        p.stop_loss,
+        p.status,
+        p.fees,
+        p.realized_pnl,
     )
+
+
+def _with_position(
+    sql: str, params: tuple[Any, ...], position: BookPosition | None
+) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` preceded by the position's upsert as a data-modifying ``WITH``: one statement
+    for two writes to different tables (no key between them), where two statements cost
+    twice the sending and polling in pipeline mode."""
+    if position is None:
+        return sql, params
+    return f"WITH saved_position AS ({_SAVE_POSITION}) {sql}", (
+        *_position_params(position),
+        *params,
+    )
+
+
+async def save_position(conn: Conn, p: BookPosition) -> None:
+    await conn.execute(_SAVE_POSITION, _position_params(p))
 
 
 async def find_decision(conn: Conn, signal_id: str) -> tuple[str, Order | None] | None:
@@ -222,11 +240,18 @@ def _decision(decision: Any, order_event: Any) -> tuple[str, Order | None]:
 
 
 async def insert_decision(
-    conn: Conn, signal_id: str, order: Order | None, reason: str = "", *, held: bool = False
+    conn: Conn,
+    signal_id: str,
+    order: Order | None,
+    reason: str = "",
+    *,
+    held: bool = False,
+    position: BookPosition | None = None,
 ) -> None:
-    """``approved`` (or ``held`` for the owner's approval) with its order, or ``rejected``."""
+    """``approved`` (or ``held`` for the owner's approval) with its order, or ``rejected``;
+    with ``position`` (the order's reservation) saved in the same statement."""
     decision = "rejected" if order is None else "held" if held else "approved"
-    await conn.execute(
+    sql, params = _with_position(
         "INSERT INTO risk_decisions (signal_id, decision, order_id, reason, order_event)"
         " VALUES (%s, %s, %s, %s, %s)",
         (
@@ -236,7 +261,9 @@ async def insert_decision(
             reason,
             Jsonb(order.model_dump(mode="json")) if order is not None else None,
         ),
+        position,
     )
+    await conn.execute(sql, params)
 
 
 async def insert_risk_event(
@@ -267,12 +294,24 @@ async def read_seen(cursor: Cursor) -> bool:
     return await cursor.fetchone() is not None
 
 
-async def record_result(conn: Conn, key: str, book: RiskBook, delta: float, reason: str) -> None:
-    await conn.execute(
+async def record_result(
+    conn: Conn,
+    key: str,
+    book: RiskBook,
+    delta: float,
+    reason: str,
+    *,
+    position: BookPosition | None = None,
+) -> None:
+    """The result's ``equity`` row (its key makes it once); with ``position`` (what the
+    result made of it) saved in the same statement."""
+    sql, params = _with_position(
         "INSERT INTO equity (event_key, equity, realized_pnl, exposure, reason)"
         " VALUES (%s, %s, %s, %s, %s)",
         (key, book.equity, delta, book.exposure, reason),
+        position,
     )
+    await conn.execute(sql, params)
 
 
 async def insert_ml_signal(conn: Conn, ml: MlSignal) -> bool:

@@ -337,3 +337,46 @@ async def test_control_changes_the_limits_live_and_they_survive_a_restart(
         assert proc.status()["control"]["generation"] == 3
     finally:
         proc.__exit__()
+
+
+async def test_a_signal_and_a_result_delivered_again_change_nothing(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """risk_manager keeps no Redis done key for signals and results: a copy reaches the
+    handler, which finds the decision (and publishes the same order again, byte for byte)
+    or the result's ``equity`` key (and writes nothing)."""
+    proc = await start(service_env, tmp_path)
+    try:
+        sig = signal("AGAIN_USDT")
+        verdict, order_id = await decided(bus, service_env, sig)
+        assert verdict == "approved"
+        await bus.publish(sig)  # the same signal again
+        await eventually_async(
+            lambda: consumed([proc], Stream.SIGNALS) == [2.0], what="the copy handled"
+        )
+        orders = [f[b"event"] for _, f in await bus.redis.xrange(Stream.ORDERS.value)]
+        assert len(orders) == 2 and orders[0] == orders[1]
+        assert scalar(service_env, "SELECT count(*) FROM risk_decisions") == 1
+        reserved = query(service_env, "SELECT order_id, status, notional FROM risk_positions")
+        assert reserved == [(order_id, "reserved", pytest.approx(1_000.0))]
+        order = Order.model_validate_json(orders[0])
+        fill = OrderResult(
+            order_id=order_id,
+            symbol=order.symbol,
+            side="long",
+            status="filled",
+            fill_price=order.price,
+            quantity=order.quantity,
+            fee=0.2,
+            timestamp=time.time(),
+        )
+        for _ in range(2):
+            await bus.publish(fill)
+        await eventually_async(
+            lambda: consumed([proc], Stream.ORDER_RESULTS) == [2.0], what="both results handled"
+        )
+        assert query(service_env, "SELECT status, fees FROM risk_positions") == [("open", 0.2)]
+        assert scalar(service_env, "SELECT count(*) FROM equity") == 1
+        assert proc.status()["book"]["equity_usdt"] == pytest.approx(10_000 - 0.2)
+    finally:
+        proc.__exit__()

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from cdb.core.bus import Bus
-from cdb.core.events import Control, ControlSettings, Stream
+from cdb.core.events import Control, ControlSettings, Signal, Stream
 from cdb.signal_engine.strategy import (
     CooldownState,
     MomentumStrategy,
@@ -148,5 +148,34 @@ async def test_a_redelivered_market_data_event_makes_no_second_signal(
         await bus.publish(market("NEW_USDT", 5.0, ts=int(time.time())))
         await eventually_async(handled, what="a new event under the new config")
         assert len(await redis.xrange(Stream.SIGNALS.value)) == before + 1
+    finally:
+        proc.__exit__()
+
+
+async def test_the_cooldown_is_read_from_the_stored_signals(
+    bus: Bus, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A symbol's newest stored signal quiets it for the cooldown (900 s of market time
+    by default): a second move inside it makes no signal, one after it does, and the
+    stored rows and published events are those of the first and third move only."""
+    proc = ServiceProcess("cdb.signal_engine", {**service_env, **FAST_BUS}, tmp_path).start()
+    try:
+        proc.wait_healthy(60)
+        ts = int(time.time()) - 3600
+        moves = [market("CD_USDT", 5.0, ts=ts + offset) for offset in (0, 600, 1200)]
+        for md in moves:
+            await bus.publish(md)
+        redis: Redis = bus.redis
+
+        async def handled() -> bool:
+            return await group_caught_up(redis, Stream.MARKET_DATA.value, "signal_engine")
+
+        await eventually_async(handled, what="the three moves handled")
+        expected = [signal_id_for(moves[0], "long"), signal_id_for(moves[2], "long")]
+        assert query(service_env, "SELECT signal_id FROM signals ORDER BY signal_ts") == [
+            (sid,) for sid in expected
+        ]
+        published = [e[1][b"event"] for e in await redis.xrange(Stream.SIGNALS.value)]
+        assert [Signal.model_validate_json(p).signal_id for p in published] == expected
     finally:
         proc.__exit__()

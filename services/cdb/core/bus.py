@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +31,7 @@ import psycopg_pool
 from pydantic import ValidationError
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 
 from cdb.core.config import RedisSettings
 from cdb.core.events import STREAMS, Event, Stream
@@ -133,8 +134,50 @@ async def sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+class TimedWriteConnection(Connection):
+    """redis-py's TCP connection without ``asyncio.wait_for`` around every write: on
+    Python 3.11 it runs each command's write as a Task of its own, one more turn of the
+    event loop per command. A write the socket takes whole (every command's, but for a
+    stuck or slow peer) waits for nothing; one that left bytes behind waits for them under
+    ``asyncio.timeout(socket_timeout)``, the same bound. A write that fails or times out
+    closes the connection and raises as redis-py's own (this is its
+    ``send_packed_command`` with that one change; redis is pinned exactly)."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            if isinstance(command, bytes):
+                command = [command]
+            writer: Any = self._writer
+            writer.writelines(command)
+            if writer.transport.get_write_buffer_size():  # the socket took less: wait, bounded
+                async with asyncio.timeout(self.socket_timeout or None):
+                    await writer.drain()
+            else:
+                await writer.drain()  # nothing waits: it returns at once (or raises)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise redis_errors.TimeoutError("Timeout writing to socket") from None
+        except OSError as e:
+            await self.disconnect(nowait=True)
+            err_no, errmsg = ("UNKNOWN", e.args[0]) if len(e.args) == 1 else e.args[:2]
+            raise redis_errors.ConnectionError(
+                f"Error {err_no} while writing to socket. {errmsg}."
+            ) from e
+        except BaseException:
+            await self.disconnect(nowait=True)  # a half-sent command must not be reused
+            raise
+
+
 def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> Redis:
-    return Redis(
+    redis = Redis(
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
@@ -144,6 +187,9 @@ def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> R
         socket_timeout=socket_timeout,
         health_check_interval=30,
     )
+    # the pool makes its connections when first asked: every one is of this class
+    redis.connection_pool.connection_class = TimedWriteConnection
+    return redis
 
 
 class Bus:
@@ -161,6 +207,15 @@ class Bus:
         self.metrics = metrics
         self.max_len = max_len
         self.publish_timeout_s = publish_timeout_s
+        self._published: dict[Stream, Any] = {}  # events_published's child per stream
+
+    def _count_published(self, stream: Stream) -> None:
+        if self.metrics is None:
+            return
+        child = self._published.get(stream)
+        if child is None:  # looked up once: a labels() call per event costs a lock and more
+            child = self._published[stream] = self.metrics.events_published.labels(stream.value)
+        child.inc()
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -228,9 +283,8 @@ class Bus:
                                 approximate=True,
                             )
                         ids = await pipe.execute()
-                if self.metrics is not None:
-                    for stream, _ in items:
-                        self.metrics.events_published.labels(stream.value).inc()
+                for stream, _ in items:
+                    self._count_published(stream)
                 return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
             except (
                 redis_errors.ConnectionError,
@@ -369,6 +423,11 @@ class _ConsumerRun(Generic[E]):
         self.last_claim = 0.0
         self.held: list[bytes] = []  # read or claimed, not yet finished: ours to keep
         self.failed_attempts = 0  # handler failures counted by this run
+        # the per-event metrics' children of this stream, looked up once (not per event)
+        self.consumed = bus.metrics.events_consumed.labels(self.stream) if bus.metrics else None
+        self.handler_seconds = (
+            bus.metrics.handler_seconds.labels(self.stream) if bus.metrics else None
+        )
 
     async def run(self) -> None:
         leases = asyncio.create_task(self._keep_leases())
@@ -554,8 +613,8 @@ class _ConsumerRun(Generic[E]):
         # a failure count can only exist if this entry was delivered before or failed now
         counted = not first or self.failed_attempts != failed
         await self._retrying(lambda: self._acknowledge(entry_id, event.event_id, counted))
-        if self.metrics is not None:
-            self.metrics.events_consumed.labels(self.stream).inc()
+        if self.consumed is not None:
+            self.consumed.inc()
         if self.health is not None and self.spec.touches_health:
             self.health.touch()
 
@@ -604,9 +663,8 @@ class _ConsumerRun(Generic[E]):
                 if self.stop.is_set():
                     return False  # stays pending; its failures so far are remembered
                 continue
-            if self.metrics is not None:
-                elapsed = time.perf_counter() - started
-                self.metrics.handler_seconds.labels(self.stream).observe(elapsed)
+            if self.handler_seconds is not None:
+                self.handler_seconds.observe(time.perf_counter() - started)
             return True
 
     async def _count_failure(self, event_id: str) -> int:

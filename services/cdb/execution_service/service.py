@@ -182,14 +182,13 @@ class ExecutionService(Service[ExecutionSettings]):
             status = await self._execute_in_book(order)
         else:
             db = self.kernel.database
-            # pipelined: the order's status and its decision in one round trip (the
+            # pipelined: the order's status and its decision in one statement (the
             # decision read even when the order is known: a redelivery, the rare case)
             async with db.connection() as conn, conn.pipeline(), conn.transaction():
-                asked = await store.ask_status(conn, order.order_id)
-                decided = await store.ask_approved(conn, order.signal_id)
-                status = await store.read_status(asked)
+                state = await store.read_order_state(await store.ask_order_state(conn, order))
+                status = state.status
                 if status is None:
-                    self._authorised(order, await store.read_approved(decided))
+                    self._authorised(order, state.approved)
                     await store.insert_order(conn, order, "pending", self.venue.mode)  # intent
                     status = "pending"
         if status in ("pending", "unknown"):
@@ -205,15 +204,13 @@ class ExecutionService(Service[ExecutionSettings]):
         db = self.kernel.database
         async with db.connection() as conn, conn.pipeline(), self.outbox.transaction(conn):
             await store.ask_xact_lock_order(conn, order.order_id)
-            asked = await store.ask_status(conn, order.order_id)
-            decided = await store.ask_approved(conn, order.signal_id)
+            asked = await store.ask_order_state(conn, order)  # a statement after the lock
             control = await ask_control(conn, self.name)
-            clock = await store.ask_clock(conn)
-            known = await store.read_status(asked)
+            state = await store.read_order_state(asked)
             self.adopt(await read_control(control))
-            if known is not None:
-                return known
-            self._authorised(order, await store.read_approved(decided))
+            if state.status is not None:
+                return state.status
+            self._authorised(order, state.approved)
             outcome = await self._send_in_book(order)
             kind: Literal["filled", "rejected"] = "rejected" if outcome.fill is None else "filled"
             await store.insert_order(
@@ -223,7 +220,7 @@ class ExecutionService(Service[ExecutionSettings]):
             opened_at = None
             if outcome.fill is not None:
                 await store.write_opening(conn, order, outcome.fill)
-                opened_at = await store.read_clock(clock)
+                opened_at = state.clock
             result = order_result(
                 order, kind, outcome.fill, outcome.reason, self.venue.mode, time.time()
             )

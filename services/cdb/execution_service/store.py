@@ -14,12 +14,11 @@ from cdb.execution_service.book import Fill, OpenPosition
 
 __all__ = [
     "LiveState",
+    "OrderState",
     "approved_order",
-    "ask_approved",
-    "ask_clock",
     "ask_live_state",
     "ask_lock_order",
-    "ask_status",
+    "ask_order_state",
     "ask_xact_lock_order",
     "close_position",
     "count_submit",
@@ -32,11 +31,9 @@ __all__ = [
     "open_positions_of_mode",
     "order_status",
     "orders_to_reconcile",
-    "read_approved",
-    "read_clock",
     "read_live_state",
     "read_lock",
-    "read_status",
+    "read_order_state",
     "realized_pnl",
     "set_order_status",
     "unlock_order",
@@ -47,20 +44,46 @@ Conn = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
 
 
+@dataclass(frozen=True)
+class OrderState:
+    """What executing an order reads before it acts, in one statement: the order's
+    status (None: not known yet), the order risk_manager approved for its signal (None:
+    no approved decision) and the transaction's ``now()`` (epoch s), what a position
+    opened in it stores as ``opened_at``."""
+
+    status: str | None
+    approved: Order | None
+    clock: float
+
+
+_ORDER_STATE = (
+    "SELECT (SELECT status FROM orders WHERE order_id = %s),"
+    " (SELECT order_event FROM risk_decisions WHERE signal_id = %s AND decision = 'approved'),"
+    " extract(epoch FROM now())"
+)
+
+
+async def ask_order_state(conn: Conn, order: Order) -> Cursor:
+    """:func:`read_order_state`'s query sent (queued in pipeline mode): one statement for
+    the three reads (both subqueries hit a primary key: at most one row each)."""
+    return await conn.execute(_ORDER_STATE, (order.order_id, order.signal_id))
+
+
+async def read_order_state(cursor: Cursor) -> OrderState:
+    row = await cursor.fetchone()
+    if row is None:  # a SELECT without FROM: always one row
+        raise RuntimeError("the database answered no row where it always returns one")
+    status, event, clock = row
+    approved = None if event is None else Order.model_validate_json(json.dumps(event))
+    return OrderState(None if status is None else str(status), approved, float(clock))
+
+
 async def approved_order(conn: Conn, signal_id: str) -> Order | None:
     """The order risk_manager approved for ``signal_id`` (its decision row), if any."""
-    return await read_approved(await ask_approved(conn, signal_id))
-
-
-async def ask_approved(conn: Conn, signal_id: str) -> Cursor:
-    """:func:`approved_order`'s query sent (queued in pipeline mode)."""
-    return await conn.execute(
+    cursor = await conn.execute(
         "SELECT order_event FROM risk_decisions WHERE signal_id = %s AND decision = 'approved'",
         (signal_id,),
     )
-
-
-async def read_approved(cursor: Cursor) -> Order | None:
     row = await cursor.fetchone()
     if row is None or row[0] is None:
         return None
@@ -68,14 +91,7 @@ async def read_approved(cursor: Cursor) -> Order | None:
 
 
 async def order_status(conn: Conn, order_id: str) -> str | None:
-    return await read_status(await ask_status(conn, order_id))
-
-
-async def ask_status(conn: Conn, order_id: str) -> Cursor:
-    return await conn.execute("SELECT status FROM orders WHERE order_id = %s", (order_id,))
-
-
-async def read_status(cursor: Cursor) -> str | None:
+    cursor = await conn.execute("SELECT status FROM orders WHERE order_id = %s", (order_id,))
     row = await cursor.fetchone()
     return None if row is None else str(row[0])
 
@@ -130,7 +146,7 @@ async def open_position(conn: Conn, order: Order, fill: Fill) -> float:
 
 async def write_opening(conn: Conn, order: Order, fill: Fill) -> Cursor:
     """:func:`open_position`'s two inserts sent (queued in pipeline mode); the cursor
-    returns ``opened_at``, which is the transaction's ``now()`` (:func:`ask_clock`)."""
+    returns ``opened_at``, which is the transaction's ``now()`` (:class:`OrderState`'s clock)."""
     await conn.execute(
         "INSERT INTO fills (fill_id, order_id, symbol, side, kind, price, quantity, fee)"
         " VALUES (%s, %s, %s, %s, 'open', %s, %s, %s)",
@@ -195,12 +211,6 @@ async def load_open_positions(conn: Conn) -> list[OpenPosition]:
         OpenPosition(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[5]), float(r[6]))
         for r in await cursor.fetchall()
     ]
-
-
-async def ask_clock(conn: Conn) -> Cursor:
-    """The transaction's ``now()`` (epoch s), what a position opened in it stores as
-    ``opened_at``; see :func:`read_clock`."""
-    return await conn.execute("SELECT extract(epoch FROM now())")
 
 
 async def read_clock(cursor: Cursor) -> float:

@@ -172,11 +172,9 @@ class RiskManager(Service[RiskManagerSettings]):
         order: Order | None
         held = False
         async with self._book_transaction(pipeline=True) as conn:
-            asked = await store.ask_lock(conn)
-            decided = await store.ask_decision(conn, signal.signal_id)
+            asked = await store.ask_lock_and_decision(conn, signal.signal_id)
             control = await ask_control(conn, self.name)  # a peer may have applied one
-            version = await store.read_version(asked)
-            existing = await store.read_decision(decided)
+            version, existing = await store.read_version_and_decision(asked)
             self.adopt(await read_control(control))
             if existing is not None:
                 # only an approved decision's order goes out again (held: the owner's)
@@ -205,8 +203,13 @@ class RiskManager(Service[RiskManagerSettings]):
                     order = decision
                     rule = self._policy()
                     held = rule.mode == "manual"
-                    await store.insert_decision(conn, signal.signal_id, order, held=held)
-                    await store.save_position(conn, book.positions[order.order_id])
+                    await store.insert_decision(
+                        conn,
+                        signal.signal_id,
+                        order,
+                        held=held,
+                        position=book.positions[order.order_id],
+                    )
                     if held:
                         await self._hold(conn, book, signal, order, now, rule.timeout_s)
             if fresh:
@@ -371,10 +374,10 @@ class RiskManager(Service[RiskManagerSettings]):
         key = f"result:{result.order_id}:{result.status}"
         book: RiskBook | None = None
         async with self._book_transaction(pipeline=True) as conn:
-            asked = await store.ask_lock(conn)
-            seen = await store.ask_result_seen(conn, key)
-            version = await store.read_version(asked)
-            if not await store.read_seen(seen):
+            version, seen = await store.read_version_and_seen(
+                await store.ask_lock_and_seen(conn, key)
+            )
+            if not seen:
                 ledger = await self._ledger(conn, version, now)
                 row = ledger.positions.get(result.order_id) or await store.load_position(
                     conn, result.order_id
@@ -383,8 +386,14 @@ class RiskManager(Service[RiskManagerSettings]):
                 loaded_day = replace(book.today) if book.today is not None else None
                 effect = book.apply_result(result, now)
                 if effect.applied and effect.position is not None:
-                    await store.save_position(conn, effect.position)
-                    await store.record_result(conn, key, book, effect.equity_delta, result.status)
+                    await store.record_result(
+                        conn,
+                        key,
+                        book,
+                        effect.equity_delta,
+                        result.status,
+                        position=effect.position,
+                    )
                     if book.today is not None:
                         await self._save_day(conn, book, book.today, loaded_day)
                 else:

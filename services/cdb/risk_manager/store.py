@@ -16,6 +16,8 @@ from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, utc
 __all__ = [
     "ask_decision",
     "ask_lock",
+    "ask_lock_and_decision",
+    "ask_lock_and_seen",
     "ask_result_seen",
     "find_decision",
     "insert_decision",
@@ -27,6 +29,8 @@ __all__ = [
     "read_decision",
     "read_seen",
     "read_version",
+    "read_version_and_decision",
+    "read_version_and_seen",
     "record_result",
     "result_seen",
     "save_day",
@@ -58,6 +62,51 @@ async def read_version(cursor: Cursor) -> int:
     if row is None:
         raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
     return int(row[0])
+
+
+# The bump's statement also returns what a signal's or a result's transaction reads first:
+# its snapshot is taken after the lock (the statement before it), as a SELECT's of its own
+# would be, and it saves that SELECT's statement.
+_BUMP_WITH_DECISION = (
+    "UPDATE risk_book_version SET version = version + 1 RETURNING version,"
+    " (SELECT decision FROM risk_decisions WHERE signal_id = %(id)s),"
+    " (SELECT order_event FROM risk_decisions WHERE signal_id = %(id)s)"
+)
+_BUMP_WITH_SEEN = (
+    "UPDATE risk_book_version SET version = version + 1 RETURNING version,"
+    " EXISTS (SELECT 1 FROM equity WHERE event_key = %s)"
+)
+
+
+async def ask_lock_and_decision(conn: Conn, signal_id: str) -> Cursor:
+    """:func:`ask_lock` whose bump also reads ``signal_id``'s decision; see
+    :func:`read_version_and_decision`."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
+    return await conn.execute(_BUMP_WITH_DECISION, {"id": signal_id})
+
+
+async def read_version_and_decision(
+    cursor: Cursor,
+) -> tuple[int, tuple[str, Order | None] | None]:
+    """The new book version, and the signal's decision with its order (None: undecided)."""
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
+    return int(row[0]), None if row[1] is None else _decision(row[1], row[2])
+
+
+async def ask_lock_and_seen(conn: Conn, key: str) -> Cursor:
+    """:func:`ask_lock` whose bump also reads whether the result ``key`` (the ``equity``
+    ledger's) was applied; see :func:`read_version_and_seen`."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
+    return await conn.execute(_BUMP_WITH_SEEN, (key,))
+
+
+async def read_version_and_seen(cursor: Cursor) -> tuple[int, bool]:
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
+    return int(row[0]), bool(row[1])
 
 
 POSITION_COLUMNS = (
@@ -122,31 +171,49 @@ async def save_day(conn: Conn, today: DayState, *, reset: bool = False) -> None:
     )
 
 
-async def save_position(conn: Conn, p: BookPosition) -> None:
-    await conn.execute(
-        """
-        INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity, notional,
-            entry_price, stop_loss, status, fees, realized_pnl)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (order_id) DO UPDATE SET quantity = EXCLUDED.quantity,
-            notional = EXCLUDED.notional, entry_price = EXCLUDED.entry_price,
-            status = EXCLUDED.status, fees = EXCLUDED.fees,
-            realized_pnl = EXCLUDED.realized_pnl, updated_at = now()
-        """,
-        (
-            p.order_id,
-            p.signal_id,
-            p.symbol,
-            p.side,
-            p.quantity,
-            p.notional,
-            p.entry_price,
-            p.stop_loss,
-            p.status,
-            p.fees,
-            p.realized_pnl,
-        ),
+_SAVE_POSITION = """
+    INSERT INTO risk_positions (order_id, signal_id, symbol, side, quantity, notional,
+        entry_price, stop_loss, status, fees, realized_pnl)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (order_id) DO UPDATE SET quantity = EXCLUDED.quantity,
+        notional = EXCLUDED.notional, entry_price = EXCLUDED.entry_price,
+        status = EXCLUDED.status, fees = EXCLUDED.fees,
+        realized_pnl = EXCLUDED.realized_pnl, updated_at = now()
+"""
+
+
+def _position_params(p: BookPosition) -> tuple[Any, ...]:
+    return (
+        p.order_id,
+        p.signal_id,
+        p.symbol,
+        p.side,
+        p.quantity,
+        p.notional,
+        p.entry_price,
+        p.stop_loss,
+        p.status,
+        p.fees,
+        p.realized_pnl,
     )
+
+
+def _with_position(
+    sql: str, params: tuple[Any, ...], position: BookPosition | None
+) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` preceded by the position's upsert as a data-modifying ``WITH``: one statement
+    for two writes to different tables (no key between them), where two statements cost
+    twice the sending and polling in pipeline mode."""
+    if position is None:
+        return sql, params
+    return f"WITH saved_position AS ({_SAVE_POSITION}) {sql}", (
+        *_position_params(position),
+        *params,
+    )
+
+
+async def save_position(conn: Conn, p: BookPosition) -> None:
+    await conn.execute(_SAVE_POSITION, _position_params(p))
 
 
 async def find_decision(conn: Conn, signal_id: str) -> tuple[str, Order | None] | None:
@@ -161,21 +228,30 @@ async def ask_decision(conn: Conn, signal_id: str) -> Cursor:
 
 async def read_decision(cursor: Cursor) -> tuple[str, Order | None] | None:
     row = await cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _decision(row[0], row[1])
+
+
+def _decision(decision: Any, order_event: Any) -> tuple[str, Order | None]:
     order = None
-    if row[1] is not None:
-        data = row[1] if isinstance(row[1], dict) else json.loads(row[1])
+    if order_event is not None:
+        data = order_event if isinstance(order_event, dict) else json.loads(order_event)
         order = Order.model_validate_json(json.dumps(data))
-    return str(row[0]), order
+    return str(decision), order
 
 
 async def insert_decision(
-    conn: Conn, signal_id: str, order: Order | None, reason: str = "", *, held: bool = False
+    conn: Conn,
+    signal_id: str,
+    order: Order | None,
+    reason: str = "",
+    *,
+    held: bool = False,
+    position: BookPosition | None = None,
 ) -> None:
-    """``approved`` (or ``held`` for the owner's approval) with its order, or ``rejected``."""
+    """``approved`` (or ``held`` for the owner's approval) with its order, or ``rejected``;
+    with ``position`` (the order's reservation) saved in the same statement."""
     decision = "rejected" if order is None else "held" if held else "approved"
-    await conn.execute(
+    sql, params = _with_position(
         "INSERT INTO risk_decisions (signal_id, decision, order_id, reason, order_event)"
         " VALUES (%s, %s, %s, %s, %s)",
         (
@@ -185,7 +261,9 @@ async def insert_decision(
             reason,
             Jsonb(order.model_dump(mode="json")) if order is not None else None,
         ),
+        position,
     )
+    await conn.execute(sql, params)
 
 
 async def insert_risk_event(
@@ -216,12 +294,24 @@ async def read_seen(cursor: Cursor) -> bool:
     return await cursor.fetchone() is not None
 
 
-async def record_result(conn: Conn, key: str, book: RiskBook, delta: float, reason: str) -> None:
-    await conn.execute(
+async def record_result(
+    conn: Conn,
+    key: str,
+    book: RiskBook,
+    delta: float,
+    reason: str,
+    *,
+    position: BookPosition | None = None,
+) -> None:
+    """The result's ``equity`` row (its key makes it once); with ``position`` (what the
+    result made of it) saved in the same statement."""
+    sql, params = _with_position(
         "INSERT INTO equity (event_key, equity, realized_pnl, exposure, reason)"
         " VALUES (%s, %s, %s, %s, %s)",
         (key, book.equity, delta, book.exposure, reason),
+        position,
     )
+    await conn.execute(sql, params)
 
 
 async def insert_ml_signal(conn: Conn, ml: MlSignal) -> bool:

@@ -26,12 +26,10 @@ from cdb.core.events import Control, MarketData, Stream
 from cdb.core.service import Service, public_config
 from cdb.signal_engine.settings import SignalEngineSettings
 from cdb.signal_engine.store import (
-    ask_cooldown,
-    ask_own,
+    ask_window,
     insert_signal,
     lock_symbol,
-    read_cooldown,
-    read_own,
+    read_window,
 )
 from cdb.signal_engine.strategy import MomentumStrategy, StrategyParams, Suppressed
 
@@ -78,20 +76,18 @@ class SignalEngine(Service[SignalEngineSettings]):
 
     async def on_market_data(self, md: MarketData) -> None:
         db = self.kernel.database
-        # pipelined: the lock and the three reads go out together (one round trip), the
+        # pipelined: the lock and the two reads go out together (one round trip), the
         # insert and the commit in a second one
         async with db.connection() as conn, conn.pipeline(), conn.transaction():
             await lock_symbol(conn, md.symbol)
             control = await ask_control(conn, self.name)  # a peer may have applied one
             # the strategy's name does not change with the live config
-            own = await ask_own(conn, md, self.strategy.name)
-            last = await ask_cooldown(conn, md)
+            window = await ask_window(conn, md, self.strategy.name)
             self.adopt(await read_control(control))
             strategy = self.strategy
             # A redelivered event republishes its stored signal as it was, whatever the
             # parameters in force now (a threshold changed or a pause since must not lose it).
-            stored = await read_own(own)
-            cooldown = await read_cooldown(last, md)
+            stored, cooldown = await read_window(window, md)
             if stored is None:
                 outcome = strategy.evaluate(md, cooldown)
                 if isinstance(outcome, Suppressed):

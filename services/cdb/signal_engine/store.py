@@ -9,14 +9,12 @@ from cdb.core.events import MarketData, Signal
 from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
 
 __all__ = [
-    "ask_cooldown",
-    "ask_own",
+    "ask_window",
     "insert_signal",
     "load_cooldown",
     "lock_symbol",
     "own_signal",
-    "read_cooldown",
-    "read_own",
+    "read_window",
 ]
 
 Cursor = AsyncCursor[Any]
@@ -29,58 +27,57 @@ async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
 
 async def own_signal(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Signal | None:
     """The signal this window already made (a redelivery), exactly as it was stored."""
-    return await read_own(await ask_own(conn, md, strategy))
-
-
-async def ask_own(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Cursor:
-    """:func:`own_signal`'s query sent (queued in pipeline mode); see :func:`read_own`."""
-    own = [signal_id_for(md, side, strategy) for side in ("long", "short")]
-    return await conn.execute(
-        "SELECT signal_id, event_id, symbol, side, confidence, reason, strategy, price,"
-        " pct_change, extract(epoch FROM signal_ts)::float8 FROM signals"
-        " WHERE signal_id = ANY(%s)",
-        (own,),
-    )
-
-
-async def read_own(cursor: Cursor) -> Signal | None:
-    row = await cursor.fetchone()
-    if row is None:
-        return None
-    return Signal(
-        signal_id=row[0],
-        event_id=row[1],
-        symbol=row[2],
-        side=row[3],
-        confidence=float(row[4]),
-        reason=row[5],
-        strategy=row[6],
-        price=float(row[7]),
-        pct_change=float(row[8]),
-        timestamp=float(row[9]),
-    )
+    stored, _ = await read_window(await ask_window(conn, md, strategy), md)
+    return stored
 
 
 async def load_cooldown(conn: AsyncConnection[Any], md: MarketData) -> CooldownState:
     """The symbol's cooldown state: its newest signal."""
-    return await read_cooldown(await ask_cooldown(conn, md), md)
+    _, cooldown = await read_window(await ask_window(conn, md, ""), md)
+    return cooldown
 
 
-async def ask_cooldown(conn: AsyncConnection[Any], md: MarketData) -> Cursor:
-    """:func:`load_cooldown`'s query sent (queued in pipeline mode)."""
-    return await conn.execute(
-        "SELECT signal_id, extract(epoch FROM signal_ts) FROM signals WHERE symbol = %s"
-        " ORDER BY signal_ts DESC LIMIT 1",
-        (md.symbol,),
-    )
+# Both reads of a decision in one statement (one snapshot, taken after the symbol's lock,
+# which is a statement of its own): the window's own signal (``own``; a redelivery) and
+# the symbol's newest signal (``last``; the cooldown), told apart by the first column.
+_WINDOW = (
+    "(SELECT 'own', signal_id, event_id, symbol, side, confidence, reason, strategy, price,"
+    " pct_change, extract(epoch FROM signal_ts)::float8 FROM signals"
+    " WHERE signal_id = ANY(%s) LIMIT 1)"
+    " UNION ALL"
+    " (SELECT 'last', signal_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+    " extract(epoch FROM signal_ts)::float8 FROM signals WHERE symbol = %s"
+    " ORDER BY signal_ts DESC LIMIT 1)"
+)
 
 
-async def read_cooldown(cursor: Cursor, md: MarketData) -> CooldownState:
-    row = await cursor.fetchone()
+async def ask_window(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Cursor:
+    """:func:`read_window`'s query sent (queued in pipeline mode)."""
+    own = [signal_id_for(md, side, strategy) for side in ("long", "short")]
+    return await conn.execute(_WINDOW, (own, md.symbol))
+
+
+async def read_window(cursor: Cursor, md: MarketData) -> tuple[Signal | None, CooldownState]:
+    """The window's own signal (None: not made yet) and the symbol's cooldown state."""
+    stored = None
     state = CooldownState()
-    if row is not None:
-        state.last[md.symbol] = LastSignal(row[0], float(row[1]))
-    return state
+    for row in await cursor.fetchall():
+        if row[0] == "own":
+            stored = Signal(
+                signal_id=row[1],
+                event_id=row[2],
+                symbol=row[3],
+                side=row[4],
+                confidence=float(row[5]),
+                reason=row[6],
+                strategy=row[7],
+                price=float(row[8]),
+                pct_change=float(row[9]),
+                timestamp=float(row[10]),
+            )
+        else:
+            state.last[md.symbol] = LastSignal(row[1], float(row[10]))
+    return stored, state
 
 
 async def insert_signal(conn: AsyncConnection[Any], signal: Signal) -> bool:

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cdb.core.bus import (
-    DONE_TTL_S,
-    PRICE_DONE_TTL_S,
-    Bus,
-    Consumer,
-    Refused,
-    connect_redis,
-    is_transient,
-)
-from cdb.core.config import RedisSettings
+from cdb.core.bus import DONE_TTL_S, PRICE_DONE_TTL_S, Bus, Consumer, Refused, is_transient
 from cdb.core.events import MarketData, Stream
 from cdb.core.metrics import Health, ServiceMetrics
 from tests.support import REDIS_PASSWORD, eventually_async, market
@@ -421,36 +407,6 @@ async def test_a_refused_event_is_dead_lettered_at_once(bus: Bus) -> None:
     assert letter[b"reason"] == b"refused: no risk decision for this order"
     assert calls == [1]
     assert await pending(bus) == 0
-
-
-async def test_a_write_redis_does_not_take_times_out_and_frees_the_connection(
-    aof_redis: Any,
-) -> None:
-    """``connect_redis``'s connections bound a write the server does not take (here a
-    stopped Redis, whose socket buffers fill) by ``socket_timeout``, as redis-py does,
-    though without a Task per write: the command fails with redis' TimeoutError, the
-    connection is closed, and the next command, once Redis runs again, goes through."""
-    settings = RedisSettings(
-        redis_host=aof_redis.host,
-        redis_port=aof_redis.port,
-        redis_password=SecretStr(REDIS_PASSWORD),
-    )
-    client = connect_redis(settings, socket_timeout=0.5)
-    assert await client.ping()
-    pid = aof_redis.process.pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        # far more than loopback's socket buffers hold; a write without a bound would hang
-        # here until the guard below, whose TimeoutError is not redis'. (redis-py retries
-        # the command: its reconnection's handshake times out reading, and that error is
-        # the one raised.)
-        with pytest.raises(RedisTimeoutError):
-            await asyncio.wait_for(client.set("big", b"x" * (64 << 20)), 30)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    assert await client.set("small", b"1")
-    assert await client.get("small") == b"1"
-    await client.aclose()
 
 
 async def test_the_bus_counts_each_event_published_and_handled_per_stream(bus: Bus) -> None:

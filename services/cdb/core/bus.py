@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,7 +31,6 @@ import psycopg_pool
 from pydantic import ValidationError
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 
 from cdb.core.config import RedisSettings
 from cdb.core.events import STREAMS, Event, Stream
@@ -134,50 +133,8 @@ async def sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-class TimedWriteConnection(Connection):
-    """redis-py's TCP connection without ``asyncio.wait_for`` around every write: on
-    Python 3.11 it runs each command's write as a Task of its own, one more turn of the
-    event loop per command. A write the socket takes whole (every command's, but for a
-    stuck or slow peer) waits for nothing; one that left bytes behind waits for them under
-    ``asyncio.timeout(socket_timeout)``, the same bound. A write that fails or times out
-    closes the connection and raises as redis-py's own (this is its
-    ``send_packed_command`` with that one change; redis is pinned exactly)."""
-
-    async def send_packed_command(
-        self, command: bytes | str | Iterable[bytes], check_health: bool = True
-    ) -> None:
-        if not self.is_connected:
-            await self.connect_check_health(check_health=False)
-        if check_health:
-            await self.check_health()  # type: ignore[no-untyped-call]
-        try:
-            if isinstance(command, str):
-                command = command.encode()
-            if isinstance(command, bytes):
-                command = [command]
-            writer: Any = self._writer
-            writer.writelines(command)
-            if writer.transport.get_write_buffer_size():  # the socket took less: wait, bounded
-                async with asyncio.timeout(self.socket_timeout or None):
-                    await writer.drain()
-            else:
-                await writer.drain()  # nothing waits: it returns at once (or raises)
-        except TimeoutError:
-            await self.disconnect(nowait=True)
-            raise redis_errors.TimeoutError("Timeout writing to socket") from None
-        except OSError as e:
-            await self.disconnect(nowait=True)
-            err_no, errmsg = ("UNKNOWN", e.args[0]) if len(e.args) == 1 else e.args[:2]
-            raise redis_errors.ConnectionError(
-                f"Error {err_no} while writing to socket. {errmsg}."
-            ) from e
-        except BaseException:
-            await self.disconnect(nowait=True)  # a half-sent command must not be reused
-            raise
-
-
 def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> Redis:
-    redis = Redis(
+    return Redis(
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
@@ -187,9 +144,6 @@ def connect_redis(settings: RedisSettings, *, socket_timeout: float = 10.0) -> R
         socket_timeout=socket_timeout,
         health_check_interval=30,
     )
-    # the pool makes its connections when first asked: every one is of this class
-    redis.connection_pool.connection_class = TimedWriteConnection
-    return redis
 
 
 class Bus:

@@ -46,21 +46,24 @@ if [ ! -x "$TOOLS/uv/bin/uv" ] || [ "$("$TOOLS/uv/bin/uv" --version | cut -d' ' 
 fi
 ln -sf ../uv/bin/uv "$TOOLS/bin/uv"
 UV_PYTHON_DOWNLOADS=never "$TOOLS/bin/uv" sync --frozen --quiet
-# The deployable services run with -OO (cdb.demo.plan.interpreter), as in the image: the
-# libraries' bytecode without docstrings is compiled here, once per lock, so no service
-# compiles it at start (seconds, and memory it keeps); the interpreter's own library only
-# where we may write (as root, or a Python of our own). Our own code compiles on first use.
-opt2_stamp=".venv/.opt2-$(cat uv.lock <(.venv/bin/python -VV) | sha256sum | cut -c1-16)"
+# Bytecode, both plain and -OO (the deployable services run with -OO, as in the image:
+# cdb.demo.plan.interpreter), compiled here so that no process compiles it at start, which
+# costs seconds and memory it keeps (and with PYTHONDONTWRITEBYTECODE set, as on these
+# machines, would happen at every start): the libraries' once per lock, the interpreter's
+# own library where we may write (as root, or a Python of our own), and our own code at
+# every setup (only what changed).
+opt2_stamp=".venv/.bytecode-$(cat uv.lock <(.venv/bin/python -VV) | sha256sum | cut -c1-16)"
 if [ ! -f "$opt2_stamp" ]; then
-  say "compiling the libraries' -OO bytecode"
-  .venv/bin/python -m compileall -q -j0 -o 2 .venv/lib/python3*/site-packages >/dev/null
+  say "compiling the libraries' bytecode"
+  .venv/bin/python -m compileall -q -j0 -o 0 -o 2 .venv/lib/python3*/site-packages >/dev/null
   stdlib=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
   if [ -w "$stdlib" ]; then  # a few of its test files do not compile, on purpose
-    .venv/bin/python -m compileall -q -j0 -o 2 "$stdlib" >/dev/null 2>&1 || true
+    .venv/bin/python -m compileall -q -j0 -o 0 -o 2 "$stdlib" >/dev/null 2>&1 || true
   fi
-  rm -f .venv/.opt2-*
+  rm -f .venv/.bytecode-* .venv/.opt2-*
   touch "$opt2_stamp"
 fi
+.venv/bin/python -m compileall -q -j0 -o 0 -o 2 services operator >/dev/null
 
 # 2. Redis server (the bus; tests start throwaway servers from this binary).
 if ! command -v redis-server >/dev/null; then

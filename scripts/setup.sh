@@ -60,7 +60,7 @@ if [ ! -f "$opt2_stamp" ]; then
   if [ -w "$stdlib" ]; then  # a few of its test files do not compile, on purpose
     .venv/bin/python -m compileall -q -j0 -o 0 -o 2 "$stdlib" >/dev/null 2>&1 || true
   fi
-  rm -f .venv/.bytecode-* .venv/.opt2-*
+  rm -f .venv/.bytecode-*
   touch "$opt2_stamp"
 fi
 .venv/bin/python -m compileall -q -j0 -o 0 -o 2 services operator >/dev/null

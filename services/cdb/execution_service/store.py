@@ -69,11 +69,17 @@ async def ask_order_state(conn: Conn, order: Order) -> Cursor:
     return await conn.execute(_ORDER_STATE, (order.order_id, order.signal_id))
 
 
-async def read_order_state(cursor: Cursor) -> OrderState:
+async def _one(cursor: Cursor) -> Any:
+    """The row of a statement that always answers one (a SELECT without FROM, an
+    INSERT … RETURNING)."""
     row = await cursor.fetchone()
-    if row is None:  # a SELECT without FROM: always one row
+    if row is None:
         raise RuntimeError("the database answered no row where it always returns one")
-    status, event, clock = row
+    return row
+
+
+async def read_order_state(cursor: Cursor) -> OrderState:
+    status, event, clock = await _one(cursor)
     approved = None if event is None else Order.model_validate_json(json.dumps(event))
     return OrderState(None if status is None else str(status), approved, float(clock))
 
@@ -215,10 +221,7 @@ async def load_open_positions(conn: Conn) -> list[OpenPosition]:
 
 async def read_clock(cursor: Cursor) -> float:
     """The one epoch-seconds value a query answered (``now()``, ``RETURNING opened_at``)."""
-    row = await cursor.fetchone()
-    if row is None:
-        raise RuntimeError("the database answered no row where it always returns one")
-    return float(row[0])
+    return float((await _one(cursor))[0])
 
 
 async def database_now(conn: Conn) -> float:

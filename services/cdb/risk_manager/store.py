@@ -14,25 +14,19 @@ from cdb.risk_manager.ledger import Ledger
 from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, utc_day
 
 __all__ = [
-    "ask_decision",
     "ask_lock",
     "ask_lock_and_decision",
     "ask_lock_and_seen",
-    "ask_result_seen",
-    "find_decision",
     "insert_decision",
     "insert_ml_signal",
     "insert_risk_event",
     "load_ledger",
     "load_position",
     "lock_book",
-    "read_decision",
-    "read_seen",
     "read_version",
     "read_version_and_decision",
     "read_version_and_seen",
     "record_result",
-    "result_seen",
     "save_day",
     "save_position",
 ]
@@ -48,64 +42,62 @@ async def lock_book(conn: Conn) -> int:
     return await read_version(await ask_lock(conn))
 
 
-async def ask_lock(conn: Conn) -> Cursor:
-    """:func:`lock_book` sent (in pipeline mode: queued with what follows); the version
-    comes with :func:`read_version`. Two statements: the bump must read after the lock."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
-    return await conn.execute(
-        "UPDATE risk_book_version SET version = version + 1 RETURNING version"
-    )
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))"
+_BUMP = "UPDATE risk_book_version SET version = version + 1 RETURNING version"
 
 
-async def read_version(cursor: Cursor) -> int:
+async def _ask_bump(conn: Conn, also: str = "", params: Any = None) -> Cursor:
+    """The lock, then the bump (two statements: the bump must read after the lock). Its
+    ``RETURNING`` may ``also`` read what the transaction reads first: the bump's snapshot
+    is taken after the lock, as a SELECT's of its own would be, and saves that statement."""
+    await conn.execute(_LOCK)
+    return await conn.execute(f"{_BUMP}{also}", params)
+
+
+async def _bumped(cursor: Cursor) -> Any:
     row = await cursor.fetchone()
     if row is None:
         raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
-    return int(row[0])
+    return row
 
 
-# The bump's statement also returns what a signal's or a result's transaction reads first:
-# its snapshot is taken after the lock (the statement before it), as a SELECT's of its own
-# would be, and it saves that SELECT's statement.
-_BUMP_WITH_DECISION = (
-    "UPDATE risk_book_version SET version = version + 1 RETURNING version,"
-    " (SELECT decision FROM risk_decisions WHERE signal_id = %(id)s),"
-    " (SELECT order_event FROM risk_decisions WHERE signal_id = %(id)s)"
-)
-_BUMP_WITH_SEEN = (
-    "UPDATE risk_book_version SET version = version + 1 RETURNING version,"
-    " EXISTS (SELECT 1 FROM equity WHERE event_key = %s)"
-)
+async def ask_lock(conn: Conn) -> Cursor:
+    """:func:`lock_book` sent (in pipeline mode: queued with what follows); the version
+    comes with :func:`read_version`."""
+    return await _ask_bump(conn)
+
+
+async def read_version(cursor: Cursor) -> int:
+    return int((await _bumped(cursor))[0])
 
 
 async def ask_lock_and_decision(conn: Conn, signal_id: str) -> Cursor:
     """:func:`ask_lock` whose bump also reads ``signal_id``'s decision; see
     :func:`read_version_and_decision`."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
-    return await conn.execute(_BUMP_WITH_DECISION, {"id": signal_id})
+    return await _ask_bump(
+        conn,
+        ", (SELECT decision FROM risk_decisions WHERE signal_id = %(id)s),"
+        " (SELECT order_event FROM risk_decisions WHERE signal_id = %(id)s)",
+        {"id": signal_id},
+    )
 
 
 async def read_version_and_decision(
     cursor: Cursor,
 ) -> tuple[int, tuple[str, Order | None] | None]:
     """The new book version, and the signal's decision with its order (None: undecided)."""
-    row = await cursor.fetchone()
-    if row is None:
-        raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
+    row = await _bumped(cursor)
     return int(row[0]), None if row[1] is None else _decision(row[1], row[2])
 
 
 async def ask_lock_and_seen(conn: Conn, key: str) -> Cursor:
     """:func:`ask_lock` whose bump also reads whether the result ``key`` (the ``equity``
     ledger's) was applied; see :func:`read_version_and_seen`."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cdb:risk_book'))")
-    return await conn.execute(_BUMP_WITH_SEEN, (key,))
+    return await _ask_bump(conn, ", EXISTS (SELECT 1 FROM equity WHERE event_key = %s)", (key,))
 
 
 async def read_version_and_seen(cursor: Cursor) -> tuple[int, bool]:
-    row = await cursor.fetchone()
-    if row is None:
-        raise RuntimeError("risk_book_version has no row: migration 0010 not applied")
+    row = await _bumped(cursor)
     return int(row[0]), bool(row[1])
 
 
@@ -216,21 +208,6 @@ async def save_position(conn: Conn, p: BookPosition) -> None:
     await conn.execute(_SAVE_POSITION, _position_params(p))
 
 
-async def find_decision(conn: Conn, signal_id: str) -> tuple[str, Order | None] | None:
-    return await read_decision(await ask_decision(conn, signal_id))
-
-
-async def ask_decision(conn: Conn, signal_id: str) -> Cursor:
-    return await conn.execute(
-        "SELECT decision, order_event FROM risk_decisions WHERE signal_id = %s", (signal_id,)
-    )
-
-
-async def read_decision(cursor: Cursor) -> tuple[str, Order | None] | None:
-    row = await cursor.fetchone()
-    return None if row is None else _decision(row[0], row[1])
-
-
 def _decision(decision: Any, order_event: Any) -> tuple[str, Order | None]:
     order = None
     if order_event is not None:
@@ -280,18 +257,6 @@ async def insert_risk_event(
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_key) DO NOTHING",
         (key, kind, signal_id, reason, Jsonb(details or {})),
     )
-
-
-async def result_seen(conn: Conn, key: str) -> bool:
-    return await read_seen(await ask_result_seen(conn, key))
-
-
-async def ask_result_seen(conn: Conn, key: str) -> Cursor:
-    return await conn.execute("SELECT 1 FROM equity WHERE event_key = %s", (key,))
-
-
-async def read_seen(cursor: Cursor) -> bool:
-    return await cursor.fetchone() is not None
 
 
 async def record_result(

@@ -11,9 +11,7 @@ from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
 __all__ = [
     "ask_window",
     "insert_signal",
-    "load_cooldown",
     "lock_symbol",
-    "own_signal",
     "read_window",
 ]
 
@@ -23,18 +21,6 @@ Cursor = AsyncCursor[Any]
 async def lock_symbol(conn: AsyncConnection[Any], symbol: str) -> None:
     """Serialise decisions per symbol across replicas until the transaction ends."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"signal:{symbol}",))
-
-
-async def own_signal(conn: AsyncConnection[Any], md: MarketData, strategy: str) -> Signal | None:
-    """The signal this window already made (a redelivery), exactly as it was stored."""
-    stored, _ = await read_window(await ask_window(conn, md, strategy), md)
-    return stored
-
-
-async def load_cooldown(conn: AsyncConnection[Any], md: MarketData) -> CooldownState:
-    """The symbol's cooldown state: its newest signal."""
-    _, cooldown = await read_window(await ask_window(conn, md, ""), md)
-    return cooldown
 
 
 # Both reads of a decision in one statement (one snapshot, taken after the symbol's lock,

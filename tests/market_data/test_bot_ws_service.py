@@ -259,21 +259,24 @@ def test_universe_and_backfill_through_bot_rest(
 def test_a_redis_outage_longer_than_the_publish_timeout_costs_no_candle(
     sim_factory: Any, tmp_path: Path
 ) -> None:
-    """Redis SIGKILLed for 40 s (past the bus's 30 s publish timeout) and restarted from
-    its AOF: bot_ws keeps running, holds the closed candles, and publishes every minute."""
+    """Redis SIGKILLed for 12 s (past the bus's publish timeout, set to 5 s here) and
+    restarted from its AOF: bot_ws keeps running, holds the closed candles, and publishes
+    every minute."""
     server = RedisServer(tmp_path / "redis", REDIS_PASSWORD).start()
     redis = Redis(port=server.port, password=REDIS_PASSWORD)
     sim = sim_factory(["--symbols", "4", "--speed", "30", "--seed", "5"])
     try:
-        with bot_ws(server.env(), sim, tmp_path, STALE_AFTER_S="3600") as service:
+        with bot_ws(
+            server.env(), sim, tmp_path, STALE_AFTER_S="3600", BUS_PUBLISH_TIMEOUT_S="5"
+        ) as service:
             service.wait_healthy(timeout=60)
             eventually(lambda: redis.xlen("cdb:candles") > 4 * 17, what="the first candles")
             server.kill()
-            time.sleep(40)
+            time.sleep(12)
             assert service.proc is not None and service.proc.poll() is None, service.log()
             server.start()
             redis = Redis(port=server.port, password=REDIS_PASSWORD)
-            eventually(lambda: redis.xlen("cdb:candles") > 4 * (17 + 20), what="the held candles")
+            eventually(lambda: redis.xlen("cdb:candles") > 4 * (17 + 6), what="the held candles")
             # publishes outlived the bus's timeout and were kept, not a crash
             assert "redis unavailable" in service.log_path.read_text()
             # An XADD whose reply died with Redis is sent again: a copy with the same

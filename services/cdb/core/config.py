@@ -73,6 +73,8 @@ class ServiceSettings(RedisSettings, PostgresSettings):
     bus_max_attempts: int = Field(default=5, gt=0)
     bus_block_ms: int = Field(default=1_000, gt=0)
     bus_batch: int = Field(default=64, gt=0)
+    # how long a publish retries a dead or full Redis before the caller hears of it
+    bus_publish_timeout_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
     migrate_on_start: bool = True
     # the credential every state-changing HTTP endpoint requires (Authorization: Bearer);

@@ -116,7 +116,12 @@ async def serve(
     metrics = ServiceMetrics(name, health)
     service: Service[S] | None = None
     state = HttpState(name, health, metrics, lambda: service.status() if service else {})
-    bus = Bus(connect_redis(settings), metrics=metrics, max_len=settings.bus_max_len)
+    bus = Bus(
+        connect_redis(settings),
+        metrics=metrics,
+        max_len=settings.bus_max_len,
+        publish_timeout_s=settings.bus_publish_timeout_s,
+    )
     db = (
         Database(settings, application_name=f"{name}/{settings.consumer_name}")
         if service_cls.uses_database

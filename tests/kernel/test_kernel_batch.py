@@ -144,3 +144,28 @@ async def test_a_read_of_one_entry_takes_the_one_event_road(bus: Bus) -> None:
     assert singles == [event.event_id] and batches == []
     payload: Any = await bus.redis.xrange(Stream.MARKET_DATA.value)
     assert json.loads(payload[0][1][b"event"])["event_id"] == event.event_id
+
+
+async def test_events_done_before_are_acknowledged_not_handled_again(bus: Bus) -> None:
+    first = [market(f"D{i}_USDT") for i in range(3)]
+    for event in first:
+        await bus.publish(event)
+    batches: list[list[str]] = []
+
+    async def handle(event: MarketData) -> None:
+        batches.append([event.symbol])
+
+    async def handle_batch(events: Sequence[MarketData]) -> None:
+        batches.append([event.symbol for event in events])
+
+    consumer = batching(handle, handle_batch)
+    await run_until(bus, consumer, lambda: len(batches) == 1)
+    for event in [*first, market("NEW_USDT")]:  # re-published copies, then a new event
+        await bus.publish(event)
+    await run_until(bus, consumer, lambda: len(batches) == 2)
+    await eventually_async(lambda: _acknowledged(bus), "the copies acknowledged")
+    assert batches == [["D0_USDT", "D1_USDT", "D2_USDT"], ["NEW_USDT"]]
+
+
+async def _acknowledged(bus: Bus) -> bool:
+    return await pending(bus) == 0

@@ -645,10 +645,16 @@ class _ConsumerRun(Generic[E]):
     async def _skip_done(
         self, parsed: list[tuple[bytes, dict[bytes, bytes] | None, E]]
     ) -> list[tuple[bytes, dict[bytes, bytes] | None, E]]:
-        """The events without a done key; the others acknowledged (one round trip each
-        way, for the whole read)."""
-        keys = [self.spec.done_key(event.event_id) for _, _, event in parsed]
-        done: list[Any] = await self._retrying(lambda: self.redis.mget(keys))
+        """The events without a done key; the others acknowledged (one round trip for the
+        whole read; ``EXISTS`` per key, the command a service's Redis user may run)."""
+
+        async def look_up() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, _, event in parsed:
+                    pipe.exists(self.spec.done_key(event.event_id))
+                return list(await pipe.execute())
+
+        done: list[Any] = await self._retrying(look_up)
         copies = [entry_id for (entry_id, _, _), flag in zip(parsed, done, strict=True) if flag]
         if copies:
             if self.metrics is not None:

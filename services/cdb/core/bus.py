@@ -7,7 +7,12 @@
   (unless the handler is keyed in PostgreSQL itself: ``Consumer.done_keys``),
   claims entries a dead consumer left pending (``XAUTOCLAIM``), and dead-letters an
   entry that does not parse, that its handler refuses (:class:`Refused`), or whose handler
-  raised ``max_attempts`` times, with the reason. Failed attempts are counted durably per
+  raised ``max_attempts`` times, with the reason.
+* A consumer with a ``batch_handler`` hands it every event of one read together (one
+  transaction, one ``XACK`` for them all after it returned); when it raises, nothing of it
+  counts and the same events go through ``handler`` one at a time, as without one, so
+  refusals, failures and dead letters stay per event. A read of one entry (a quiet
+  stream) takes the per-event road: no batch is waited for. Failed attempts are counted durably per
   event id and group in Redis (``cdb:attempts:<group>:<event_id>``), never from Redis's
   delivery counter: a consumer killed again and again while its handler waits (a lock, an
   outage) re-reads the entry each time, and that is no failure of the entry.
@@ -39,6 +44,7 @@ from cdb.core.metrics import Health, ServiceMetrics
 __all__ = [
     "BUS_ERRORS",
     "UNREACHABLE",
+    "BatchHandler",
     "Bus",
     "BusAuthError",
     "Consumer",
@@ -53,6 +59,7 @@ log = logging.getLogger("cdb.bus")
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E], Awaitable[None]]
+BatchHandler = Callable[[Sequence[E]], Awaitable[None]]
 
 # The kernel owns the Redis client (an import contract holds it): others name it so.
 RedisClient = Redis
@@ -333,6 +340,11 @@ class Consumer(Generic[E]):
     # redelivered or re-published event finds its row and does nothing new): no Redis
     # key per event then, which saves a round trip and two commands per event.
     done_keys: bool = True
+    # The events of one read (more than one) in one call: all of their effect in one
+    # transaction, or none of it (it raises, and ``handler`` takes them one at a time).
+    # Idempotent on the same keys as ``handler``: a read handled, not yet acknowledged,
+    # comes again after a crash.
+    batch_handler: Callable[[Sequence[E]], Awaitable[None]] | None = None
 
     def done_key(self, event_id: str) -> str:
         return f"cdb:done:{self.group}:{event_id}"
@@ -443,6 +455,10 @@ class _ConsumerRun(Generic[E]):
                         entries, first = await self._read(">"), True
                 self.backoff.reset()
                 try:
+                    batch_handler = self.spec.batch_handler
+                    if batch_handler is not None and len(entries) > 1 and not self.stop.is_set():
+                        self.held = [held_id for held_id, _ in entries]
+                        entries = await self._process_batch(batch_handler, entries, first)
                     for index, (entry_id, fields) in enumerate(entries):
                         if self.stop.is_set():
                             break  # left pending: re-read on restart or claimed by a peer
@@ -571,6 +587,94 @@ class _ConsumerRun(Generic[E]):
             self.consumed.inc()
         if self.health is not None and self.spec.touches_health:
             self.health.touch()
+
+    async def _process_batch(
+        self,
+        batch_handler: Callable[[Sequence[E]], Awaitable[None]],
+        entries: list[tuple[bytes, dict[bytes, bytes] | None]],
+        first: bool,
+    ) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        """The events of one read through ``batch_handler`` together, acknowledged in one
+        round trip after it returned. Entries that do not parse are dead-lettered as one at
+        a time would; copies already done are acknowledged. Returns what is left to handle
+        one at a time: nothing, or every event of the batch when the handler raised (its
+        transaction rolled back; the per-event road refuses, retries and dead-letters each
+        as without batches, and a failed batch counts no failed attempt)."""
+        parsed: list[tuple[bytes, dict[bytes, bytes] | None, E]] = []
+        for entry_id, fields in entries:
+            raw = (fields or {}).get(PAYLOAD_FIELD)
+            if raw is None:
+                await self._dead_letter(entry_id, fields, "entry has no 'event' field")
+                continue
+            try:
+                parsed.append((entry_id, fields, self.spec.model.model_validate_json(raw)))
+            except (ValidationError, ValueError) as error:
+                await self._dead_letter(entry_id, fields, f"malformed event: {_summary(error)}")
+        if self.spec.done_keys and parsed:
+            parsed = await self._skip_done(parsed)
+        seen: set[str] = set()
+        batch: list[E] = []  # a copy of an event earlier in the read is skipped, as one by
+        for _, _, event in parsed:  # one would (its done key, or its row in PostgreSQL)
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                batch.append(event)
+        if not batch:
+            return []
+        started = time.perf_counter()
+        try:
+            await batch_handler(batch)
+        except Exception as error:
+            log.warning(
+                "batch failed, its events are handled one at a time",
+                extra={"stream": self.stream, "events": len(parsed), "error": str(error)[:300]},
+            )
+            return [(entry_id, fields) for entry_id, fields, _ in parsed]
+        if self.handler_seconds is not None:
+            share = (time.perf_counter() - started) / len(batch)
+            for _ in batch:
+                self.handler_seconds.observe(share)
+        if self.metrics is not None and len(batch) < len(parsed):
+            self.metrics.duplicates.labels(self.stream).inc(len(parsed) - len(batch))
+        await self._retrying(lambda: self._acknowledge_batch(parsed, counted=not first))
+        if self.consumed is not None:
+            self.consumed.inc(len(batch))
+        if self.health is not None and self.spec.touches_health:
+            self.health.touch()
+        return []
+
+    async def _skip_done(
+        self, parsed: list[tuple[bytes, dict[bytes, bytes] | None, E]]
+    ) -> list[tuple[bytes, dict[bytes, bytes] | None, E]]:
+        """The events without a done key; the others acknowledged (one round trip for the
+        whole read; ``EXISTS`` per key, the command a service's Redis user may run)."""
+
+        async def look_up() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, _, event in parsed:
+                    pipe.exists(self.spec.done_key(event.event_id))
+                return list(await pipe.execute())
+
+        done: list[Any] = await self._retrying(look_up)
+        copies = [entry_id for (entry_id, _, _), flag in zip(parsed, done, strict=True) if flag]
+        if copies:
+            if self.metrics is not None:
+                self.metrics.duplicates.labels(self.stream).inc(len(copies))
+            await self._retrying(lambda: self.redis.xack(self.stream, self.spec.group, *copies))
+        return [item for item, flag in zip(parsed, done, strict=True) if not flag]
+
+    async def _acknowledge_batch(
+        self, parsed: list[tuple[bytes, dict[bytes, bytes] | None, E]], counted: bool
+    ) -> None:
+        """:meth:`_acknowledge` for a batch: its done keys, its failure counts (``counted``)
+        and one ``XACK`` of all its entries, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, _, event in parsed:  # a copy's keys twice: the same value
+                if self.spec.done_keys:
+                    pipe.set(self.spec.done_key(event.event_id), b"1", ex=self.spec.done_ttl_s)
+                if counted:
+                    pipe.delete(self.spec.attempts_key(event.event_id))
+            pipe.xack(self.stream, self.spec.group, *[entry_id for entry_id, _, _ in parsed])
+            await pipe.execute()
 
     async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes] | None, event: E) -> bool:
         """Run the handler until it succeeds; False if the entry was dead-lettered or left."""

@@ -92,10 +92,12 @@ class Service(Generic[S]):
         touches_health: bool = True,
         done_ttl_s: int = DONE_TTL_S,
         done_keys: bool = True,
+        batch_handler: Callable[[Sequence[E]], Awaitable[None]] | None = None,
     ) -> Consumer[E]:
         """A consumer in this service's group, with the bus limits from settings.
-        ``done_keys=False`` only where ``handler`` is idempotent on its own PostgreSQL key
-        (see :class:`cdb.core.bus.Consumer`)."""
+        ``done_keys=False`` only where ``handler`` is idempotent on its own PostgreSQL key;
+        ``batch_handler`` takes the events of one read together, all or nothing (see
+        :class:`cdb.core.bus.Consumer`)."""
         return Consumer(
             stream=stream,
             model=model,
@@ -109,6 +111,7 @@ class Service(Generic[S]):
             touches_health=touches_health,
             done_ttl_s=done_ttl_s,
             done_keys=done_keys,
+            batch_handler=batch_handler,
         )
 
     def consumers(self) -> Sequence[Consumer[Any]]:

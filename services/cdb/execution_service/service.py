@@ -141,8 +141,16 @@ class ExecutionService(Service[ExecutionSettings]):
 
     def consumers(self) -> Sequence[Consumer[Any]]:
         return [
-            # keyed in PostgreSQL by order_id: no Redis done key per order
-            self.consumer(Stream.ORDERS, Order, self.on_order, done_keys=False),
+            # keyed in PostgreSQL by order_id: no Redis done key per order; the paper
+            # venue's orders of one read in one transaction (a live order is a network
+            # call of its own: one at a time)
+            self.consumer(
+                Stream.ORDERS,
+                Order,
+                self.on_order,
+                done_keys=False,
+                batch_handler=self.on_orders if self.venue.in_book else None,
+            ),
             self.consumer(
                 Stream.CANDLES,
                 Candle,
@@ -179,7 +187,7 @@ class ExecutionService(Service[ExecutionSettings]):
     # -- one order, top to bottom --------------------------------------------------
     async def on_order(self, order: Order) -> None:
         if self.venue.in_book:
-            status = await self._execute_in_book(order)
+            (status,) = await self._execute_in_book([order])
         else:
             db = self.kernel.database
             # pipelined: the order's status and its decision in one statement (the
@@ -195,40 +203,78 @@ class ExecutionService(Service[ExecutionSettings]):
             await self._drive(order)
         await self.outbox.flush_added()
 
-    async def _execute_in_book(self, order: Order) -> str | None:
+    async def on_orders(self, orders: Sequence[Order]) -> None:
+        """The orders of one read (paper venue): all of them in one transaction
+        (:meth:`_execute_in_book`), or none. An order it must refuse makes the batch raise
+        before anything is written: the kernel then hands the orders to :meth:`on_order`
+        one at a time, which refuses (dead-letters) that one and executes the others."""
+        statuses = await self._execute_in_book(orders)
+        for order, status in zip(orders, statuses, strict=True):
+            if status in ("pending", "unknown"):
+                await self._drive(order)
+        await self.outbox.flush_added()
+
+    async def _execute_in_book(self, orders: Sequence[Order]) -> list[str | None]:
         """The paper venue's road: the check, the send (a computation), the fill, the
-        position and the ``order_result`` in one transaction of two round trips, under
-        the order's lock (a replica or housekeeping on the same order finishes first).
-        A crash before the commit leaves nothing (the redelivery does it all again), after
-        it the order is known. Returns the status a redelivery found (None: new)."""
+        position and the ``order_result`` of every order in one transaction of two round
+        trips, under the orders' locks (taken in ``order_id`` order; a replica or
+        housekeeping on one of them finishes first). A crash before the commit leaves
+        nothing (the redelivery does it all again), after it the orders are known.
+        Returns, per order, the status a redelivery found (None: executed now); a copy of
+        an order earlier in ``orders`` finds it executed, as one read after the other."""
         db = self.kernel.database
+        first_of: dict[str, Order] = {}
+        for order in orders:
+            first_of.setdefault(order.order_id, order)
+        unique = list(first_of.values())
+        done: list[tuple[Order, Literal["filled", "rejected"], VenueOutcome, float | None]] = []
         async with db.connection() as conn, conn.pipeline(), self.outbox.transaction(conn):
-            await store.ask_xact_lock_order(conn, order.order_id)
-            asked = await store.ask_order_state(conn, order)  # a statement after the lock
+            for order_id in sorted(order.order_id for order in unique):
+                await store.ask_xact_lock_order(conn, order_id)
+            asked = [await store.ask_order_state(conn, order) for order in unique]  # after locks
             control = await ask_control(conn, self.name)
-            state = await store.read_order_state(asked)
+            states = {
+                order.order_id: await store.read_order_state(cursor)
+                for order, cursor in zip(unique, asked, strict=True)
+            }
             self.adopt(await read_control(control))
-            if state.status is not None:
-                return state.status
-            self._authorised(order, state.approved)
-            outcome = await self._send_in_book(order)
-            kind: Literal["filled", "rejected"] = "rejected" if outcome.fill is None else "filled"
-            await store.insert_order(
-                conn, order, kind, self.venue.mode, outcome.reason,
-                submit_attempts=0 if outcome.fill is None else 1,
-            )  # fmt: skip
-            opened_at = None
-            if outcome.fill is not None:
-                await store.write_opening(conn, order, outcome.fill)
-                opened_at = state.clock
-            result = order_result(
-                order, kind, outcome.fill, outcome.reason, self.venue.mode, time.time()
-            )
-            await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
-        if kind == "rejected":
-            log.error("order refused", extra={"order_id": order.order_id, "reason": outcome.reason})
-        await self._count(order, kind, outcome.fill, opened_at)
-        return None
+            for order in unique:
+                state = states[order.order_id]
+                if state.status is None:
+                    self._authorised(order, state.approved, alone=len(orders) == 1)
+            for order in unique:
+                state = states[order.order_id]
+                if state.status is not None:
+                    continue
+                outcome = await self._send_in_book(order)
+                kind: Literal["filled", "rejected"] = (
+                    "rejected" if outcome.fill is None else "filled"
+                )
+                await store.insert_order(
+                    conn, order, kind, self.venue.mode, outcome.reason,
+                    submit_attempts=0 if outcome.fill is None else 1,
+                )  # fmt: skip
+                opened_at = None
+                if outcome.fill is not None:
+                    await store.write_opening(conn, order, outcome.fill)
+                    opened_at = state.clock
+                result = order_result(
+                    order, kind, outcome.fill, outcome.reason, self.venue.mode, time.time()
+                )
+                await self.outbox.add(conn, result, Stream.ORDER_RESULTS)
+                done.append((order, kind, outcome, opened_at))
+        for order, kind, outcome, opened_at in done:
+            if kind == "rejected":
+                log.error(
+                    "order refused", extra={"order_id": order.order_id, "reason": outcome.reason}
+                )
+            await self._count(order, kind, outcome.fill, opened_at)
+        status_of = {order_id: state.status for order_id, state in states.items()}
+        statuses: list[str | None] = []
+        for order in orders:
+            statuses.append(status_of[order.order_id])
+            status_of[order.order_id] = status_of[order.order_id] or "executed"  # a copy
+        return statuses
 
     async def _send_in_book(self, order: Order) -> VenueOutcome:
         """``filled`` with its fill, or ``rejected`` with the reason (held back, refused)."""
@@ -247,17 +293,20 @@ class ExecutionService(Service[ExecutionSettings]):
             return VenueOutcome("rejected", reason=reason)
         return outcome
 
-    def _authorised(self, order: Order, approved: Order | None) -> None:
+    def _authorised(self, order: Order, approved: Order | None, *, alone: bool = True) -> None:
         """Only what risk_manager approved is executed: the order must equal, field for
         field (its event id aside), ``approved``, the order of the approved decision row
         of its signal. Anything else (forged, altered, never decided) is refused and
-        dead-lettered with the reason."""
+        dead-lettered with the reason. Not ``alone`` (in a batch): only raised, so the
+        kernel hands the orders over one at a time and the refusal is counted once."""
         if approved is None:
             reason = "no approved risk decision for this order's signal"
         elif approved.model_dump(exclude={"event_id"}) != order.model_dump(exclude={"event_id"}):
             reason = "the order differs from the one risk_manager approved"
         else:
             return
+        if not alone:
+            raise Refused(f"order {order.order_id} of the batch: {reason}")
         self.metrics.orders.labels("refused").inc()
         log.error(
             "order refused: not authorised by risk_manager",

@@ -87,12 +87,19 @@ def install(kube: ControlPlane, namespace: str, values: Path | None = None) -> N
          *extra)  # fmt: skip
 
 
+# A controller that lost an optimistic-concurrency race (another controller, e.g. the
+# claim's protection finalizer, wrote the object first) records the failure and retries
+# with the new version: not a failure of the release (the claims are then Bound, below).
+CONFLICT = "the object has been modified; please apply your changes to the latest version"
+
+
 def failed_creates(kube: ControlPlane, namespace: str) -> list[str]:
     events = kube.get("events", "-n", namespace)["items"]
     return [
         f"{e['involvedObject']['kind']}/{e['involvedObject']['name']}: {e['message']}"
         for e in events
         if e.get("reason") in ("FailedCreate", "ProvisioningFailed")
+        and CONFLICT not in e.get("message", "")
     ]
 
 

@@ -68,6 +68,10 @@ def limits_from(settings: RiskManagerSettings) -> RiskLimits:
     )
 
 
+class OneAtATime(Exception):
+    """A signal of a batch needs the one-at-a-time road (a hold, a breaker trip)."""
+
+
 class RiskMetrics:
     def __init__(self, registry: Any) -> None:
         r = registry
@@ -135,7 +139,13 @@ class RiskManager(Service[RiskManagerSettings]):
         return [
             # both keyed in PostgreSQL (the decision per signal, the result's key): no
             # Redis done key per event
-            self.consumer(Stream.SIGNALS, Signal, self.on_signal, done_keys=False),
+            self.consumer(
+                Stream.SIGNALS,
+                Signal,
+                self.on_signal,
+                done_keys=False,
+                batch_handler=self.on_signals,
+            ),
             self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result, done_keys=False),
             self.consumer(Stream.ML_SIGNALS, MlSignal, self.on_ml_signal),
             self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
@@ -238,6 +248,94 @@ class RiskManager(Service[RiskManagerSettings]):
                 )
         if order is not None and not held:
             await self.kernel.bus.publish(order, Stream.ORDERS)
+        await self.outbox.flush_added()
+
+    async def on_signals(self, signals: Sequence[Signal]) -> None:
+        """The signals of one read (the consumer's ``batch_handler``) in one transaction:
+        the book lock and version bump once, the batch's decisions read in the same
+        statement, then each signal decided on the book as the ones before it in the batch
+        left it (each view folded into the ledger before the next: what one signal reserves
+        counts for the next, exactly as one at a time), its decision and reserved position
+        written; one commit, then the approved orders published in order in one round trip.
+        A hold for the owner's approval or a breaker trip raises :class:`OneAtATime` before
+        the commit: the kernel then hands the same signals to :meth:`on_signal` one by one
+        (the ledger, folded ahead, is loaded again: the failed transaction left no version)."""
+        now = time.time()
+        outcomes: list[tuple[Signal, Order | Rejection]] = []
+        orders: list[Order] = []
+        book: RiskBook | None = None
+        async with self._book_transaction(pipeline=True) as conn:
+            asked = await store.ask_lock_and_decisions(conn, [s.signal_id for s in signals])
+            control = await ask_control(conn, self.name)
+            version, known = await store.read_version_and_decisions(asked)
+            self.adopt(await read_control(control))
+            if self._policy().mode == "manual" and any(s.signal_id not in known for s in signals):
+                raise OneAtATime("orders are held for the owner's approval")
+            ledger = await self._ledger(conn, version, now)
+            for signal in signals:
+                existing = known.get(signal.signal_id)
+                if existing is not None:  # decided before (a redelivery): as on_signal
+                    if existing[0] == "approved" and existing[1] is not None:
+                        orders.append(existing[1])
+                    continue
+                book = ledger.view(self.limits, symbol=signal.symbol)
+                loaded_day = replace(book.today) if book.today is not None else None
+                decision = book.decide(signal, now)
+                if book.today is not None and book.today != loaded_day:
+                    if book.today.breaker_tripped and not (
+                        loaded_day is not None
+                        and loaded_day.day == book.today.day
+                        and loaded_day.breaker_tripped
+                    ):
+                        raise OneAtATime("the breaker trips")
+                    await self._save_day(conn, book, book.today, loaded_day)  # a new day
+                if isinstance(decision, Rejection):
+                    await store.insert_decision(conn, signal.signal_id, None, decision.reason)
+                    await store.insert_risk_event(
+                        conn,
+                        f"reject:{signal.signal_id}",
+                        "rejection",
+                        f"{decision.reason}: {decision.detail}",
+                        signal_id=signal.signal_id,
+                        details={"symbol": signal.symbol, "side": signal.side},
+                    )
+                    known[signal.signal_id] = ("rejected", None)
+                else:
+                    await store.insert_decision(
+                        conn,
+                        signal.signal_id,
+                        decision,
+                        position=book.positions[decision.order_id],
+                    )
+                    known[signal.signal_id] = ("approved", decision)
+                    orders.append(decision)
+                ledger.fold(book)  # the next signal of the batch decides on this one's book
+                outcomes.append((signal, decision))
+            if self.ledger is ledger and self.version == version - 1:
+                self.version = version
+            else:  # another transaction of this process failed meanwhile: load it again
+                self.version = None
+        if book is not None:
+            self._show(book)
+        for signal, decision in outcomes:
+            if isinstance(decision, Rejection):
+                self.metrics.rejected.labels(decision.reason).inc()
+                log.info(
+                    "signal rejected",
+                    extra={"signal_id": signal.signal_id, "reason": decision.reason},
+                )
+            else:
+                self.metrics.approved.inc()
+                log.info(
+                    "order approved",
+                    extra={
+                        "order_id": decision.order_id,
+                        "notional": round(decision.notional, 2),
+                    },
+                )
+        await self.kernel.bus.publish_payloads(
+            [(Stream.ORDERS, order.model_dump_json().encode()) for order in orders]
+        )
         await self.outbox.flush_added()
 
     async def _hold(

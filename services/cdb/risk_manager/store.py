@@ -16,6 +16,7 @@ from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, utc
 __all__ = [
     "ask_lock",
     "ask_lock_and_decision",
+    "ask_lock_and_decisions",
     "ask_lock_and_seen",
     "insert_decision",
     "insert_ml_signal",
@@ -25,6 +26,7 @@ __all__ = [
     "lock_book",
     "read_version",
     "read_version_and_decision",
+    "read_version_and_decisions",
     "read_version_and_seen",
     "record_result",
     "save_day",
@@ -88,6 +90,26 @@ async def read_version_and_decision(
     """The new book version, and the signal's decision with its order (None: undecided)."""
     row = await _bumped(cursor)
     return int(row[0]), None if row[1] is None else _decision(row[1], row[2])
+
+
+async def ask_lock_and_decisions(conn: Conn, signal_ids: list[str]) -> Cursor:
+    """:func:`ask_lock` whose bump also reads the decisions of ``signal_ids`` (a batch);
+    see :func:`read_version_and_decisions`."""
+    return await _ask_bump(
+        conn,
+        ", (SELECT coalesce(jsonb_agg(jsonb_build_array(signal_id, decision, order_event)),"
+        " '[]'::jsonb) FROM risk_decisions WHERE signal_id = ANY(%(ids)s))",
+        {"ids": signal_ids},
+    )
+
+
+async def read_version_and_decisions(
+    cursor: Cursor,
+) -> tuple[int, dict[str, tuple[str, Order | None]]]:
+    """The new book version, and the decided signals of the batch with their orders."""
+    row = await _bumped(cursor)
+    rows = row[1] if isinstance(row[1], list) else json.loads(row[1])
+    return int(row[0]), {str(r[0]): _decision(r[1], r[2]) for r in rows}
 
 
 async def ask_lock_and_seen(conn: Conn, key: str) -> Cursor:

@@ -319,3 +319,190 @@ async def test_killed_after_the_batch_committed_before_its_ack_every_signal_is_d
             await bus.redis.execute_command("CLIENT", "UNPAUSE")
         blocker.close()
         pipeline.stop()
+
+
+# -- order results ---------------------------------------------------------------------
+WIDE = {"MAX_POSITION_PCT": "10", "MAX_EXPOSURE_PCT": "100"}
+
+
+def results_for(prefix: str, orders: list[dict[str, Any]]) -> list[OrderResult]:
+    """Fills, a loss and a profit closed, a venue rejection, the same fill again under
+    another event id, a result for an order this book does not know, and a late fill of
+    the position the rejection released earlier in the same read."""
+    first, second, third = orders
+
+    def result(index: int, order: dict[str, Any], status: Any, **kw: Any) -> OrderResult:
+        return OrderResult(
+            event_id=f"{prefix}-r{index}",
+            order_id=order["order_id"],
+            symbol=order["symbol"],
+            side=order["side"],
+            status=status,
+            fill_price=order["price"],
+            quantity=order["quantity"],
+            timestamp=time.time(),
+            **kw,
+        )
+
+    stranger = {**first, "order_id": f"{prefix}-stranger"}
+    return [
+        result(0, first, "filled", fee=0.1),
+        result(1, second, "filled", fee=0.2),
+        result(2, first, "closed", fee=0.1, realized_pnl=-5.0),
+        result(3, third, "rejected"),
+        result(4, second, "filled", fee=0.2),  # the same (order, status) again
+        result(5, stranger, "filled", fee=0.3),
+        result(6, second, "closed", fee=0.2, realized_pnl=7.0),
+        result(7, third, "filled", fee=0.05),  # a late fill of a released position
+    ]
+
+
+def ledger_rows(env: dict[str, str], prefix: str) -> list[tuple[Any, ...]]:
+    """The ``equity`` rows of these orders in the order written, and their positions."""
+    rows = query(
+        env,
+        "SELECT right(p.signal_id, 1), e.realized_pnl, e.reason, p.status, p.fees,"
+        " p.realized_pnl, p.quantity, p.entry_price"
+        " FROM equity e JOIN risk_positions p"
+        " ON e.event_key LIKE 'result:' || p.order_id || ':%%'"
+        " WHERE p.signal_id LIKE %s ORDER BY e.id",
+        (f"{prefix}-%",),
+    )
+    return rows
+
+
+def result_transactions(env: dict[str, str], prefix: str) -> int:
+    return int(
+        scalar(
+            env,
+            "SELECT count(DISTINCT e.recorded_at) FROM equity e JOIN risk_positions p"
+            " ON e.event_key LIKE 'result:' || p.order_id || ':%%' WHERE p.signal_id LIKE %s",
+            (f"{prefix}-%",),
+        )
+    )
+
+
+async def results_pending(bus: Bus) -> int:
+    info: Any = await bus.redis.xpending(Stream.ORDER_RESULTS.value, "risk_manager")
+    return int(info["pending"])
+
+
+async def results_done(bus: Bus, count: int) -> bool:
+    groups: Any = await bus.redis.xinfo_groups(Stream.ORDER_RESULTS.value)
+    group = next(g for g in groups if g["name"] in ("risk_manager", b"risk_manager"))
+    return int(group["entries-read"] or 0) >= count and int(group["pending"]) == 0
+
+
+async def reserved(
+    bus: Bus, env: dict[str, str], tmp_path: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Three positions reserved for "rb" and three for "rs", on the same prices."""
+    for prefix, symbols in (
+        ("rb", ["A_USDT", "B_USDT", "C_USDT"]),
+        ("rs", ["D_USDT", "E_USDT", "F_USDT"]),
+    ):
+        for sig in signals(prefix, symbols):
+            await bus.publish(sig)
+    pipeline = Pipeline(env, tmp_path, **WIDE).start("risk_manager")
+    try:
+        await eventually_async(
+            lambda: decided(env, "rb") + decided(env, "rs") == 6, "six decided", timeout=30
+        )
+    finally:
+        pipeline.stop()
+    return {p: await orders_on_bus(bus, p) for p in ("rb", "rs")}
+
+
+async def test_a_read_of_results_books_what_one_result_at_a_time_books(
+    bus: Bus, risk_env: dict[str, str], tmp_path: Path
+) -> None:
+    orders = await reserved(bus, risk_env, tmp_path)
+    batch = results_for("rb", orders["rb"])
+    for result in batch:  # on the stream while risk_manager is down: one read
+        await bus.publish(result)
+    pipeline = Pipeline(risk_env, tmp_path, **WIDE).start("risk_manager")
+    try:
+        await eventually_async(lambda: results_done(bus, len(batch)), "the read applied")
+        for count, result in enumerate(results_for("rs", orders["rs"]), start=len(batch) + 1):
+            await bus.publish(result)
+            await eventually_async(lambda c=count: results_done(bus, c), "the result applied")
+        assert result_transactions(risk_env, "rb") == 1, "the read was not one transaction"
+        assert result_transactions(risk_env, "rs") == 6
+        assert len(ledger_rows(risk_env, "rb")) == 6  # the copy and the stranger: no row
+        assert ledger_rows(risk_env, "rb") == ledger_rows(risk_env, "rs")
+        assert query(
+            risk_env,
+            "SELECT status, fees, realized_pnl FROM risk_positions"
+            " WHERE signal_id LIKE 'rb-%%' ORDER BY signal_id",
+        ) == [("closed", 0.2, -5.0), ("closed", 0.4, 7.0), ("released", 0.05, 0.0)]
+        assert await bus.redis.xlen(Stream.DEAD_LETTER.value) == 0
+    finally:
+        pipeline.stop()
+
+
+def waiting_on_equity(env: dict[str, str]) -> bool:
+    rows = query(
+        env,
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE '%%INSERT INTO equity%%'",
+    )
+    return bool(rows)
+
+
+@pytest.mark.parametrize("moment", ["before the commit", "after the commit, before the ack"])
+async def test_killed_inside_a_batch_of_results_each_result_applies_once(
+    bus: Bus, risk_env: dict[str, str], tmp_path: Path, moment: str
+) -> None:
+    orders = await reserved(bus, risk_env, tmp_path)
+    batch = results_for("rb", orders["rb"])
+    for result in batch:
+        await bus.publish(result)
+    blocker = psycopg.connect(conninfo(risk_env), connect_timeout=5)
+    pipeline = Pipeline(risk_env, tmp_path, **WIDE)
+    paused = False
+    try:
+        blocker.execute("LOCK TABLE equity IN EXCLUSIVE MODE")
+        pipeline.start("risk_manager")
+        await eventually_async(
+            lambda: waiting_on_equity(risk_env), "the batch's transaction at its equity rows"
+        )
+        if moment.startswith("after"):
+            await bus.redis.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+            paused = True
+            blocker.rollback()
+            await eventually_async(
+                lambda: len(ledger_rows(risk_env, "rb")) == 6, "the batch committed"
+            )
+        pipeline.kill("risk_manager")  # SIGKILL
+        if paused:
+            await bus.redis.execute_command("CLIENT", "UNPAUSE")
+            paused = False
+        else:
+            blocker.rollback()
+            await eventually_async(
+                lambda: not waiting_on_equity(risk_env), "the dead transaction rolled back"
+            )
+            assert ledger_rows(risk_env, "rb") == [], "half a batch stayed"
+        assert await results_pending(bus) == len(batch), "acknowledged before the kill"
+
+        pipeline.start("risk_manager")  # the same consumer: its entries come again
+        await eventually_async(lambda: results_done(bus, len(batch)), "the read applied")
+        assert [row[:3] for row in ledger_rows(risk_env, "rb")] == [
+            ("0", -0.1, "filled"),
+            ("1", -0.2, "filled"),
+            ("0", -5.1, "closed"),
+            ("2", 0.0, "rejected"),
+            ("1", 6.8, "closed"),
+            ("2", -0.05, "filled"),
+        ]
+        assert query(
+            risk_env,
+            "SELECT status, fees, realized_pnl FROM risk_positions"
+            " WHERE signal_id LIKE 'rb-%%' ORDER BY signal_id",
+        ) == [("closed", 0.2, -5.0), ("closed", 0.4, 7.0), ("released", 0.05, 0.0)]
+        assert await bus.redis.xlen(Stream.DEAD_LETTER.value) == 0
+    finally:
+        if paused:
+            await bus.redis.execute_command("CLIENT", "UNPAUSE")
+        blocker.close()
+        pipeline.stop()

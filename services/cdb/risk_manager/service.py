@@ -146,7 +146,13 @@ class RiskManager(Service[RiskManagerSettings]):
                 done_keys=False,
                 batch_handler=self.on_signals,
             ),
-            self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result, done_keys=False),
+            self.consumer(
+                Stream.ORDER_RESULTS,
+                OrderResult,
+                self.on_order_result,
+                done_keys=False,
+                batch_handler=self.on_order_results,
+            ),
             self.consumer(Stream.ML_SIGNALS, MlSignal, self.on_ml_signal),
             self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
             self.consumer(
@@ -507,6 +513,65 @@ class RiskManager(Service[RiskManagerSettings]):
         if book is None:
             return
         self._show(book)
+        await self.outbox.flush_added()
+
+    async def on_order_results(self, results: Sequence[OrderResult]) -> None:
+        """The order results of one read (the consumer's ``batch_handler``) in one
+        transaction: the lock and bump once with the batch's applied keys, the positions
+        the ledger does not hold (closed, released) in one more read, then each result
+        applied on the book as the ones before it in the batch left it (folded before the
+        next; a position a result of the batch made inactive is kept for the next result
+        of the same order), its ``equity`` row and position written. A breaker trip raises
+        :class:`OneAtATime` before the commit (its risk event, alert and log are
+        :meth:`on_order_result`'s)."""
+        now = time.time()
+        keys = [f"result:{r.order_id}:{r.status}" for r in results]
+        book: RiskBook | None = None
+        unknown: list[OrderResult] = []
+        async with self._book_transaction(pipeline=True) as conn:
+            version, seen = await store.read_version_and_seen_keys(
+                await store.ask_lock_and_seen_keys(conn, keys)
+            )
+            ledger = await self._ledger(conn, version, now)
+            missing = [
+                r.order_id
+                for r, key in zip(results, keys, strict=True)
+                if key not in seen and r.order_id not in ledger.positions
+            ]
+            inactive = await store.load_positions(conn, missing) if missing else {}
+            for result, key in zip(results, keys, strict=True):
+                if key in seen:
+                    continue
+                row = ledger.positions.get(result.order_id) or inactive.get(result.order_id)
+                view = ledger.view(self.limits, row=row)
+                loaded_day = replace(view.today) if view.today is not None else None
+                effect = view.apply_result(result, now)
+                if not effect.applied or effect.position is None:
+                    unknown.append(result)
+                    continue
+                if effect.breaker_tripped:
+                    raise OneAtATime("the breaker trips")
+                await store.record_result(
+                    conn, key, view, effect.equity_delta, result.status, position=effect.position
+                )
+                if view.today is not None:
+                    await self._save_day(conn, view, view.today, loaded_day)  # a new day
+                seen.add(key)
+                ledger.fold(view)  # the next result of the batch applies on this book
+                if not effect.position.active:
+                    inactive[result.order_id] = replace(effect.position)
+                book = view
+            if self.ledger is ledger and self.version == version - 1:
+                self.version = version
+            else:  # another transaction of this process failed meanwhile: load it again
+                self.version = None
+        for result in unknown:
+            log.warning(
+                "order result for an order this book does not know",
+                extra={"order_id": result.order_id, "status": result.status},
+            )
+        if book is not None:
+            self._show(book)
         await self.outbox.flush_added()
 
     async def on_ml_signal(self, ml: MlSignal) -> None:

@@ -18,16 +18,19 @@ __all__ = [
     "ask_lock_and_decision",
     "ask_lock_and_decisions",
     "ask_lock_and_seen",
+    "ask_lock_and_seen_keys",
     "insert_decision",
     "insert_ml_signal",
     "insert_risk_event",
     "load_ledger",
     "load_position",
+    "load_positions",
     "lock_book",
     "read_version",
     "read_version_and_decision",
     "read_version_and_decisions",
     "read_version_and_seen",
+    "read_version_and_seen_keys",
     "record_result",
     "save_day",
     "save_position",
@@ -123,6 +126,22 @@ async def read_version_and_seen(cursor: Cursor) -> tuple[int, bool]:
     return int(row[0]), bool(row[1])
 
 
+async def ask_lock_and_seen_keys(conn: Conn, keys: list[str]) -> Cursor:
+    """:func:`ask_lock` whose bump also reads which of the results ``keys`` (a batch) were
+    applied; see :func:`read_version_and_seen_keys`."""
+    return await _ask_bump(
+        conn,
+        ", (SELECT coalesce(array_agg(event_key), '{}') FROM equity"
+        " WHERE event_key = ANY(%(keys)s))",
+        {"keys": keys},
+    )
+
+
+async def read_version_and_seen_keys(cursor: Cursor) -> tuple[int, set[str]]:
+    row = await _bumped(cursor)
+    return int(row[0]), {str(key) for key in row[1]}
+
+
 POSITION_COLUMNS = (
     "order_id, signal_id, symbol, side, quantity, notional, entry_price, stop_loss,"
     " status, fees, realized_pnl"
@@ -160,6 +179,14 @@ async def load_position(conn: Conn, order_id: str) -> BookPosition | None:
     )
     row = await cursor.fetchone()
     return BookPosition(*row) if row is not None else None
+
+
+async def load_positions(conn: Conn, order_ids: list[str]) -> dict[str, BookPosition]:
+    """:func:`load_position` for several orders in one statement."""
+    cursor = await conn.execute(
+        f"SELECT {POSITION_COLUMNS} FROM risk_positions WHERE order_id = ANY(%s)", (order_ids,)
+    )
+    return {row[0]: BookPosition(*row) for row in await cursor.fetchall()}
 
 
 async def save_day(conn: Conn, today: DayState, *, reset: bool = False) -> None:

@@ -12,6 +12,12 @@ commit, then the signal acknowledged. Order results are applied once per
 (order, status) through the ``equity`` ledger's unique key; a breaker trip writes a
 ``risk_events`` row and an ``alert`` through the outbox in the same transaction.
 
+The signals (order results) of one read go through :meth:`RiskManager.on_signals`
+(:meth:`RiskManager.on_order_results`) in one transaction: the lock once, each event
+decided on the ledger the ones before it in the read left, one commit, the orders
+published after it; a hold for approval or a breaker trip sends the read one event at a
+time (docs/TRADING_PIPELINE.md, "Batches").
+
 In manual approval mode an approved order is held instead of published: its
 ``approval_request`` goes out through the outbox with the decision, and the order only
 after the owner's ``approval_decision`` (``approvals.py``; docs/TRADING_PIPELINE.md).

@@ -506,3 +506,55 @@ async def test_killed_inside_a_batch_of_results_each_result_applies_once(
             await bus.redis.execute_command("CLIENT", "UNPAUSE")
         blocker.close()
         pipeline.stop()
+
+
+async def test_a_breaker_trip_in_a_read_of_results_goes_one_result_at_a_time(
+    bus: Bus, risk_env: dict[str, str], tmp_path: Path
+) -> None:
+    orders = (await reserved(bus, risk_env, tmp_path))["rb"]
+    first, second, _ = orders
+    common: dict[str, Any] = {"fill_price": 100.0, "quantity": 10.0, "timestamp": time.time()}
+
+    def result(index: int, order: dict[str, Any], status: Any, **kw: Any) -> OrderResult:
+        return OrderResult(
+            event_id=f"trip-r{index}",
+            order_id=order["order_id"],
+            symbol=order["symbol"],
+            side=order["side"],
+            status=status,
+            **common,
+            **kw,
+        )
+
+    batch = [
+        result(0, first, "filled", fee=0.1),
+        result(1, first, "closed", realized_pnl=-600.0),  # 6 % of 10,000: the breaker trips
+        result(2, second, "filled", fee=0.2),
+        result(3, second, "closed", realized_pnl=10.0),
+    ]
+    for event in batch:
+        await bus.publish(event)
+    pipeline = Pipeline(risk_env, tmp_path, **WIDE).start("risk_manager")
+    try:
+        await eventually_async(lambda: results_done(bus, len(batch)), "the read applied")
+        assert result_transactions(risk_env, "rb") == 4, "the trip did not go one at a time"
+        assert [row[:3] for row in ledger_rows(risk_env, "rb")] == [
+            ("0", -0.1, "filled"),
+            ("0", -600.0, "closed"),
+            ("1", -0.2, "filled"),
+            ("1", 10.0, "closed"),
+        ]
+        trips = query(risk_env, "SELECT kind FROM risk_events WHERE kind = 'circuit_breaker'")
+        assert len(trips) == 1
+        assert query(risk_env, "SELECT breaker_tripped_at IS NOT NULL FROM risk_days") == [(True,)]
+
+        async def alerts() -> list[str]:
+            entries: Any = await bus.redis.xrange(Stream.ALERTS.value)
+            return [json.loads(fields[b"event"])["kind"] for _, fields in entries]
+
+        await eventually_async(alerts, "the alert published")
+        assert await alerts() == ["circuit_breaker"]
+        assert pipeline.procs["risk_manager"].status()["book"]["breaker_active"] is True
+        assert await bus.redis.xlen(Stream.DEAD_LETTER.value) == 0
+    finally:
+        pipeline.stop()

@@ -12,6 +12,12 @@ commit, then the signal acknowledged. Order results are applied once per
 (order, status) through the ``equity`` ledger's unique key; a breaker trip writes a
 ``risk_events`` row and an ``alert`` through the outbox in the same transaction.
 
+The signals (order results) of one read go through :meth:`RiskManager.on_signals`
+(:meth:`RiskManager.on_order_results`) in one transaction: the lock once, each event
+decided on the ledger the ones before it in the read left, one commit, the orders
+published after it; a hold for approval or a breaker trip sends the read one event at a
+time (docs/TRADING_PIPELINE.md, "Batches").
+
 In manual approval mode an approved order is held instead of published: its
 ``approval_request`` goes out through the outbox with the decision, and the order only
 after the owner's ``approval_decision`` (``approvals.py``; docs/TRADING_PIPELINE.md).
@@ -66,6 +72,10 @@ def limits_from(settings: RiskManagerSettings) -> RiskLimits:
         stop_loss_pct=settings.stop_loss_pct,
         max_daily_loss_pct=settings.max_daily_loss_pct,
     )
+
+
+class OneAtATime(Exception):
+    """A signal of a batch needs the one-at-a-time road (a hold, a breaker trip)."""
 
 
 class RiskMetrics:
@@ -135,8 +145,20 @@ class RiskManager(Service[RiskManagerSettings]):
         return [
             # both keyed in PostgreSQL (the decision per signal, the result's key): no
             # Redis done key per event
-            self.consumer(Stream.SIGNALS, Signal, self.on_signal, done_keys=False),
-            self.consumer(Stream.ORDER_RESULTS, OrderResult, self.on_order_result, done_keys=False),
+            self.consumer(
+                Stream.SIGNALS,
+                Signal,
+                self.on_signal,
+                done_keys=False,
+                batch_handler=self.on_signals,
+            ),
+            self.consumer(
+                Stream.ORDER_RESULTS,
+                OrderResult,
+                self.on_order_result,
+                done_keys=False,
+                batch_handler=self.on_order_results,
+            ),
             self.consumer(Stream.ML_SIGNALS, MlSignal, self.on_ml_signal),
             self.consumer(Stream.CONTROL, Control, self.on_control, touches_health=False),
             self.consumer(
@@ -238,6 +260,94 @@ class RiskManager(Service[RiskManagerSettings]):
                 )
         if order is not None and not held:
             await self.kernel.bus.publish(order, Stream.ORDERS)
+        await self.outbox.flush_added()
+
+    async def on_signals(self, signals: Sequence[Signal]) -> None:
+        """The signals of one read (the consumer's ``batch_handler``) in one transaction:
+        the book lock and version bump once, the batch's decisions read in the same
+        statement, then each signal decided on the book as the ones before it in the batch
+        left it (each view folded into the ledger before the next: what one signal reserves
+        counts for the next, exactly as one at a time), its decision and reserved position
+        written; one commit, then the approved orders published in order in one round trip.
+        A hold for the owner's approval or a breaker trip raises :class:`OneAtATime` before
+        the commit: the kernel then hands the same signals to :meth:`on_signal` one by one
+        (the ledger, folded ahead, is loaded again: the failed transaction left no version)."""
+        now = time.time()
+        outcomes: list[tuple[Signal, Order | Rejection]] = []
+        orders: list[Order] = []
+        book: RiskBook | None = None
+        async with self._book_transaction(pipeline=True) as conn:
+            asked = await store.ask_lock_and_decisions(conn, [s.signal_id for s in signals])
+            control = await ask_control(conn, self.name)
+            version, known = await store.read_version_and_decisions(asked)
+            self.adopt(await read_control(control))
+            if self._policy().mode == "manual" and any(s.signal_id not in known for s in signals):
+                raise OneAtATime("orders are held for the owner's approval")
+            ledger = await self._ledger(conn, version, now)
+            for signal in signals:
+                existing = known.get(signal.signal_id)
+                if existing is not None:  # decided before (a redelivery): as on_signal
+                    if existing[0] == "approved" and existing[1] is not None:
+                        orders.append(existing[1])
+                    continue
+                book = ledger.view(self.limits, symbol=signal.symbol)
+                loaded_day = replace(book.today) if book.today is not None else None
+                decision = book.decide(signal, now)
+                if book.today is not None and book.today != loaded_day:
+                    if book.today.breaker_tripped and not (
+                        loaded_day is not None
+                        and loaded_day.day == book.today.day
+                        and loaded_day.breaker_tripped
+                    ):
+                        raise OneAtATime("the breaker trips")
+                    await self._save_day(conn, book, book.today, loaded_day)  # a new day
+                if isinstance(decision, Rejection):
+                    await store.insert_decision(conn, signal.signal_id, None, decision.reason)
+                    await store.insert_risk_event(
+                        conn,
+                        f"reject:{signal.signal_id}",
+                        "rejection",
+                        f"{decision.reason}: {decision.detail}",
+                        signal_id=signal.signal_id,
+                        details={"symbol": signal.symbol, "side": signal.side},
+                    )
+                    known[signal.signal_id] = ("rejected", None)
+                else:
+                    await store.insert_decision(
+                        conn,
+                        signal.signal_id,
+                        decision,
+                        position=book.positions[decision.order_id],
+                    )
+                    known[signal.signal_id] = ("approved", decision)
+                    orders.append(decision)
+                ledger.fold(book)  # the next signal of the batch decides on this one's book
+                outcomes.append((signal, decision))
+            if self.ledger is ledger and self.version == version - 1:
+                self.version = version
+            else:  # another transaction of this process failed meanwhile: load it again
+                self.version = None
+        if book is not None:
+            self._show(book)
+        for signal, decision in outcomes:
+            if isinstance(decision, Rejection):
+                self.metrics.rejected.labels(decision.reason).inc()
+                log.info(
+                    "signal rejected",
+                    extra={"signal_id": signal.signal_id, "reason": decision.reason},
+                )
+            else:
+                self.metrics.approved.inc()
+                log.info(
+                    "order approved",
+                    extra={
+                        "order_id": decision.order_id,
+                        "notional": round(decision.notional, 2),
+                    },
+                )
+        await self.kernel.bus.publish_payloads(
+            [(Stream.ORDERS, order.model_dump_json().encode()) for order in orders]
+        )
         await self.outbox.flush_added()
 
     async def _hold(
@@ -409,6 +519,65 @@ class RiskManager(Service[RiskManagerSettings]):
         if book is None:
             return
         self._show(book)
+        await self.outbox.flush_added()
+
+    async def on_order_results(self, results: Sequence[OrderResult]) -> None:
+        """The order results of one read (the consumer's ``batch_handler``) in one
+        transaction: the lock and bump once with the batch's applied keys, the positions
+        the ledger does not hold (closed, released) in one more read, then each result
+        applied on the book as the ones before it in the batch left it (folded before the
+        next; a position a result of the batch made inactive is kept for the next result
+        of the same order), its ``equity`` row and position written. A breaker trip raises
+        :class:`OneAtATime` before the commit (its risk event, alert and log are
+        :meth:`on_order_result`'s)."""
+        now = time.time()
+        keys = [f"result:{r.order_id}:{r.status}" for r in results]
+        book: RiskBook | None = None
+        unknown: list[OrderResult] = []
+        async with self._book_transaction(pipeline=True) as conn:
+            version, seen = await store.read_version_and_seen_keys(
+                await store.ask_lock_and_seen_keys(conn, keys)
+            )
+            ledger = await self._ledger(conn, version, now)
+            missing = [
+                r.order_id
+                for r, key in zip(results, keys, strict=True)
+                if key not in seen and r.order_id not in ledger.positions
+            ]
+            inactive = await store.load_positions(conn, missing) if missing else {}
+            for result, key in zip(results, keys, strict=True):
+                if key in seen:
+                    continue
+                row = ledger.positions.get(result.order_id) or inactive.get(result.order_id)
+                view = ledger.view(self.limits, row=row)
+                loaded_day = replace(view.today) if view.today is not None else None
+                effect = view.apply_result(result, now)
+                if not effect.applied or effect.position is None:
+                    unknown.append(result)
+                    continue
+                if effect.breaker_tripped:
+                    raise OneAtATime("the breaker trips")
+                await store.record_result(
+                    conn, key, view, effect.equity_delta, result.status, position=effect.position
+                )
+                if view.today is not None:
+                    await self._save_day(conn, view, view.today, loaded_day)  # a new day
+                seen.add(key)
+                ledger.fold(view)  # the next result of the batch applies on this book
+                if not effect.position.active:
+                    inactive[result.order_id] = replace(effect.position)
+                book = view
+            if self.ledger is ledger and self.version == version - 1:
+                self.version = version
+            else:  # another transaction of this process failed meanwhile: load it again
+                self.version = None
+        for result in unknown:
+            log.warning(
+                "order result for an order this book does not know",
+                extra={"order_id": result.order_id, "status": result.status},
+            )
+        if book is not None:
+            self._show(book)
         await self.outbox.flush_added()
 
     async def on_ml_signal(self, ml: MlSignal) -> None:

@@ -16,16 +16,21 @@ from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, utc
 __all__ = [
     "ask_lock",
     "ask_lock_and_decision",
+    "ask_lock_and_decisions",
     "ask_lock_and_seen",
+    "ask_lock_and_seen_keys",
     "insert_decision",
     "insert_ml_signal",
     "insert_risk_event",
     "load_ledger",
     "load_position",
+    "load_positions",
     "lock_book",
     "read_version",
     "read_version_and_decision",
+    "read_version_and_decisions",
     "read_version_and_seen",
+    "read_version_and_seen_keys",
     "record_result",
     "save_day",
     "save_position",
@@ -90,6 +95,26 @@ async def read_version_and_decision(
     return int(row[0]), None if row[1] is None else _decision(row[1], row[2])
 
 
+async def ask_lock_and_decisions(conn: Conn, signal_ids: list[str]) -> Cursor:
+    """:func:`ask_lock` whose bump also reads the decisions of ``signal_ids`` (a batch);
+    see :func:`read_version_and_decisions`."""
+    return await _ask_bump(
+        conn,
+        ", (SELECT coalesce(jsonb_agg(jsonb_build_array(signal_id, decision, order_event)),"
+        " '[]'::jsonb) FROM risk_decisions WHERE signal_id = ANY(%(ids)s))",
+        {"ids": signal_ids},
+    )
+
+
+async def read_version_and_decisions(
+    cursor: Cursor,
+) -> tuple[int, dict[str, tuple[str, Order | None]]]:
+    """The new book version, and the decided signals of the batch with their orders."""
+    row = await _bumped(cursor)
+    rows = row[1] if isinstance(row[1], list) else json.loads(row[1])
+    return int(row[0]), {str(r[0]): _decision(r[1], r[2]) for r in rows}
+
+
 async def ask_lock_and_seen(conn: Conn, key: str) -> Cursor:
     """:func:`ask_lock` whose bump also reads whether the result ``key`` (the ``equity``
     ledger's) was applied; see :func:`read_version_and_seen`."""
@@ -99,6 +124,22 @@ async def ask_lock_and_seen(conn: Conn, key: str) -> Cursor:
 async def read_version_and_seen(cursor: Cursor) -> tuple[int, bool]:
     row = await _bumped(cursor)
     return int(row[0]), bool(row[1])
+
+
+async def ask_lock_and_seen_keys(conn: Conn, keys: list[str]) -> Cursor:
+    """:func:`ask_lock` whose bump also reads which of the results ``keys`` (a batch) were
+    applied; see :func:`read_version_and_seen_keys`."""
+    return await _ask_bump(
+        conn,
+        ", (SELECT coalesce(array_agg(event_key), '{}') FROM equity"
+        " WHERE event_key = ANY(%(keys)s))",
+        {"keys": keys},
+    )
+
+
+async def read_version_and_seen_keys(cursor: Cursor) -> tuple[int, set[str]]:
+    row = await _bumped(cursor)
+    return int(row[0]), {str(key) for key in row[1]}
 
 
 POSITION_COLUMNS = (
@@ -138,6 +179,14 @@ async def load_position(conn: Conn, order_id: str) -> BookPosition | None:
     )
     row = await cursor.fetchone()
     return BookPosition(*row) if row is not None else None
+
+
+async def load_positions(conn: Conn, order_ids: list[str]) -> dict[str, BookPosition]:
+    """:func:`load_position` for several orders in one statement."""
+    cursor = await conn.execute(
+        f"SELECT {POSITION_COLUMNS} FROM risk_positions WHERE order_id = ANY(%s)", (order_ids,)
+    )
+    return {row[0]: BookPosition(*row) for row in await cursor.fetchall()}
 
 
 async def save_day(conn: Conn, today: DayState, *, reset: bool = False) -> None:

@@ -125,6 +125,7 @@ class RiskManager(Service[RiskManagerSettings]):
         self.metrics = RiskMetrics(kernel.metrics.registry)
         self.outbox = Outbox(self.name, kernel.database, kernel.bus)
         self.summary: dict[str, Any] = {}
+        self.shown_version = -1  # the book version /status and the gauges show
         self.pending = 0
         # the book in memory and the book version it reflects (None: load it again)
         self.ledger: Ledger | None = None
@@ -138,7 +139,7 @@ class RiskManager(Service[RiskManagerSettings]):
             ledger = await store.load_ledger(conn, self.settings.starting_equity, time.time())
             self.pending = await approvals.pending_count(conn)
             self.ledger, self.version = ledger, version
-        self._show(ledger.view(self.limits))
+        self._show(ledger.view(self.limits), version)
         await self.outbox.flush()
 
     def consumers(self) -> Sequence[Consumer[Any]]:
@@ -239,7 +240,7 @@ class RiskManager(Service[RiskManagerSettings]):
             else:
                 self._unchanged(version)
         if fresh:
-            self._show(book)
+            self._show(book, version)
             if isinstance(decision, Rejection):
                 self.metrics.rejected.labels(decision.reason).inc()
                 log.info(
@@ -328,7 +329,7 @@ class RiskManager(Service[RiskManagerSettings]):
             else:  # another transaction of this process failed meanwhile: load it again
                 self.version = None
         if book is not None:
-            self._show(book)
+            self._show(book, version)
         for signal, decision in outcomes:
             if isinstance(decision, Rejection):
                 self.metrics.rejected.labels(decision.reason).inc()
@@ -413,7 +414,7 @@ class RiskManager(Service[RiskManagerSettings]):
             ledger = await store.load_ledger(conn, self.settings.starting_equity, now)
             self.pending = await approvals.pending_count(conn)
             self.ledger, self.version = ledger, version
-        self._show(ledger.view(self.limits))
+        self._show(ledger.view(self.limits), version)
         if outcome in ("approved", "vetoed", "expired"):
             self.metrics.approvals.labels(outcome).inc()
         extra = {
@@ -453,7 +454,7 @@ class RiskManager(Service[RiskManagerSettings]):
                 self._unchanged(version)
         if not due:
             return 0
-        self._show(ledger.view(self.limits))
+        self._show(ledger.view(self.limits), version)
         self.metrics.approvals.labels("expired").inc(expired)
         if expired:
             log.info("held orders expired", extra={"count": expired})
@@ -518,7 +519,7 @@ class RiskManager(Service[RiskManagerSettings]):
                 self._committed(ledger, book, version)
         if book is None:
             return
-        self._show(book)
+        self._show(book, version)
         await self.outbox.flush_added()
 
     async def on_order_results(self, results: Sequence[OrderResult]) -> None:
@@ -577,7 +578,7 @@ class RiskManager(Service[RiskManagerSettings]):
                 extra={"order_id": result.order_id, "status": result.status},
             )
         if book is not None:
-            self._show(book)
+            self._show(book, version)
         await self.outbox.flush_added()
 
     async def on_ml_signal(self, ml: MlSignal) -> None:
@@ -622,7 +623,7 @@ class RiskManager(Service[RiskManagerSettings]):
             await self.outbox.add(conn, alert, Stream.ALERTS)
             self._committed(ledger, book, version)
         await self.outbox.flush()
-        self._show(book)
+        self._show(book, version)
         log.warning("circuit breaker reset by request")
         return self.summary
 
@@ -704,7 +705,13 @@ class RiskManager(Service[RiskManagerSettings]):
             self.metrics.breaker.set(1.0)
             log.error("circuit breaker tripped", extra={"reason": today.breaker_reason})
 
-    def _show(self, book: RiskBook) -> None:
+    def _show(self, book: RiskBook, version: int) -> None:
+        """The book of the transaction that committed ``version`` on /status and in the
+        gauges, unless a newer one is already shown: the consumers' transactions commit in
+        version order (the book lock) but reach this line, after the commit, in any order."""
+        if version < self.shown_version:
+            return
+        self.shown_version = version
         self.metrics.show(book)
         self.summary = {
             "equity_usdt": round(book.equity, 6),

@@ -213,15 +213,7 @@ class RiskManager(Service[RiskManagerSettings]):
                     await self._save_day(conn, book, book.today, loaded_day)
                 if isinstance(decision, Rejection):
                     order = None
-                    await store.insert_decision(conn, signal.signal_id, None, decision.reason)
-                    await store.insert_risk_event(
-                        conn,
-                        f"reject:{signal.signal_id}",
-                        "rejection",
-                        f"{decision.reason}: {decision.detail}",
-                        signal_id=signal.signal_id,
-                        details={"symbol": signal.symbol, "side": signal.side},
-                    )
+                    await self._record_rejection(conn, signal, decision)
                 else:
                     order = decision
                     rule = self._policy()
@@ -303,15 +295,7 @@ class RiskManager(Service[RiskManagerSettings]):
                         raise OneAtATime("the breaker trips")
                     await self._save_day(conn, book, book.today, loaded_day)  # a new day
                 if isinstance(decision, Rejection):
-                    await store.insert_decision(conn, signal.signal_id, None, decision.reason)
-                    await store.insert_risk_event(
-                        conn,
-                        f"reject:{signal.signal_id}",
-                        "rejection",
-                        f"{decision.reason}: {decision.detail}",
-                        signal_id=signal.signal_id,
-                        details={"symbol": signal.symbol, "side": signal.side},
-                    )
+                    await self._record_rejection(conn, signal, decision)
                     known[signal.signal_id] = ("rejected", None)
                 else:
                     await store.insert_decision(
@@ -350,6 +334,19 @@ class RiskManager(Service[RiskManagerSettings]):
             [(Stream.ORDERS, order.model_dump_json().encode()) for order in orders]
         )
         await self.outbox.flush_added()
+
+    @staticmethod
+    async def _record_rejection(conn: Any, signal: Signal, rejection: Rejection) -> None:
+        """A rejected signal's decision row and its ``rejection`` risk event."""
+        await store.insert_decision(conn, signal.signal_id, None, rejection.reason)
+        await store.insert_risk_event(
+            conn,
+            f"reject:{signal.signal_id}",
+            "rejection",
+            f"{rejection.reason}: {rejection.detail}",
+            signal_id=signal.signal_id,
+            details={"symbol": signal.symbol, "side": signal.side},
+        )
 
     async def _hold(
         self, conn: Any, book: RiskBook, signal: Signal, order: Order, now: float, timeout: int

@@ -25,6 +25,7 @@ from tests.support import (
     query,
     scalar,
     scrape,
+    waiting_to_insert,
 )
 
 pytestmark = pytest.mark.slow
@@ -53,16 +54,6 @@ def an_order(name: str, index: int) -> Order:
         stop_loss=98.0 if index % 2 else 102.0,
         timestamp=time.time(),
     )
-
-
-def waiting_on_fills(env: dict[str, str]) -> bool:
-    """execution_service's transaction waits for our lock on ``fills``."""
-    rows = query(
-        env,
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE 'INSERT INTO fills%%'",
-    )
-    return bool(rows)
 
 
 async def results_on_bus(bus: Bus) -> list[str]:
@@ -200,12 +191,12 @@ async def test_killed_before_the_batch_commits_every_order_fills_once(
         blocker.execute("LOCK TABLE fills IN EXCLUSIVE MODE")  # held until rollback
         pipeline.start("execution_service")
         await eventually_async(
-            lambda: waiting_on_fills(books_env), "the batch's transaction at its fills"
+            lambda: waiting_to_insert(books_env, "fills"), "the batch's transaction at its fills"
         )
         pipeline.kill("execution_service")  # SIGKILL inside the batch's transaction
         blocker.rollback()
         await eventually_async(
-            lambda: not waiting_on_fills(books_env), "the dead transaction rolled back"
+            lambda: not waiting_to_insert(books_env, "fills"), "the dead transaction rolled back"
         )
         assert scalar(books_env, "SELECT count(*) FROM orders") == 0, "half a batch stayed"
         assert await results_on_bus(bus) == []
@@ -235,7 +226,7 @@ async def test_killed_after_the_batch_committed_before_its_ack_every_order_fills
         blocker.execute("LOCK TABLE fills IN EXCLUSIVE MODE")
         pipeline.start("execution_service")
         await eventually_async(
-            lambda: waiting_on_fills(books_env), "the batch's transaction at its fills"
+            lambda: waiting_to_insert(books_env, "fills"), "the batch's transaction at its fills"
         )
         # Redis takes no write now: the results' XADD and the XACK after the commit wait
         await bus.redis.execute_command("CLIENT", "PAUSE", "60000", "WRITE")

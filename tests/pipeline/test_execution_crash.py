@@ -14,7 +14,15 @@ import pytest
 
 from cdb.core.bus import Bus
 from cdb.core.events import Order, Stream
-from tests.support import Pipeline, conninfo, eventually_async, publish_approved, query, scalar
+from tests.support import (
+    Pipeline,
+    conninfo,
+    eventually_async,
+    publish_approved,
+    query,
+    scalar,
+    waiting_to_insert,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +42,6 @@ def an_order() -> Order:
     )
 
 
-def waiting_on_fills(env: dict[str, str]) -> bool:
-    """execution_service's transaction waits for our lock on ``fills`` (its order row
-    already written, uncommitted)."""
-    rows = query(
-        env,
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE 'INSERT INTO fills%%'",
-    )
-    return bool(rows)
-
-
 async def results_on_bus(bus: Bus, order_id: str) -> list[str]:
     entries: Any = await bus.redis.xrange(Stream.ORDER_RESULTS.value)
     events = [json.loads(fields[b"event"]) for _, fields in entries]
@@ -61,12 +58,12 @@ async def test_killed_inside_the_orders_transaction_it_leaves_nothing_and_fills_
         blocker.execute("LOCK TABLE fills IN EXCLUSIVE MODE")  # held until rollback
         await publish_approved(bus, service_env, order)
         await eventually_async(
-            lambda: waiting_on_fills(service_env), "the order's transaction at its fill"
+            lambda: waiting_to_insert(service_env, "fills"), "the order's transaction at its fill"
         )
         pipeline.kill("execution_service")  # SIGKILL inside the transaction
         blocker.rollback()
         await eventually_async(
-            lambda: not waiting_on_fills(service_env), "the dead transaction rolled back"
+            lambda: not waiting_to_insert(service_env, "fills"), "the dead transaction rolled back"
         )
         assert scalar(service_env, "SELECT count(*) FROM orders") == 0, "a half order stayed"
         assert await results_on_bus(bus, order.order_id) == []

@@ -19,7 +19,15 @@ from cdb.core.bus import Bus
 from cdb.core.config import ServiceSettings
 from cdb.core.db import apply_migrations
 from cdb.core.events import OrderResult, Signal, Stream
-from tests.support import Pipeline, conninfo, eventually_async, query, scalar, scrape
+from tests.support import (
+    Pipeline,
+    conninfo,
+    eventually_async,
+    query,
+    scalar,
+    scrape,
+    waiting_to_insert,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -223,16 +231,6 @@ async def test_a_read_held_for_approval_is_decided_one_signal_at_a_time(
         pipeline.stop()
 
 
-def waiting_on_decisions(env: dict[str, str]) -> bool:
-    """risk_manager's transaction waits for our lock on ``risk_decisions``."""
-    rows = query(
-        env,
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE '%%INSERT INTO risk_decisions%%'",
-    )
-    return bool(rows)
-
-
 async def assert_each_decided_once(bus: Bus, env: dict[str, str], prefix: str) -> None:
     assert decided(env, prefix) == N
     assert scalar(env, "SELECT count(*) FROM risk_positions") == 3
@@ -263,12 +261,14 @@ async def test_killed_before_the_batch_commits_every_signal_is_decided_once(
         blocker.execute("LOCK TABLE risk_decisions IN EXCLUSIVE MODE")  # until rollback
         pipeline.start("risk_manager")
         await eventually_async(
-            lambda: waiting_on_decisions(risk_env), "the batch's transaction at its decisions"
+            lambda: waiting_to_insert(risk_env, "risk_decisions"),
+            "the batch's transaction at its decisions",
         )
         pipeline.kill("risk_manager")  # SIGKILL inside the batch's transaction
         blocker.rollback()
         await eventually_async(
-            lambda: not waiting_on_decisions(risk_env), "the dead transaction rolled back"
+            lambda: not waiting_to_insert(risk_env, "risk_decisions"),
+            "the dead transaction rolled back",
         )
         assert decided(risk_env, "kill-before") == 0, "half a batch stayed"
         assert scalar(risk_env, "SELECT count(*) FROM risk_positions") == 0
@@ -298,7 +298,8 @@ async def test_killed_after_the_batch_committed_before_its_ack_every_signal_is_d
         blocker.execute("LOCK TABLE risk_decisions IN EXCLUSIVE MODE")
         pipeline.start("risk_manager")
         await eventually_async(
-            lambda: waiting_on_decisions(risk_env), "the batch's transaction at its decisions"
+            lambda: waiting_to_insert(risk_env, "risk_decisions"),
+            "the batch's transaction at its decisions",
         )
         # Redis takes no write now: the orders' XADD and the XACK after the commit wait
         await bus.redis.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
@@ -440,15 +441,6 @@ async def test_a_read_of_results_books_what_one_result_at_a_time_books(
         pipeline.stop()
 
 
-def waiting_on_equity(env: dict[str, str]) -> bool:
-    rows = query(
-        env,
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE '%%INSERT INTO equity%%'",
-    )
-    return bool(rows)
-
-
 @pytest.mark.parametrize("moment", ["before the commit", "after the commit, before the ack"])
 async def test_killed_inside_a_batch_of_results_each_result_applies_once(
     bus: Bus, risk_env: dict[str, str], tmp_path: Path, moment: str
@@ -464,7 +456,8 @@ async def test_killed_inside_a_batch_of_results_each_result_applies_once(
         blocker.execute("LOCK TABLE equity IN EXCLUSIVE MODE")
         pipeline.start("risk_manager")
         await eventually_async(
-            lambda: waiting_on_equity(risk_env), "the batch's transaction at its equity rows"
+            lambda: waiting_to_insert(risk_env, "equity"),
+            "the batch's transaction at its equity rows",
         )
         if moment.startswith("after"):
             await bus.redis.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
@@ -480,7 +473,8 @@ async def test_killed_inside_a_batch_of_results_each_result_applies_once(
         else:
             blocker.rollback()
             await eventually_async(
-                lambda: not waiting_on_equity(risk_env), "the dead transaction rolled back"
+                lambda: not waiting_to_insert(risk_env, "equity"),
+                "the dead transaction rolled back",
             )
             assert ledger_rows(risk_env, "rb") == [], "half a batch stayed"
         assert await results_pending(bus) == len(batch), "acknowledged before the kill"

@@ -27,6 +27,7 @@ from tests.support import (
     market,
     query,
     scalar,
+    waiting_to_insert,
 )
 
 pytestmark = pytest.mark.slow
@@ -122,15 +123,6 @@ async def test_a_read_makes_the_signals_one_event_at_a_time_makes(
     assert scalar(signals_env, distinct, ("S%",)) == 3
 
 
-def waiting_on_signals(env: dict[str, str]) -> bool:
-    rows = query(
-        env,
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE '%%INSERT INTO signals%%'",
-    )
-    return bool(rows)
-
-
 async def assert_each_signal_once(bus: Bus, env: dict[str, str]) -> None:
     ids = expected("K")
     assert query(env, "SELECT signal_id FROM signals ORDER BY signal_ts, symbol") == [
@@ -153,13 +145,14 @@ async def test_killed_inside_a_batch_each_signal_is_made_once(
         blocker.execute("LOCK TABLE signals IN EXCLUSIVE MODE")  # the inserts wait
         proc = start(signals_env, tmp_path)
         await eventually_async(
-            lambda: waiting_on_signals(signals_env), "the batch's transaction at its inserts"
+            lambda: waiting_to_insert(signals_env, "signals"),
+            "the batch's transaction at its inserts",
         )
         if when == "before the commit":
             proc.kill()  # SIGKILL inside the batch's transaction
             blocker.rollback()
             await eventually_async(
-                lambda: not waiting_on_signals(signals_env), "the dead transaction gone"
+                lambda: not waiting_to_insert(signals_env, "signals"), "the dead transaction gone"
             )
             assert scalar(signals_env, "SELECT count(*) FROM signals") == 0
         else:

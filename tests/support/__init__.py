@@ -40,7 +40,15 @@ from tests.support.processes import (
     free_block,
     free_port,
 )
-from tests.support.sql import approve, conninfo, publish_approved, query, scalar, seed_books
+from tests.support.sql import (
+    approve,
+    conninfo,
+    publish_approved,
+    query,
+    scalar,
+    seed_books,
+    waiting_to_insert,
+)
 
 __all__ = [
     "ACL_PASSWORDS",
@@ -73,4 +81,5 @@ __all__ = [
     "scalar",
     "scrape",
     "seed_books",
+    "waiting_to_insert",
 ]

@@ -44,6 +44,18 @@ def query(env: dict[str, str], sql: str, params: Any = None) -> list[tuple[Any, 
         return list(conn.execute(sql, params).fetchall())
 
 
+def waiting_to_insert(env: dict[str, str], table: str) -> bool:
+    """A backend's ``INSERT INTO <table>`` waits for a lock (one a test holds with
+    ``LOCK TABLE``, to stop a service's transaction there before a kill)."""
+    return bool(
+        query(
+            env,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            (f"%INSERT INTO {table}%",),
+        )
+    )
+
+
 def scalar(env: dict[str, str], sql: str, params: Any = None) -> Any:
     try:
         rows = query(env, sql, params)

@@ -6,9 +6,9 @@ deterministic ``signal_id``) and the entry acknowledged. A redelivered event fin
 signal and publishes the same one again, which downstream consumers skip by id.
 
 The events of one read go through one transaction together (``on_market_data_batch``, the
-consumer's batch handler), in order, each deciding as if the ones before it had
-committed: a signal made earlier in the batch is the symbol's cooldown and a window's own
-signal for the events after it.
+consumer's batch handler; one event is a batch of one), in order, each deciding as if the
+ones before it had committed: a signal made earlier in the batch is the symbol's cooldown
+and a window's own signal for the events after it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from cdb.signal_engine.settings import SignalEngineSettings
 from cdb.signal_engine.store import (
     ask_insert_signal,
     ask_window,
-    insert_signal,
     lock_symbol,
     read_inserted,
     read_window,
@@ -94,30 +93,9 @@ class SignalEngine(Service[SignalEngineSettings]):
         ]
 
     async def on_market_data(self, md: MarketData) -> None:
-        db = self.kernel.database
-        # pipelined: the lock and the two reads go out together (one round trip), the
-        # insert and the commit in a second one
-        async with db.connection() as conn, conn.pipeline(), conn.transaction():
-            await lock_symbol(conn, md.symbol)
-            control = await ask_control(conn, self.name)  # a peer may have applied one
-            # the strategy's name does not change with the live config
-            window = await ask_window(conn, md, self.strategy.name)
-            self.adopt(await read_control(control))
-            strategy = self.strategy
-            # A redelivered event republishes its stored signal as it was, whatever the
-            # parameters in force now (a threshold changed or a pause since must not lose it).
-            stored, cooldown = await read_window(window, md)
-            if stored is None:
-                outcome = strategy.evaluate(md, cooldown)
-                if isinstance(outcome, Suppressed):
-                    self.suppressed.labels(outcome.reason).inc()
-                    return
-                created = await insert_signal(conn, outcome)
-            else:
-                outcome, created = stored, False
-        await self.kernel.bus.publish(outcome, Stream.SIGNALS)
-        if created:
-            self._made(outcome)
+        """One event: a batch of one (the road of a quiet stream, and of each event of a
+        batch that failed)."""
+        await self.on_market_data_batch([md])
 
     async def on_market_data_batch(self, events: Sequence[MarketData]) -> None:
         """The events of one read in one transaction: the locks of their symbols (sorted),

@@ -11,7 +11,6 @@ from cdb.signal_engine.strategy import CooldownState, LastSignal, signal_id_for
 __all__ = [
     "ask_insert_signal",
     "ask_window",
-    "insert_signal",
     "lock_symbol",
     "read_inserted",
     "read_window",
@@ -68,18 +67,14 @@ async def read_window(cursor: Cursor, md: MarketData) -> tuple[Signal | None, Co
     return stored, state
 
 
-async def insert_signal(conn: AsyncConnection[Any], signal: Signal) -> bool:
-    """Persist the signal; False when it was already there (a redelivery)."""
-    return await read_inserted(await ask_insert_signal(conn, signal))
-
-
 async def read_inserted(cursor: Cursor) -> bool:
     """Whether :func:`ask_insert_signal`'s row was new."""
     return await cursor.fetchone() is not None
 
 
 async def ask_insert_signal(conn: AsyncConnection[Any], signal: Signal) -> Cursor:
-    """:func:`insert_signal` sent (queued in pipeline mode); see :func:`read_inserted`."""
+    """Persist the signal (queued in pipeline mode); :func:`read_inserted` says whether
+    it was new (False: a redelivery)."""
     return await conn.execute(
         """
         INSERT INTO signals (signal_id, event_id, symbol, side, confidence, reason, strategy,

@@ -195,9 +195,10 @@ class RiskManager(Service[RiskManagerSettings]):
         order: Order | None
         held = False
         async with self._book_transaction(pipeline=True) as conn:
-            asked = await store.ask_lock_and_decision(conn, signal.signal_id)
+            asked = await store.ask_lock_and_decisions(conn, [signal.signal_id])
             control = await ask_control(conn, self.name)  # a peer may have applied one
-            version, existing = await store.read_version_and_decision(asked)
+            version, known = await store.read_version_and_decisions(asked)
+            existing = known.get(signal.signal_id)
             self.adopt(await read_control(control))
             if existing is not None:
                 # only an approved decision's order goes out again (held: the owner's)
@@ -482,10 +483,10 @@ class RiskManager(Service[RiskManagerSettings]):
         key = f"result:{result.order_id}:{result.status}"
         book: RiskBook | None = None
         async with self._book_transaction(pipeline=True) as conn:
-            version, seen = await store.read_version_and_seen(
-                await store.ask_lock_and_seen(conn, key)
+            version, seen = await store.read_version_and_seen_keys(
+                await store.ask_lock_and_seen_keys(conn, [key])
             )
-            if not seen:
+            if key not in seen:
                 ledger = await self._ledger(conn, version, now)
                 row = ledger.positions.get(result.order_id) or await store.load_position(
                     conn, result.order_id

@@ -15,9 +15,7 @@ from cdb.risk_manager.rules import ACTIVE, BookPosition, DayState, RiskBook, utc
 
 __all__ = [
     "ask_lock",
-    "ask_lock_and_decision",
     "ask_lock_and_decisions",
-    "ask_lock_and_seen",
     "ask_lock_and_seen_keys",
     "insert_decision",
     "insert_ml_signal",
@@ -27,9 +25,7 @@ __all__ = [
     "load_positions",
     "lock_book",
     "read_version",
-    "read_version_and_decision",
     "read_version_and_decisions",
-    "read_version_and_seen",
     "read_version_and_seen_keys",
     "record_result",
     "save_day",
@@ -76,27 +72,8 @@ async def read_version(cursor: Cursor) -> int:
     return int((await _bumped(cursor))[0])
 
 
-async def ask_lock_and_decision(conn: Conn, signal_id: str) -> Cursor:
-    """:func:`ask_lock` whose bump also reads ``signal_id``'s decision; see
-    :func:`read_version_and_decision`."""
-    return await _ask_bump(
-        conn,
-        ", (SELECT decision FROM risk_decisions WHERE signal_id = %(id)s),"
-        " (SELECT order_event FROM risk_decisions WHERE signal_id = %(id)s)",
-        {"id": signal_id},
-    )
-
-
-async def read_version_and_decision(
-    cursor: Cursor,
-) -> tuple[int, tuple[str, Order | None] | None]:
-    """The new book version, and the signal's decision with its order (None: undecided)."""
-    row = await _bumped(cursor)
-    return int(row[0]), None if row[1] is None else _decision(row[1], row[2])
-
-
 async def ask_lock_and_decisions(conn: Conn, signal_ids: list[str]) -> Cursor:
-    """:func:`ask_lock` whose bump also reads the decisions of ``signal_ids`` (a batch);
+    """:func:`ask_lock` whose bump also reads the decisions of ``signal_ids`` (a batch, or one);
     see :func:`read_version_and_decisions`."""
     return await _ask_bump(
         conn,
@@ -109,26 +86,16 @@ async def ask_lock_and_decisions(conn: Conn, signal_ids: list[str]) -> Cursor:
 async def read_version_and_decisions(
     cursor: Cursor,
 ) -> tuple[int, dict[str, tuple[str, Order | None]]]:
-    """The new book version, and the decided signals of the batch with their orders."""
+    """The new book version, and the decided signals among the asked ones (a batch, or one
+    signal) with their orders."""
     row = await _bumped(cursor)
     rows = row[1] if isinstance(row[1], list) else json.loads(row[1])
     return int(row[0]), {str(r[0]): _decision(r[1], r[2]) for r in rows}
 
 
-async def ask_lock_and_seen(conn: Conn, key: str) -> Cursor:
-    """:func:`ask_lock` whose bump also reads whether the result ``key`` (the ``equity``
-    ledger's) was applied; see :func:`read_version_and_seen`."""
-    return await _ask_bump(conn, ", EXISTS (SELECT 1 FROM equity WHERE event_key = %s)", (key,))
-
-
-async def read_version_and_seen(cursor: Cursor) -> tuple[int, bool]:
-    row = await _bumped(cursor)
-    return int(row[0]), bool(row[1])
-
-
 async def ask_lock_and_seen_keys(conn: Conn, keys: list[str]) -> Cursor:
     """:func:`ask_lock` whose bump also reads which of the results ``keys`` (a batch) were
-    applied; see :func:`read_version_and_seen_keys`."""
+    applied (a batch, or one); see :func:`read_version_and_seen_keys`."""
     return await _ask_bump(
         conn,
         ", (SELECT coalesce(array_agg(event_key), '{}') FROM equity"
